@@ -1,0 +1,194 @@
+"""The head contract, checked for every registered head (a newly registered head is tested automatically)."""
+
+import pytest
+import torch
+from torch import nn
+
+import qualiface
+from qualiface.heads.base import HeadOutput
+
+B, D, C = 6, 12, 9
+HEADS = qualiface.list_heads()
+
+
+def _aux(head, batch=B, dtype=torch.float32):
+    values = {"scale": torch.rand(batch, dtype=dtype) * 30 + 10, "quality": torch.rand(batch, dtype=dtype)}
+    return {name: values[name] for name in head.requires}
+
+
+def _call(head, emb, labels, **extra):
+    return head(emb, labels, **_aux(head, len(labels), emb.dtype), **extra)
+
+
+def test_every_method_of_the_issue_is_registered():
+    expected = {"softmax", "cosface", "arcface", "magface", "adaface", "scaleface", "unitsface", "cr_fiqa"}
+    assert expected <= set(HEADS)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_output_contract(name):
+    head = qualiface.create_head(name, D, C)
+    assert isinstance(head.weight, nn.Parameter)
+    assert head.weight.shape == (C, D)
+    emb = torch.randn(B, D, requires_grad=True)
+    labels = torch.randint(0, C, (B,))
+    out = _call(head, emb, labels)
+    assert isinstance(out, HeadOutput)
+    assert out.loss.shape == ()
+    assert out.loss_per_sample.shape == (B,)
+    torch.testing.assert_close(out.loss, out.loss_per_sample.mean())
+    assert out.logits is None or out.logits.shape == (B, C)
+    assert out.cos_target.shape == (B,)
+    assert not out.cos_target.requires_grad
+    assert out.logs
+    for key, value in out.logs.items():
+        assert value.dim() == 0, key
+        assert not value.requires_grad, key
+    out.loss.backward()
+    assert emb.grad is not None
+    assert torch.isfinite(emb.grad).all()
+    assert head.weight.grad is not None
+    assert head.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_computes_in_float32_under_bf16_autocast(name):
+    head = qualiface.create_head(name, D, C)
+    emb = torch.randn(B, D, dtype=torch.bfloat16, requires_grad=True)
+    labels = torch.randint(0, C, (B,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = _call(head, emb, labels)
+    assert out.loss.dtype == torch.float32
+    assert out.loss_per_sample.dtype == torch.float32
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert emb.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_float64_head_computes_in_float64(name):
+    head = qualiface.create_head(name, D, C).double()
+    out = _call(head, torch.randn(B, D, dtype=torch.float64), torch.randint(0, C, (B,)))
+    assert out.loss_per_sample.dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_state_dict_round_trip_restores_the_head(name):
+    head = qualiface.create_head(name, D, C)
+    emb, labels = torch.randn(B, D), torch.randint(0, C, (B,))
+    head.train()
+    for _ in range(3):  # let stateful heads (AdaFace statistics, UniTSFace memory) change their state
+        _call(head, emb, labels)
+    head.eval()
+    torch.manual_seed(1)
+    aux = _aux(head)
+    expected = head(emb, labels, **aux)
+    clone = qualiface.create_head(name, D, C)
+    clone.load_state_dict(head.state_dict())
+    clone.eval()
+    got = clone(emb, labels, **aux)
+    torch.testing.assert_close(got.loss_per_sample, expected.loss_per_sample)
+
+
+@pytest.mark.parametrize("name", HEADS)
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (torch.tensor([0, 1, 2, 3, 4, C]), "outside"),
+        (torch.tensor([0, 1, 2, 3, 4, -1]), "outside"),
+        (torch.zeros(6), "integer"),
+        (torch.zeros(5, dtype=torch.long), "shape"),
+    ],
+)
+def test_bad_labels_raise_clear_errors(name, labels, message):
+    head = qualiface.create_head(name, D, C)
+    with pytest.raises((ValueError, TypeError), match=message):
+        _call(head, torch.randn(B, D), labels)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_bad_embeddings_raise_clear_errors(name):
+    head = qualiface.create_head(name, D, C)
+    labels = torch.randint(0, C, (B,))
+    with pytest.raises(ValueError, match="shape"):
+        _call(head, torch.randn(B, D + 1), labels)
+    bad = torch.randn(B, D)
+    bad[2, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        _call(head, bad, labels)
+    with pytest.raises(ValueError, match="does not take"):
+        _call(head, torch.randn(B, D), labels, bogus=torch.zeros(B))
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_required_aux_inputs_are_checked(name):
+    head = qualiface.create_head(name, D, C)
+    for key in head.requires:
+        aux = _aux(head)
+        del aux[key]
+        with pytest.raises(ValueError, match=key):
+            head(torch.randn(B, D), torch.randint(0, C, (B,)), **aux)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_batch_of_one_and_single_class(name):
+    head = qualiface.create_head(name, D, 1)
+    out = _call(head, torch.randn(1, D), torch.zeros(1, dtype=torch.long))
+    assert torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_partial_fc_sampling_works_for_every_head(name):
+    head = qualiface.create_head(name, D, 50, sample_rate=0.2)
+    labels = torch.randint(0, 50, (B,))
+    out = _call(head, torch.randn(B, D), labels)
+    assert out.class_index is not None
+    assert torch.equal(out.class_index[out.labels], labels)
+    assert out.logits is None or out.logits.shape == (B, out.class_index.numel())
+
+
+def test_create_head_overrides_defaults_and_rejects_unknown_names():
+    assert qualiface.create_head("arcface", D, C, margin=0.3).margin == 0.3
+    with pytest.raises(KeyError, match="arcface"):
+        qualiface.create_head("arcfase", D, C)
+    with pytest.raises(TypeError):
+        qualiface.create_head("arcface", D, C, no_such_argument=1)
+
+
+class _Synthetic(nn.Module):
+    """A linear 'backbone' with the auxiliary branches some heads need."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(16, D)
+        self.quality = nn.Linear(D, 1)
+        self.scale = nn.Linear(16, 1)
+
+    def forward(self, x):
+        emb = self.body(x)
+        return emb, {"quality": self.quality(emb).squeeze(1), "scale": 16 + nn.functional.softplus(self.scale(x))[:, 0]}
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_tiny_training_run_lowers_the_loss(name):
+    g = torch.Generator().manual_seed(0)
+    classes, per_class = 4, 8
+    centres = torch.randn(classes, 16, generator=g) * 2
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    images = centres[labels] + 0.5 * torch.randn(classes * per_class, 16, generator=g)
+    model = _Synthetic()
+    head = qualiface.create_head(name, D, classes)
+    params = list(model.parameters()) + list(head.parameters())
+    optimizer = torch.optim.SGD(params, lr=0.05, momentum=0.9)
+
+    def step():
+        emb, aux = model(images)
+        out = head(emb, labels, **{k: aux[k] for k in head.requires})
+        optimizer.zero_grad()
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        optimizer.step()
+        return out.loss.item()
+
+    losses = [step() for _ in range(60)]
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
