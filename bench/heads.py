@@ -62,7 +62,7 @@ def gemm_peak(dtype_name: str, size: int = 2048, reps: int = 10) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def _build_step(spec: dict[str, Any]):  # noqa: ANN202 - returns a closure
+def _build_step(spec: dict[str, Any]):
     import torch
     import torch.nn.functional as F
 

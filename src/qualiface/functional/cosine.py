@@ -55,10 +55,7 @@ class _CosineMatrix(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, grad_cos: Tensor | None, grad_target: Tensor | None
     ) -> tuple[Tensor | None, ...]:
         x_hat, w, inv_norm, cos, index, columns = ctx.saved_tensors
-        if grad_cos is None:
-            g_scaled = cos.new_zeros(cos.shape)
-        else:
-            g_scaled = grad_cos * inv_norm  # G_ij r_j
+        g_scaled = cos.new_zeros(cos.shape) if grad_cos is None else grad_cos * inv_norm  # G_ij r_j
         if grad_target is not None:
             column = columns.unsqueeze(1)
             g_scaled.scatter_add_(1, column, (grad_target * inv_norm[columns]).unsqueeze(1))

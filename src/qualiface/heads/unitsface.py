@@ -1,0 +1,213 @@
+"""UniTSFace: unified-threshold sample-to-sample loss (Li et al., NeurIPS 2023; code ``CVI-SZU/UniTSFace``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from qualiface.functional.margin_ce import margin_cross_entropy
+from qualiface.functional.margins import l2_normalize
+from qualiface.heads.base import Head, HeadInputs, HeadOutput
+from qualiface.registry import HEADS
+
+Combine = Literal["mean", "sum"]
+
+
+@HEADS.register("unitsface")
+class UniTSFace(Head):
+    """CosFace sample-to-class loss plus the USS-m sample-to-sample loss with a learned unified threshold.
+
+    ``L = w_cls · L_CosFace + w_uss · L_uss-m`` where ``L_CosFace`` uses ``s(cos θ_y − m)`` and, per sample,
+    (paper Eq. 11/24, as coded with a clamp)::
+
+        L_uss-m = softplus(−clamp(γ(cos⁺ − m_uss) − b, −γ, γ)) + Σ_{j≠y} softplus(clamp(γ cos⁻_j − b, −γ, γ))
+
+    ``cos⁺`` and ``cos⁻_j`` are cosines to a memory bank ``feat_mem (C, D)`` that holds the last raw feature
+    seen of every class: the positive is the own class's row, the negatives are the rows of all other classes.
+    ``b = γ t`` is a learnable scalar; ``t = b / γ`` is the unified threshold (:attr:`threshold`). The clamp
+    cuts the gradient of terms outside ``[−γ, γ]``; ``softplus`` replaces the code's ``log(1 + exp(·))``
+    (same values, no overflow). Note that in the paper's ideal case (``cos⁺ = 1``, ``cos⁻ = −1``, ``m = 0``)
+    every negative sits at ``−γ − b < −γ`` once ``b > 0``, so with the clamp the closed-form stationary
+    ``b`` of the paper holds for the unclamped loss only.
+
+    State (all checkpointed, moved with the module): ``feat_mem`` (zero-initialised; the official buffer is
+    uninitialised memory) and ``seen`` (``(C,)`` bool): unseen rows are excluded from the negatives, and a
+    sample whose class row is unseen has no positive term; ``bias`` (``b``, shape ``(1,)`` as the official
+    parameter, kept in the module dtype where the code forces float32); ``num_steps`` (training forwards so far).
+
+    Behaviour per forward:
+
+    - ``b`` data-dependent initialisation: in any forward where ``b <= 0`` and some sample has a seen
+      negative, ``b`` is set (no grad) to ``mean_i logsumexp_{j seen, j≠y_i}(γ cos⁻_ij)`` over the samples
+      that have one, and that value is used in the same forward (as coded).
+    - In training mode, AFTER the loss, ``feat_mem[y_k] ← sg(f_k)`` (raw features, batch order: the later
+      sample of a class wins), the rows are marked seen and ``num_steps`` is incremented.
+    - Schedule: the official code trains epoch 0 with CosFace only while the memory fills. Here the first
+      ``uss_warmup_steps`` training forwards use ``L = L_CosFace`` with weight 1 whatever ``combine`` and
+      ``uss_only`` say, as the code's epoch 0 (the USS term is not evaluated, ``b`` is not initialised,
+      ``loss/uss`` is logged as 0); a trainer sets it to one epoch of steps to reproduce the paper.
+      Default 0: USS from the first step (the first step has an empty memory and no USS terms).
+    - ``combine="mean"`` (default, the paper's arithmetic average): ``w = (0.5, 0.5)``; ``combine="sum"``
+      (official ``backbone.py``): ``w = (1, 1)``, twice the USS weight and the effective lr of shared weights.
+    - ``uss_only=True`` (the paper's USS-only experiments, code ``combine=False``): ``L = L_uss-m`` alone and
+      the class centres receive no gradient; ``logits`` still holds the detached CosFace logits and
+      ``loss/cosface`` is still logged, for monitoring.
+
+    With class sampling (``sample_rate < 1``) only the CosFace term uses the sampled centres; the USS term
+    always uses the full memory (``B × C`` cosines per step, as the code). The memory and the initialisation
+    of ``b`` are per process: under DDP the memory must be all-gathered and ``b`` broadcast by the caller.
+
+    Args:
+        embedding_dim: ``D``.
+        num_classes: ``C``.
+        scale: CosFace ``s = 64``.
+        margin: CosFace ``m = 0.4``.
+        gamma: USS scale ``γ = 64`` (also the clamp bound).
+        margin_uss: USS margin ``m = 0.1`` (``0`` gives the plain ``L_uss``).
+        combine: ``"mean"`` (default, paper) or ``"sum"`` (code).
+        uss_only: train with ``L_uss-m`` alone.
+        uss_warmup_steps: CosFace-only training forwards before the USS term starts (0).
+        **kwargs: :class:`~qualiface.heads.base.Head` options (``sample_rate``, ...).
+
+    Normalisation eps is 1e-5 (official ``F.normalize(·, eps=1e-5)``); class centres are Kaiming-normal
+    (``a = 1``, fan-in: std ``1/sqrt(D)``).
+
+    Logs: ``loss/cosface``, ``loss/uss``, ``unitsface/bias``, ``unitsface/threshold``,
+    ``unitsface/seen_fraction`` and the shared head logs.
+    """
+
+    normalize_eps = 1e-5
+
+    feat_mem: Tensor
+    seen: Tensor
+    num_steps: Tensor
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_classes: int,
+        *,
+        scale: float = 64.0,
+        margin: float = 0.4,
+        gamma: float = 64.0,
+        margin_uss: float = 0.1,
+        combine: Combine = "mean",
+        uss_only: bool = False,
+        uss_warmup_steps: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(embedding_dim, num_classes, **kwargs)
+        if combine not in ("mean", "sum"):
+            raise ValueError(f"combine must be 'mean' or 'sum', got {combine!r}")
+        if gamma <= 0:
+            raise ValueError(f"gamma must be positive, got {gamma}")
+        if uss_warmup_steps < 0:
+            raise ValueError(f"uss_warmup_steps must be >= 0, got {uss_warmup_steps}")
+        self.scale = scale
+        self.margin = margin
+        self.gamma = gamma
+        self.margin_uss = margin_uss
+        self.combine: Combine = combine
+        self.uss_only = uss_only
+        self.uss_warmup_steps = uss_warmup_steps
+        self.bias = nn.Parameter(torch.zeros(1))
+        self.register_buffer("feat_mem", torch.zeros(num_classes, embedding_dim))
+        self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
+        self.register_buffer("num_steps", torch.zeros((), dtype=torch.long))
+
+    def reset_parameters(self) -> None:
+        """Class centres Kaiming-normal (``a = 1``, fan-in), std ``1/sqrt(D)``, as ``Normalized_Softmax_Loss``."""
+        nn.init.kaiming_normal_(self.weight, a=1, mode="fan_in", nonlinearity="leaky_relu")
+
+    @property
+    def threshold(self) -> Tensor:
+        """The learned unified threshold ``t = b / γ`` (detached scalar)."""
+        return self.bias.detach()[0] / self.gamma
+
+    @property
+    def weights(self) -> tuple[float, float]:
+        """``(w_cls, w_uss)`` of the combined loss."""
+        return (0.5, 0.5) if self.combine == "mean" else (1.0, 1.0)
+
+    def compute(self, inputs: HeadInputs) -> HeadOutput:
+        target = self.scale * (inputs.cos_target - self.margin)
+        cosface, logits = margin_cross_entropy(inputs.cos, inputs.labels, target, self.scale)
+        labels = inputs.labels if inputs.class_index is None else inputs.class_index[inputs.labels]
+
+        warming_up = self.uss_warmup_steps > 0 and int(self.num_steps) < self.uss_warmup_steps
+        if warming_up:
+            uss = torch.zeros_like(cosface)
+            loss_per_sample = cosface
+        else:
+            uss = self.uss_loss(inputs.x_hat, labels)
+            w_cls, w_uss = self.weights
+            loss_per_sample = uss if self.uss_only else w_cls * cosface + w_uss * uss
+
+        logs = self.base_logs(inputs)
+        logs["loss/cosface"] = cosface.detach().mean()
+        logs["loss/uss"] = uss.detach().mean()
+        logs["unitsface/bias"] = self.bias.detach()[0].clone()
+        logs["unitsface/threshold"] = self.threshold.clone()
+        logs["unitsface/seen_fraction"] = self.seen.float().mean()
+
+        if self.training:
+            self.update_memory(inputs.embeddings, labels)
+            self.num_steps += 1
+        return HeadOutput(
+            loss=loss_per_sample.mean(),
+            loss_per_sample=loss_per_sample,
+            logits=logits,
+            cos_target=inputs.cos_target.detach(),
+            logs=logs,
+            class_index=inputs.class_index,
+            labels=inputs.labels,
+        )
+
+    def uss_loss(self, x_hat: Tensor, labels: Tensor) -> Tensor:
+        """Per-sample ``L_uss-m`` ``(B,)`` of unit embeddings against the memory (initialises ``b`` if ``<= 0``)."""
+        memory, _ = l2_normalize(self.feat_mem.to(x_hat.dtype), self.normalize_eps)
+        cos = x_hat @ memory.t()  # (B, C), gradient to the embeddings only
+        own = torch.zeros_like(cos, dtype=torch.bool).scatter_(1, labels.unsqueeze(1), True)
+        negatives = self.seen.unsqueeze(0) & ~own
+        has_positive = self.seen[labels]
+        self._init_bias(cos, negatives)
+
+        bias = self.bias.to(x_hat.dtype)
+        cos_pos = cos.gather(1, labels.unsqueeze(1)).squeeze(1)
+        pos = F.softplus(-(self.gamma * (cos_pos - self.margin_uss) - bias).clamp(-self.gamma, self.gamma))
+        neg = F.softplus((self.gamma * cos - bias).clamp(-self.gamma, self.gamma))
+        return torch.where(has_positive, pos, 0.0) + torch.where(negatives, neg, 0.0).sum(dim=1)
+
+    @torch.no_grad()
+    def _init_bias(self, cos: Tensor, negatives: Tensor) -> None:
+        """Official data-dependent initialisation of ``b`` where ``b <= 0``."""
+        if self.bias.detach().item() > 0:
+            return
+        rows = negatives.any(dim=1)
+        if not rows.any():
+            return
+        lse = torch.logsumexp((self.gamma * cos[rows]).masked_fill(~negatives[rows], -math.inf), dim=1)
+        self.bias.fill_(lse.mean())
+
+    @torch.no_grad()
+    def update_memory(self, embeddings: Tensor, labels: Tensor) -> None:
+        """``feat_mem[y_k] ← f_k`` for the raw features of a batch; the later sample of a class wins."""
+        classes, inverse = torch.unique(labels, return_inverse=True)
+        order = torch.arange(labels.numel(), device=labels.device)
+        last = torch.full_like(classes, -1).scatter_reduce_(0, inverse, order, reduce="amax")
+        self.feat_mem[classes] = embeddings.detach()[last].to(self.feat_mem.dtype)
+        self.seen[classes] = True
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, scale={self.scale}, margin={self.margin}, gamma={self.gamma}, "
+            f"margin_uss={self.margin_uss}, combine={self.combine!r}, uss_only={self.uss_only}, "
+            f"uss_warmup_steps={self.uss_warmup_steps}"
+        )
+
+
+__all__ = ["UniTSFace"]
