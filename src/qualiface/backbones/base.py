@@ -41,6 +41,7 @@ class Backbone(nn.Module):
     embedding_dim: int
     preprocessing: Preprocessing
     quality_branch: str | None = None
+    arch: str = ""  # the registered name, set by the entrypoint; used in messages
 
     def forward_aux(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Embeddings and the auxiliary outputs (``{}`` without a quality branch), each of shape ``(B,)``."""

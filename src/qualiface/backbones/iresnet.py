@@ -1,0 +1,174 @@
+"""insightface ``arcface_torch`` iResNet, with arcface_torch's exact state-dict layout.
+
+An arcface_torch ``model.pt`` / ``backbone.pth`` loads with ``strict=True``; with
+``quality_branch="cr_fiqa"`` and ``features_weight_trainable=True`` the model is CR-FIQA's iResNet
+(extra keys ``qs.weight``, ``qs.bias``); with ``quality_branch="scaleface"`` ScaleFace's ``MLPHead``
+sits under ``scale_predictor.``. MagFace's iResNet has the same keys but BatchNorm ``eps=2e-5``,
+``momentum=0.9`` (set ``bn_eps``/``bn_momentum``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from qualiface.backbones.base import Preprocessing
+from qualiface.backbones.layers import BranchedBackbone, feature_map_size
+from qualiface.registry import BACKBONES
+
+STAGE_WIDTHS = (64, 128, 256, 512)
+
+
+class IBasicBlock(nn.Module):
+    """Improved residual block: ``bn3(conv2(prelu(bn2(conv1(bn1(x)))))) + shortcut(x)``; ``conv2`` is strided."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int = 1, bn_eps: float = 1e-5, bn_momentum: float = 0.1
+    ) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_channels, eps=bn_eps, momentum=bn_momentum)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
+        self.prelu = nn.PReLU(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum),
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return out + shortcut
+
+
+def _stage(in_channels: int, width: int, blocks: int, bn_eps: float, bn_momentum: float) -> nn.Sequential:
+    """One stage: a stride-2 block with a 1×1-conv downsample, then ``blocks - 1`` stride-1 blocks."""
+    first = IBasicBlock(in_channels, width, 2, bn_eps, bn_momentum)
+    return nn.Sequential(first, *(IBasicBlock(width, width, 1, bn_eps, bn_momentum) for _ in range(blocks - 1)))
+
+
+class IResNet(BranchedBackbone):
+    """arcface_torch iResNet: 3×3 stem, four stages whose first block has stride 2, then
+    ``bn2 -> flatten -> dropout -> fc -> features`` (BatchNorm1d, weight fixed at 1 unless made trainable).
+
+    ``forward`` returns the raw ``features`` output (not L2-normalised). Weight init as arcface_torch:
+    convolutions N(0, 0.1), BatchNorm2d weight 1 / bias 0, Linear PyTorch default.
+
+    Args:
+        layers: Blocks per stage.
+        arch: Registered name, used in messages.
+        embedding_dim: Output width (arcface_torch ``num_features``).
+        dropout: Dropout probability on the flattened map (CR-FIQA trains with 0.4).
+        bn_eps: Epsilon of every BatchNorm (MagFace: 2e-5).
+        bn_momentum: PyTorch momentum of every BatchNorm (MagFace: 0.9).
+        features_weight_trainable: Train ``features.weight`` (CR-FIQA, MagFace) instead of freezing it.
+        zero_init_residual: Zero each block's ``bn2.weight``, as arcface_torch does.
+        input_size: Side of the square input; the ``fc`` input is ``512 * (input_size / 16) ** 2``.
+        quality_branch: ``None``, ``"cr_fiqa"`` or ``"scaleface"`` (see :class:`BranchedBackbone`).
+        scale_activation: ScaleFace head activation.
+        scale_coefficient: ScaleFace head coefficient ``c``.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[int],
+        *,
+        arch: str = "iresnet",
+        embedding_dim: int = 512,
+        dropout: float = 0.0,
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+        features_weight_trainable: bool = False,
+        zero_init_residual: bool = False,
+        input_size: int = 112,
+        quality_branch: str | None = None,
+        scale_activation: str = "sigm_mul",
+        scale_coefficient: float = 32.0,
+    ) -> None:
+        super().__init__()
+        if len(layers) != 4:
+            raise ValueError(f"{arch}: layers must give the blocks of 4 stages, got {tuple(layers)}")
+        side = feature_map_size(input_size, arch)
+        self.arch = arch
+        self.embedding_dim = embedding_dim
+        self.bottleneck_dim = STAGE_WIDTHS[-1] * side * side
+        self.preprocessing = Preprocessing(
+            input_size=(3, input_size, input_size),
+            channel_order="RGB",
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            source="insightface",
+        )
+
+        self.conv1 = nn.Conv2d(3, STAGE_WIDTHS[0], 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(STAGE_WIDTHS[0], eps=bn_eps, momentum=bn_momentum)
+        self.prelu = nn.PReLU(STAGE_WIDTHS[0])
+        c1, c2, c3, c4 = STAGE_WIDTHS
+        self.layer1 = _stage(c1, c1, layers[0], bn_eps, bn_momentum)
+        self.layer2 = _stage(c1, c2, layers[1], bn_eps, bn_momentum)
+        self.layer3 = _stage(c2, c3, layers[2], bn_eps, bn_momentum)
+        self.layer4 = _stage(c3, c4, layers[3], bn_eps, bn_momentum)
+        self.bn2 = nn.BatchNorm2d(c4, eps=bn_eps, momentum=bn_momentum)
+        self.dropout = nn.Dropout(p=dropout)
+        self.fc = nn.Linear(self.bottleneck_dim, embedding_dim)
+        self.features = nn.BatchNorm1d(embedding_dim, eps=bn_eps, momentum=bn_momentum)
+        self._init_weights(zero_init_residual)
+        self.features.weight.requires_grad_(features_weight_trainable)
+        self._add_quality_branch(quality_branch, scale_activation, scale_coefficient)
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, 0.0, 0.1)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.ones_(self.features.weight)
+        if zero_init_residual:
+            for module in self.modules():
+                if isinstance(module, IBasicBlock):
+                    nn.init.zeros_(module.bn2.weight)
+
+    def forward_bottleneck(self, images: Tensor) -> Tensor:
+        x = self.prelu(self.bn1(self.conv1(images)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.dropout(self.bn2(x).flatten(1))
+
+    def embed(self, bottleneck: Tensor) -> Tensor:
+        return self.features(self.fc(bottleneck))
+
+
+@BACKBONES.register("iresnet18")
+def iresnet18(**kwargs: Any) -> IResNet:
+    """arcface_torch ``r18``: blocks (2, 2, 2, 2); kwargs as :class:`IResNet`."""
+    return IResNet((2, 2, 2, 2), arch="iresnet18", **kwargs)
+
+
+@BACKBONES.register("iresnet34")
+def iresnet34(**kwargs: Any) -> IResNet:
+    """arcface_torch ``r34``: blocks (3, 4, 6, 3); kwargs as :class:`IResNet`."""
+    return IResNet((3, 4, 6, 3), arch="iresnet34", **kwargs)
+
+
+@BACKBONES.register("iresnet50")
+def iresnet50(**kwargs: Any) -> IResNet:
+    """arcface_torch ``r50``: blocks (3, 4, 14, 3); kwargs as :class:`IResNet`."""
+    return IResNet((3, 4, 14, 3), arch="iresnet50", **kwargs)
+
+
+@BACKBONES.register("iresnet100")
+def iresnet100(**kwargs: Any) -> IResNet:
+    """arcface_torch ``r100``: blocks (3, 13, 30, 3); kwargs as :class:`IResNet`."""
+    return IResNet((3, 13, 30, 3), arch="iresnet100", **kwargs)
+
+
+@BACKBONES.register("iresnet200")
+def iresnet200(**kwargs: Any) -> IResNet:
+    """arcface_torch ``r200``: blocks (6, 26, 60, 6); kwargs as :class:`IResNet`."""
+    return IResNet((6, 26, 60, 6), arch="iresnet200", **kwargs)

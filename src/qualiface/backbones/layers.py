@@ -1,0 +1,157 @@
+"""Building blocks shared by the backbones: the quality branches (CR-FIQA ``qs``, ScaleFace scale head).
+
+:class:`BranchedBackbone` factors the part of iResNet and IR that the quality branches hook into: both
+end in ``flatten -> dropout -> Linear -> BatchNorm1d``, the flattened map is the ScaleFace *bottleneck*
+and the ``BatchNorm1d`` output is the embedding that CR-FIQA's ``qs`` reads.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from qualiface.backbones.base import Backbone
+
+QualityBranch = Literal["cr_fiqa", "scaleface"]
+ScaleActivation = Literal["exp", "sigm", "sigm_mul", "sigm_sum", "sigm_sum_mul", "relu", "lin"]
+
+QUALITY_BRANCHES: tuple[str, ...] = ("cr_fiqa", "scaleface")
+SCALE_ACTIVATIONS: tuple[str, ...] = ("exp", "sigm", "sigm_mul", "sigm_sum", "sigm_sum_mul", "relu", "lin")
+
+
+def scale_activation(z: Tensor, activation: str, coefficient: float) -> Tensor:
+    """ScaleFace's output activations (``stat-ml/scale-face: MLPHead``), ``c`` = ``coefficient``.
+
+    ``exp``: e^z; ``sigm``: σ(z); ``sigm_mul``: c·σ(z); ``sigm_sum``: c + σ(z); ``sigm_sum_mul``: c + c·σ(z);
+    ``relu``: c·relu(z); ``lin``: z.
+    """
+    if activation == "exp":
+        return torch.exp(z)
+    if activation == "sigm":
+        return torch.sigmoid(z)
+    if activation == "sigm_mul":
+        return coefficient * torch.sigmoid(z)
+    if activation == "sigm_sum":
+        return coefficient + torch.sigmoid(z)
+    if activation == "sigm_sum_mul":
+        return coefficient + coefficient * torch.sigmoid(z)
+    if activation == "relu":
+        return coefficient * torch.relu(z)
+    if activation == "lin":
+        return z
+    raise ValueError(f"unknown scale activation {activation!r}; expected one of {', '.join(SCALE_ACTIVATIONS)}")
+
+
+class MLPScaleHead(nn.Module):
+    """ScaleFace's ``MLPHead``: an MLP on the bottleneck feature predicting one positive scale per sample.
+
+    With the default ``num_feats=(25088, 512, 1)`` the keys are exactly ScaleFace's: ``mlp.0.weight``
+    (Linear, no bias, Kaiming-normal), ``mlp.1.*`` (BatchNorm1d, ``affine=False``), ``mlp.2`` (ReLU),
+    ``mlp.3.weight`` (Linear, no bias).
+
+    Args:
+        num_feats: Layer widths, input first, ``1`` last.
+        activation: Output activation, see :func:`scale_activation`.
+        coefficient: The ``c`` of the activation.
+        batch_norm: Insert a non-affine BatchNorm1d after every hidden Linear.
+    """
+
+    def __init__(
+        self,
+        num_feats: Sequence[int] = (25088, 512, 1),
+        activation: str = "sigm_mul",
+        coefficient: float = 32.0,
+        batch_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        if len(num_feats) < 2:
+            raise ValueError(f"num_feats needs at least an input and an output width, got {tuple(num_feats)}")
+        if activation not in SCALE_ACTIVATIONS:
+            raise ValueError(f"unknown scale activation {activation!r}; expected one of {', '.join(SCALE_ACTIVATIONS)}")
+        self.activation = activation
+        self.coefficient = float(coefficient)
+        layers: list[nn.Module] = []
+        for in_feats, out_feats in itertools.pairwise(num_feats[:-1]):
+            linear = nn.Linear(in_feats, out_feats, bias=False)
+            nn.init.kaiming_normal_(linear.weight)
+            layers.append(linear)
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(out_feats, affine=False))
+            layers.append(nn.ReLU())
+        layers.append(nn.Linear(num_feats[-2], num_feats[-1], bias=False))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, bottleneck: Tensor) -> Tensor:
+        """Scales ``(B, num_feats[-1])`` from the flattened bottleneck ``(B, num_feats[0])``.
+
+        The input is cast to the head's parameter dtype (autocast, if active, still decides the matmul dtype).
+        """
+        z = self.mlp(bottleneck.to(self.mlp[0].weight.dtype))
+        return scale_activation(z, self.activation, self.coefficient)
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation!r}, coefficient={self.coefficient}"
+
+
+class BranchedBackbone(Backbone):
+    """A backbone ending in ``flatten -> dropout -> fc -> BatchNorm1d``, with an optional quality branch.
+
+    Subclasses implement :meth:`forward_bottleneck` (images to the flattened, dropped-out feature map)
+    and :meth:`embed` (bottleneck to the raw embedding), and call :meth:`_add_quality_branch` last in
+    ``__init__`` so that the branch keys follow the backbone keys, as in the official checkpoints.
+
+    Branches:
+        ``"cr_fiqa"``: ``qs`` = Linear(embedding_dim, 1) on the raw embedding (not detached); aux key
+        ``quality``.
+        ``"scaleface"``: ``scale_predictor`` = :class:`MLPScaleHead` on the fp32 bottleneck; aux key ``scale``.
+    """
+
+    bottleneck_dim: int
+
+    def forward_bottleneck(self, images: Tensor) -> Tensor:
+        """Flattened final feature map after dropout, ``(B, bottleneck_dim)``."""
+        raise NotImplementedError
+
+    def embed(self, bottleneck: Tensor) -> Tensor:
+        """Raw embedding ``(B, embedding_dim)`` from the bottleneck."""
+        raise NotImplementedError
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Raw (un-normalised) embeddings ``(B, embedding_dim)``."""
+        return self.embed(self.forward_bottleneck(images))
+
+    def forward_aux(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Embeddings and the quality branch output (``quality`` or ``scale``, shape ``(B,)``)."""
+        bottleneck = self.forward_bottleneck(images)
+        embeddings = self.embed(bottleneck)
+        if self.quality_branch == "cr_fiqa":
+            return embeddings, {"quality": self.qs(embeddings).squeeze(1)}
+        if self.quality_branch == "scaleface":
+            return embeddings, {"scale": self.scale_predictor(bottleneck.float()).squeeze(1)}
+        return embeddings, {}
+
+    def _add_quality_branch(
+        self, quality_branch: str | None, scale_activation: str = "sigm_mul", scale_coefficient: float = 32.0
+    ) -> None:
+        if quality_branch is not None and quality_branch not in QUALITY_BRANCHES:
+            raise ValueError(
+                f"unknown quality_branch {quality_branch!r}; expected None or one of {', '.join(QUALITY_BRANCHES)}"
+            )
+        self.quality_branch = quality_branch
+        if quality_branch == "cr_fiqa":
+            self.qs = nn.Linear(self.embedding_dim, 1)
+        elif quality_branch == "scaleface":
+            self.scale_predictor = MLPScaleHead(
+                (self.bottleneck_dim, 512, 1), activation=scale_activation, coefficient=scale_coefficient
+            )
+
+
+def feature_map_size(input_size: int, arch: str) -> int:
+    """Side of the final 16×-downsampled feature map; ``input_size`` must be a positive multiple of 16."""
+    if input_size <= 0 or input_size % 16:
+        raise ValueError(f"{arch}: input_size must be a positive multiple of 16, got {input_size}")
+    return input_size // 16
