@@ -16,7 +16,11 @@ after importing torch) is its own. Rows:
   Partial FC sampling (``--sample-rate``, sparse class-centre gradient).
 
 GFLOP/s counts the three GEMMs of a step (``6·B·C'·D``) and is given as a fraction of this machine's GEMM
-peak measured by the same script (``torch.mm`` of 2048² matrices in float32 and bfloat16).
+peak measured by the same script (``torch.mm`` of 2048² matrices in float32 and bfloat16). The bfloat16 rows
+run only where a bfloat16 GEMM is faster than a float32 one (AMX / AVX512-BF16 CPUs, GPUs).
+``--malloc-tuned`` runs every configuration with glibc's ``MALLOC_MMAP_MAX_=0`` and a large
+``MALLOC_TRIM_THRESHOLD_``, so that large buffers are reused instead of being mapped and page-faulted anew
+at every step (it speeds up the bare baseline and the heads alike).
 """
 
 from __future__ import annotations
@@ -141,24 +145,25 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _specs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Per class count: the baselines (bare at C and at the sampled C'), then every head, full and sampled."""
     import qualiface
 
     heads = args.heads or qualiface.list_heads()
     base = {"batch": args.batch, "dim": args.dim, "threads": args.threads, "reps": args.reps}
+    matmuls = (None, "bfloat16") if args.bf16 else (None,)
     specs = []
     for classes in args.classes:
         full = {**base, "classes": classes, "sample_rate": 1.0, "matmul_dtype": None}
         specs.append({**full, "kind": "bare_linear_ce"})
+        sampled = int(args.sample_rate * classes)
+        if args.sample_rate < 1.0 and sampled not in args.classes:
+            specs.append({**full, "classes": sampled, "kind": "bare_linear_ce"})
         specs.append({**full, "kind": "usual_arcface"})
         if args.pml:
             specs += [{**full, "kind": "pml_arcface"}, {**full, "kind": "pml_cosface"}]
-        for rate in (1.0, args.sample_rate):
-            for matmul in (None, "bfloat16"):
-                for name in heads:
-                    specs.append({**full, "kind": name, "sample_rate": rate, "matmul_dtype": matmul})
-        if args.sample_rate < 1.0:
-            sampled = int(args.sample_rate * classes)
-            specs.append({**full, "classes": sampled, "kind": "bare_linear_ce", "note": f"C'={sampled}"})
+        for rate in (1.0, args.sample_rate) if args.sample_rate < 1.0 else (1.0,):
+            for matmul in matmuls:
+                specs += [{**full, "kind": name, "sample_rate": rate, "matmul_dtype": matmul} for name in heads]
     return specs
 
 
@@ -172,6 +177,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-pml", dest="pml", action="store_false")
+    parser.add_argument("--malloc-tuned", action="store_true", help="reuse large buffers (glibc settings)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "heads.json")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -188,30 +194,42 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     peaks = {name: gemm_peak(name) for name in ("float32", "bfloat16")}
     print(f"GEMM peak ({args.threads} threads): fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f}")
-    rows = []
+    args.bf16 = peaks["bfloat16"] > peaks["float32"]
+    if not args.bf16:
+        print("bfloat16 GEMMs are slower than float32 here: bfloat16 rows skipped")
+    env = dict(os.environ)
+    if args.malloc_tuned:
+        env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(1 << 36))
+    rows: list[dict[str, Any]] = []
+    bare: dict[int, float] = {}
+    print("| C | sample rate | method | ms / step | vs bare | peak MiB | GFLOP/s | of GEMM peak |")
+    print("|---|---|---|---|---|---|---|---|")
     for spec in _specs(args):
         proc = subprocess.run(
-            [sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True, check=False
+            [sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True, check=False, env=env
         )
         if proc.returncode != 0:
             print(f"FAILED {spec}: {proc.stderr[-2000:]}", file=sys.stderr)
             continue
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         used = spec["classes"] if spec["sample_rate"] >= 1.0 else int(spec["sample_rate"] * spec["classes"])
+        if spec["kind"] == "bare_linear_ce":
+            bare[used] = result["seconds"]
         gflops = 6 * spec["batch"] * used * spec["dim"] / result["seconds"] / 1e9
         peak = peaks["bfloat16" if spec["matmul_dtype"] else "float32"]
-        row = {**spec, **result, "gflops": gflops, "peak_fraction": gflops / peak}
+        ratio = result["seconds"] / bare[used] if used in bare else float("nan")
+        row = {**spec, **result, "gflops": gflops, "peak_fraction": gflops / peak, "vs_bare": ratio}
         rows.append(row)
-        label = f"{spec['kind']}{' bf16' if spec['matmul_dtype'] else ''}{spec.get('note', '')}"
+        label = f"{spec['kind']}{' bf16' if spec['matmul_dtype'] else ''}"
         print(
-            f"C={spec['classes']:>9,} rate={spec['sample_rate']:<4} {label:<28} "
-            f"{result['seconds'] * 1e3:9.1f} ms {result['peak_mib']:8.0f} MiB {gflops:7.1f} GFLOP/s "
-            f"({100 * gflops / peak:4.1f}% of peak)",
+            f"| {spec['classes']:>9,} | {spec['sample_rate']:<4} | {label:<22} | {result['seconds'] * 1e3:9.1f} | "
+            f"{ratio:5.2f} | {result['peak_mib']:7.0f} | {gflops:6.1f} | {100 * gflops / peak:4.1f}% |",
             flush=True,
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     machine = {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()}
     args.out.write_text(json.dumps({"gemm_peak_gflops": peaks, "machine": machine, "rows": rows}, indent=1))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -125,3 +125,23 @@ def test_sample_classes_keeps_all_positives_when_over_budget():
     index, remapped = sample_classes(labels, 100, 0.1)
     assert torch.equal(index, labels)
     assert torch.equal(remapped, labels)
+
+
+def test_margin_cross_entropy_clamp_matches_torch_clamp():
+    cos = (torch.rand(5, 7, dtype=torch.float64) * 2 - 1).requires_grad_()
+    with torch.no_grad():
+        cos[0, 1], cos[2, 3], cos[4, 0] = 0.9999, -0.99995, 1.0
+    labels = torch.tensor([0, 1, 2, 3, 4])
+    target = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    scale = (torch.rand(5, dtype=torch.float64) * 30 + 1).requires_grad_()
+    upstream = torch.rand(5, dtype=torch.float64)
+    loss, logits = margin_cross_entropy(cos, labels, target, scale, clamp_eps=1e-3)
+    grads = torch.autograd.grad((loss * upstream).sum(), (cos, target, scale))
+    ref_loss, ref_logits = _reference_margin_ce(cos.clamp(-1 + 1e-3, 1 - 1e-3), labels, target, scale)
+    ref_grads = torch.autograd.grad((ref_loss * upstream).sum(), (cos, target, scale))
+    torch.testing.assert_close(loss, ref_loss)
+    torch.testing.assert_close(logits, ref_logits.detach())
+    assert grads[0][0, 1] == 0
+    assert grads[0][2, 3] == 0
+    for ours, ref in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(ours, ref)

@@ -225,6 +225,27 @@ def test_memory_update_uses_true_labels_under_class_sampling() -> None:
         torch.testing.assert_close(head.feat_mem[labels[i]], emb[i])
 
 
+@pytest.mark.parametrize("negatives", ["all", "sampled"])
+def test_uss_negatives_all_or_only_the_sampled_classes(negatives: str) -> None:
+    emb, labels = make_inputs(5)
+    head = make_head(5, bias=10.0, seen=SEEN, sample_rate=0.5, uss_negatives=negatives)
+    memory, seen = head.feat_mem.clone(), head.seen.clone()
+    out = head(emb, labels)
+    rows = out.class_index if negatives == "sampled" else torch.arange(C)
+    full = make_head(5, bias=10.0, seen=SEEN)  # an unsampled head on the chosen memory rows only
+    head_rows = qualiface.create_head("unitsface", D, len(rows)).double()
+    with torch.no_grad():
+        head_rows.bias.fill_(10.0)
+        head_rows.feat_mem.copy_(memory[rows])
+        head_rows.seen.copy_(seen[rows])
+        head_rows.weight.copy_(full.weight[rows])
+    head_rows.eval()
+    columns = torch.searchsorted(rows, labels)
+    expected = head_rows(emb, columns).logs["loss/uss"]
+    torch.testing.assert_close(out.logs["loss/uss"], expected)
+    assert (negatives == "sampled") == (len(rows) < C)
+
+
 def test_eval_mode_keeps_memory_and_step_counter() -> None:
     emb, labels = make_inputs()
     head = make_head(bias=15.0, seen=SEEN).eval()

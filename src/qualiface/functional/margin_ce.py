@@ -23,38 +23,46 @@ class _MarginCrossEntropy(torch.autograd.Function):
         labels: Tensor,
         target_logit: Tensor,
         scale: Tensor,
+        clamp_eps: float | None,
     ) -> tuple[Tensor, Tensor]:
         column = labels.unsqueeze(1)
-        logits = cos * scale.unsqueeze(1) if scale.dim() == 1 else cos * scale
+        row_scale = scale.unsqueeze(1) if scale.dim() == 1 else scale
+        clamped = cos if clamp_eps is None else cos.clamp(-1.0 + clamp_eps, 1.0 - clamp_eps)
+        logits = cos * row_scale if clamp_eps is None else clamped.mul_(row_scale)
         logits.scatter_(1, column, target_logit.unsqueeze(1).to(logits.dtype))
-        lse = torch.logsumexp(logits, dim=1)
-        loss = lse - target_logit
-        ctx.save_for_backward(cos, labels, scale, logits, lse)
+        log_prob = torch.log_softmax(logits, dim=1)
+        loss = -log_prob.gather(1, column).squeeze(1)
+        ctx.save_for_backward(cos, labels, scale, log_prob)
         ctx.mark_non_differentiable(logits)
+        ctx.clamp_eps = clamp_eps
         return loss, logits
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx, grad_loss: Tensor, _grad_logits: Tensor | None
     ) -> tuple[Tensor | None, ...]:
-        cos, labels, scale, logits, lse = ctx.saved_tensors
+        cos, labels, scale, log_prob = ctx.saved_tensors
         column = labels.unsqueeze(1)
-        prob = (logits - lse.unsqueeze(1)).exp_()  # softmax
+        prob = log_prob.exp()  # softmax
         grad_target = (prob.gather(1, column).squeeze(1) - 1.0) * grad_loss
-        prob.mul_(grad_loss.unsqueeze(1))
-        prob.scatter_(1, column, 0.0)  # dz_ij for j != y_i
+        prob.scatter_(1, column, 0.0)  # p_ij for j != y_i
+        eps = ctx.clamp_eps
         grad_scale = None
         if ctx.needs_input_grad[3]:
-            per_sample = (prob * cos).sum(1)
+            used = cos if eps is None else cos.clamp(-1.0 + eps, 1.0 - eps)
+            per_sample = (prob * used).sum(1) * grad_loss
             grad_scale = per_sample if scale.dim() == 1 else per_sample.sum().reshape(scale.shape)
+        if eps is not None:  # clamped cosines get no gradient
+            prob.masked_fill_((cos < -1.0 + eps) | (cos > 1.0 - eps), 0.0)
         grad_cos = None
         if ctx.needs_input_grad[0]:
-            grad_cos = prob.mul_(scale.unsqueeze(1) if scale.dim() == 1 else scale)
-        return grad_cos, None, grad_target, grad_scale
+            row_factor = grad_loss * scale  # g_i s_i, one pass over (B, C)
+            grad_cos = prob.mul_(row_factor.unsqueeze(1))
+        return grad_cos, None, grad_target, grad_scale, None
 
 
 def margin_cross_entropy(
-    cos: Tensor, labels: Tensor, target_logit: Tensor, scale: float | Tensor
+    cos: Tensor, labels: Tensor, target_logit: Tensor, scale: float | Tensor, *, clamp_eps: float | None = None
 ) -> tuple[Tensor, Tensor]:
     """Per-sample cross-entropy ``(B,)`` and the detached final logits ``(B, C)``.
 
@@ -63,6 +71,7 @@ def margin_cross_entropy(
         labels: class indices ``(B,)`` into the columns of ``cos``.
         target_logit: the scaled, margined target logit ``t_i`` ``(B,)``.
         scale: ``s``, a float or a per-sample tensor ``(B,)`` (gradient supported).
+        clamp_eps: clamp the non-target cosines to ``[−1 + eps, 1 − eps]`` (``None``: no clamp).
     """
     scale_t = scale if isinstance(scale, Tensor) else torch.tensor(float(scale), dtype=cos.dtype, device=cos.device)
-    return _MarginCrossEntropy.apply(cos, labels, target_logit, scale_t.to(cos.dtype))
+    return _MarginCrossEntropy.apply(cos, labels, target_logit, scale_t.to(cos.dtype), clamp_eps)

@@ -136,19 +136,18 @@ class AdaFace(Head):
         return mean, std
 
     def compute(self, inputs: HeadInputs) -> HeadOutput:
-        cos = inputs.cos.clamp(-1.0 + self.eps, 1.0 - self.eps)
-        cos_y = cos.gather(1, inputs.labels.unsqueeze(1)).squeeze(1)
+        cos_y = inputs.cos_target.clamp(-1.0 + self.eps, 1.0 - self.eps)
         a_hat = inputs.norms.detach().clip(self.norm_min, self.norm_max)
         if self.training:
             self.update_statistics(*self._batch_statistics(a_hat))
-        mu = self.batch_mean.to(cos.dtype)
-        sigma = self.batch_std.to(cos.dtype)
+        mu = self.batch_mean.to(cos_y.dtype)
+        sigma = self.batch_std.to(cos_y.dtype)
         z = (self.h * (a_hat - mu) / (sigma + self.eps)).clip(-1.0, 1.0)
         g_angle = -self.margin * z
         g_add = self.margin + self.margin * z
         theta = torch.acos(cos_y).add(g_angle).clip(self.eps, math.pi - self.eps)
         target = self.scale * (torch.cos(theta) - g_add)
-        ce, logits = margin_cross_entropy(cos, inputs.labels, target, self.scale)
+        ce, logits = margin_cross_entropy(inputs.cos, inputs.labels, target, self.scale, clamp_eps=self.eps)
         logs = self.base_logs(inputs)
         logs.update(
             {

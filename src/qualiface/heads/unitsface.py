@@ -6,11 +6,11 @@ import math
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qualiface.functional.margin_ce import margin_cross_entropy
 from qualiface.functional.margins import l2_normalize
+from qualiface.functional.uss import uss_loss
 from qualiface.heads.base import Head, HeadInputs, HeadOutput
 from qualiface.registry import HEADS
 
@@ -57,9 +57,12 @@ class UniTSFace(Head):
       the class centres receive no gradient; ``logits`` still holds the detached CosFace logits and
       ``loss/cosface`` is still logged, for monitoring.
 
-    With class sampling (``sample_rate < 1``) only the CosFace term uses the sampled centres; the USS term
-    always uses the full memory (``B × C`` cosines per step, as the code). The memory and the initialisation
-    of ``b`` are per process: under DDP the memory must be all-gathered and ``b`` broadcast by the caller.
+    With class sampling (``sample_rate < 1``) the CosFace term uses the sampled centres; the USS term uses
+    the full memory (``uss_negatives="all"``, the paper's one negative per other identity, ``B × C`` cosines
+    per step) or, with ``uss_negatives="sampled"``, only the memory rows of the sampled classes (a Partial FC
+    style extension, not in the paper, that keeps the step cost proportional to the sampled classes).
+    The memory and the initialisation of ``b`` are per process: under DDP the memory must be all-gathered
+    and ``b`` broadcast by the caller.
 
     Args:
         embedding_dim: ``D``.
@@ -71,6 +74,7 @@ class UniTSFace(Head):
         combine: ``"mean"`` (default, paper) or ``"sum"`` (code).
         uss_only: train with ``L_uss-m`` alone.
         uss_warmup_steps: CosFace-only training forwards before the USS term starts (0).
+        uss_negatives: ``"all"`` (default, paper) or ``"sampled"`` memory rows as USS negatives.
         **kwargs: :class:`~qualiface.heads.base.Head` options (``sample_rate``, ...).
 
     Normalisation eps is 1e-5 (official ``F.normalize(·, eps=1e-5)``); class centres are Kaiming-normal
@@ -98,6 +102,7 @@ class UniTSFace(Head):
         combine: Combine = "mean",
         uss_only: bool = False,
         uss_warmup_steps: int = 0,
+        uss_negatives: Literal["all", "sampled"] = "all",
         **kwargs: Any,
     ) -> None:
         super().__init__(embedding_dim, num_classes, **kwargs)
@@ -105,6 +110,8 @@ class UniTSFace(Head):
             raise ValueError(f"combine must be 'mean' or 'sum', got {combine!r}")
         if gamma <= 0:
             raise ValueError(f"gamma must be positive, got {gamma}")
+        if uss_negatives not in ("all", "sampled"):
+            raise ValueError(f"uss_negatives must be 'all' or 'sampled', got {uss_negatives!r}")
         if uss_warmup_steps < 0:
             raise ValueError(f"uss_warmup_steps must be >= 0, got {uss_warmup_steps}")
         self.scale = scale
@@ -114,6 +121,7 @@ class UniTSFace(Head):
         self.combine: Combine = combine
         self.uss_only = uss_only
         self.uss_warmup_steps = uss_warmup_steps
+        self.uss_negatives = uss_negatives
         self.bias = nn.Parameter(torch.zeros(1))
         self.register_buffer("feat_mem", torch.zeros(num_classes, embedding_dim))
         self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
@@ -143,7 +151,10 @@ class UniTSFace(Head):
             uss = torch.zeros_like(cosface)
             loss_per_sample = cosface
         else:
-            uss = self.uss_loss(inputs.x_hat, labels)
+            if self.uss_negatives == "sampled" and inputs.class_index is not None:
+                uss = self.uss_loss(inputs.x_hat, inputs.labels, inputs.class_index)
+            else:
+                uss = self.uss_loss(inputs.x_hat, labels)
             w_cls, w_uss = self.weights
             loss_per_sample = uss if self.uss_only else w_cls * cosface + w_uss * uss
 
@@ -167,26 +178,25 @@ class UniTSFace(Head):
             labels=inputs.labels,
         )
 
-    def uss_loss(self, x_hat: Tensor, labels: Tensor) -> Tensor:
-        """Per-sample ``L_uss-m`` ``(B,)`` of unit embeddings against the memory (initialises ``b`` if ``<= 0``)."""
-        memory, _ = l2_normalize(self.feat_mem.to(x_hat.dtype), self.normalize_eps)
-        cos = x_hat @ memory.t()  # (B, C), gradient to the embeddings only
-        own = torch.zeros_like(cos, dtype=torch.bool).scatter_(1, labels.unsqueeze(1), True)
-        negatives = self.seen.unsqueeze(0) & ~own
-        has_positive = self.seen[labels]
-        self._init_bias(cos, negatives)
+    def uss_loss(self, x_hat: Tensor, labels: Tensor, index: Tensor | None = None) -> Tensor:
+        """Per-sample ``L_uss-m`` ``(B,)`` of unit embeddings against the memory (initialises ``b`` if ``<= 0``).
 
-        bias = self.bias.to(x_hat.dtype)
-        cos_pos = cos.gather(1, labels.unsqueeze(1)).squeeze(1)
-        pos = F.softplus(-(self.gamma * (cos_pos - self.margin_uss) - bias).clamp(-self.gamma, self.gamma))
-        neg = F.softplus((self.gamma * cos - bias).clamp(-self.gamma, self.gamma))
-        return torch.where(has_positive, pos, 0.0) + torch.where(negatives, neg, 0.0).sum(dim=1)
+        ``labels`` are memory rows, or columns of ``index`` when only the rows ``index`` are used.
+        """
+        memory = self.feat_mem if index is None else self.feat_mem.index_select(0, index)
+        seen = self.seen if index is None else self.seen.index_select(0, index)
+        if self.bias.detach().item() <= 0:
+            self._init_bias(x_hat, memory, seen, labels)
+        return uss_loss(
+            x_hat, self.bias, memory, seen, labels, gamma=self.gamma, margin=self.margin_uss, eps=self.normalize_eps
+        )
 
     @torch.no_grad()
-    def _init_bias(self, cos: Tensor, negatives: Tensor) -> None:
-        """Official data-dependent initialisation of ``b`` where ``b <= 0``."""
-        if self.bias.detach().item() > 0:
-            return
+    def _init_bias(self, x_hat: Tensor, memory: Tensor, seen: Tensor, labels: Tensor) -> None:
+        """Official data-dependent initialisation of ``b``: mean over samples of ``logsumexp_j(γ cos⁻_ij)``."""
+        memory_hat, _ = l2_normalize(memory.to(x_hat.dtype), self.normalize_eps)
+        cos = x_hat @ memory_hat.t()
+        negatives = seen.unsqueeze(0).expand_as(cos).clone().scatter_(1, labels.unsqueeze(1), False)
         rows = negatives.any(dim=1)
         if not rows.any():
             return
