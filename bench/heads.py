@@ -124,24 +124,28 @@ def _build_step(spec: dict[str, Any]):
 
 
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
-    """Time ``spec`` in this process: warm-up, then the median of ``reps`` forward+backward steps."""
+    """Time ``spec`` in this process: two warm-up steps, then the median of at least ``reps`` steps and of
+    as many as fit in ``min_seconds`` (at most 50)."""
     import torch
 
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     baseline = _rss_kib("VmRSS")
     step, params = _build_step(spec)
-    times = []
+    times: list[float] = []
     _reset_peak()
-    for rep in range(spec["reps"] + 1):
+    warmup = 2
+    while len(times) < 50 and (len(times) < spec["reps"] or sum(times) < spec["min_seconds"]):
         for p in params:
             p.grad = None
         start = time.perf_counter()
         step()
-        if rep:
+        if warmup:
+            warmup -= 1
+        else:
             times.append(time.perf_counter() - start)
     peak = _rss_kib("VmHWM")
-    return {"seconds": statistics.median(times), "peak_mib": (peak - baseline) / 1024}
+    return {"seconds": statistics.median(times), "steps": len(times), "peak_mib": (peak - baseline) / 1024}
 
 
 def _specs(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -149,7 +153,13 @@ def _specs(args: argparse.Namespace) -> list[dict[str, Any]]:
     import qualiface
 
     heads = args.heads or qualiface.list_heads()
-    base = {"batch": args.batch, "dim": args.dim, "threads": args.threads, "reps": args.reps}
+    base = {
+        "batch": args.batch,
+        "dim": args.dim,
+        "threads": args.threads,
+        "reps": args.reps,
+        "min_seconds": args.min_seconds,
+    }
     matmuls = (None, "bfloat16") if args.bf16 else (None,)
     specs = []
     for classes in args.classes:
@@ -175,6 +185,7 @@ def main() -> None:
     parser.add_argument("--sample-rate", type=float, default=0.1)
     parser.add_argument("--heads", nargs="*", default=None)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--min-seconds", type=float, default=1.5, help="time each configuration at least this long")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-pml", dest="pml", action="store_false")
     parser.add_argument("--malloc-tuned", action="store_true", help="reuse large buffers (glibc settings)")

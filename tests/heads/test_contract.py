@@ -192,3 +192,13 @@ def test_tiny_training_run_lowers_the_loss(name):
 
     losses = [step() for _ in range(60)]
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
+
+
+def test_hardest_negative_excludes_only_the_target_column():
+    from qualiface.heads.base import HeadInputs
+
+    cos = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.7, 0.7], [0.3, 0.8, 0.1], [0.4, 0.4, 0.4]])
+    labels = torch.tensor([0, 1, 2, 2])
+    target = cos.gather(1, labels.unsqueeze(1)).squeeze(1)
+    inputs = HeadInputs(torch.zeros(4, 2), torch.zeros(4, 2), torch.ones(4), cos, labels, target, None, {})
+    torch.testing.assert_close(inputs.hardest_negative(), torch.tensor([0.5, 0.7, 0.8, 0.4]))

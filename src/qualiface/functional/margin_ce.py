@@ -27,6 +27,9 @@ class _MarginCrossEntropy(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         column = labels.unsqueeze(1)
         row_scale = scale.unsqueeze(1) if scale.dim() == 1 else scale
+        if clamp_eps is not None:  # one read to find out whether any cosine needs the clamp at all
+            low, high = torch.aminmax(cos)
+            clamp_eps = clamp_eps if bool(low < -1.0 + clamp_eps) or bool(high > 1.0 - clamp_eps) else None
         clamped = cos if clamp_eps is None else cos.clamp(-1.0 + clamp_eps, 1.0 - clamp_eps)
         logits = cos * row_scale if clamp_eps is None else clamped.mul_(row_scale)
         logits.scatter_(1, column, target_logit.unsqueeze(1).to(logits.dtype))

@@ -60,9 +60,19 @@ class HeadInputs:
     aux: dict[str, Tensor]
 
     def hardest_negative(self) -> Tensor:
-        """Detached ``max_{j≠y_i} cos_ij`` ``(B,)`` (``-inf`` with a single class)."""
-        masked = self.cos.detach().scatter(1, self.labels.unsqueeze(1), -math.inf)
-        return masked.max(dim=1).values
+        """Detached ``max_{j≠y_i} cos_ij`` ``(B,)`` (``-inf`` with a single class).
+
+        One ``amax`` pass; only the rows whose maximum is the target itself are searched again without it.
+        """
+        cos = self.cos.detach()
+        if cos.shape[1] < 2:
+            return cos.new_full((cos.shape[0],), -math.inf)
+        best = cos.amax(dim=1)
+        rows = (best <= self.cos_target.detach()).nonzero().squeeze(1)
+        if rows.numel():
+            again = cos.index_select(0, rows).scatter_(1, self.labels[rows].unsqueeze(1), -math.inf)
+            best = best.index_copy(0, rows, again.amax(dim=1))
+        return best
 
 
 class Head(nn.Module):
