@@ -1,0 +1,1 @@
+"""The ``qualiface`` command line (Typer); nothing outside this package imports Typer."""

@@ -1,0 +1,13 @@
+"""Entry point of the ``qualiface`` command."""
+
+from qualiface.cli import eval_edc, eval_identify, eval_ijb, eval_verify  # noqa: F401  (register the commands)
+from qualiface.cli.apps import app
+
+
+def main() -> None:
+    """Run the ``qualiface`` command line."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

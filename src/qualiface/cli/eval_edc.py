@@ -1,0 +1,161 @@
+"""``qualiface eval edc``: EDC / ERC curves and pAUC of several quality methods at once (protocols.md §4)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from qualiface.cli.apps import eval_app
+
+CONVENTIONS = ("fixed_threshold", "crfiqa", "magface")
+
+
+def _quality_methods(
+    table: dict[str, np.ndarray], exclude: set[str], source: Path
+) -> dict[str, np.ndarray | tuple[np.ndarray, np.ndarray]]:
+    """Numeric columns/arrays as quality methods: ``NAME`` (per pair), ``NAME_a`` + ``NAME_b`` (per sample), or an
+    ``.npz`` array of shape (N, 2)."""
+    methods: dict[str, np.ndarray | tuple[np.ndarray, np.ndarray]] = {}
+    for name, values in table.items():
+        if name in exclude or values.dtype.kind not in "biuf":
+            continue
+        if values.ndim == 2:
+            if values.shape[1] != 2:
+                raise ValueError(f"{source}: array {name!r} has shape {values.shape}; use (N,) or (N, 2)")
+            methods[name] = (values[:, 0], values[:, 1])
+        elif name.endswith("_a") and f"{name[:-2]}_b" in table:
+            methods[name[:-2]] = (values, table[f"{name[:-2]}_b"])
+        elif name.endswith("_b") and f"{name[:-2]}_a" in table:
+            continue
+        else:
+            methods[name] = values
+    return methods
+
+
+def _safe(label: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in label)
+
+
+@eval_app.command("edc")
+def eval_edc(
+    pairs: Annotated[Path, typer.Argument(help="Scores and labels (.npz or CSV); may also hold the quality columns.")],
+    quality: Annotated[
+        Path | None,
+        typer.Option(help="Quality file (.npz/CSV): one column per method (per pair), NAME_a + NAME_b per sample."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("edc"),
+    score_key: Annotated[str, typer.Option(help="Column/array of comparison scores.")] = "score",
+    label_key: Annotated[str, typer.Option(help="Column/array of labels (1 mated, 0 non-mated).")] = "label",
+    method: Annotated[
+        list[str] | None, typer.Option(help="Quality methods to use (default: every numeric one).")
+    ] = None,
+    convention: Annotated[str, typer.Option(help="fixed_threshold (§4.2), crfiqa (§4.3) or magface (§4.4).")] = (
+        "fixed_threshold"
+    ),
+    fmr: Annotated[list[float] | None, typer.Option(help="FMR target(s); default 1e-3 and 1e-4.")] = None,
+    starting_error: Annotated[list[float] | None, typer.Option(help="Fixed threshold from a starting error.")] = None,
+    threshold: Annotated[list[float] | None, typer.Option(help="Fixed threshold(s), in score units.")] = None,
+    discard_limit: Annotated[list[float] | None, typer.Option(help="pAUC discard limit(s); default 0.2, 0.3.")] = None,
+    pair_quality: Annotated[
+        str | None, typer.Option(help="min, max, mean or product (default min; max if lower is better).")
+    ] = None,
+    lower_is_better: Annotated[bool, typer.Option(help="Values are uncertainties: the highest go first.")] = False,
+    score_kind: Annotated[str, typer.Option(help="cosine, similarity or distance.")] = "cosine",
+    error: Annotated[str, typer.Option(help="fnmr (FNM-EDC) or fmr (FM-EDC; fixed threshold only).")] = "fnmr",
+    references: Annotated[bool, typer.Option(help="Also compute the random-order and oracle curves.")] = True,
+    n_random: Annotated[int, typer.Option(help="Random orders averaged (recomputed conventions).")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the random orders.")] = 0,
+    plot: Annotated[bool, typer.Option(help="Write one PNG per operating point.")] = True,
+    report: Annotated[bool, typer.Option(help="Write report.md.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """EDC / ERC of every quality method: JSON + CSV per method, summary.json, PNG plots and report.md in OUT."""
+    from qualiface.eval.edc import DEFAULT_DISCARD_LIMITS, edc, edc_oracle, edc_random
+    from qualiface.eval.inputs import load_table
+
+    try:
+        table = load_table(pairs)
+        for key in (score_key, label_key):
+            if key not in table:
+                raise ValueError(f"{pairs}: no column/array {key!r}; available: {sorted(table)}")
+        scores, labels = table[score_key], table[label_key]
+        source = quality if quality is not None else pairs
+        qualities = _quality_methods(
+            load_table(source) if quality is not None else table, {score_key, label_key}, source
+        )
+        if method:
+            missing = [m for m in method if m not in qualities]
+            if missing:
+                raise ValueError(f"{source}: no quality method {missing}; available: {sorted(qualities)}")
+            qualities = {m: qualities[m] for m in method}
+        if not qualities:
+            raise ValueError(f"{source}: no numeric quality column besides {score_key!r} and {label_key!r}")
+        if convention not in CONVENTIONS:
+            raise ValueError(f"--convention: unknown {convention!r}; use one of {list(CONVENTIONS)}")
+        options: dict[str, Any] = {
+            "convention": convention,
+            "fmr": fmr or None,
+            "starting_error": starting_error or None,
+            "threshold": threshold or None,
+            "discard_limits": tuple(discard_limit) if discard_limit else DEFAULT_DISCARD_LIMITS,
+            "error": error,
+            "score_kind": score_kind,
+        }
+        results = {}
+        for name, values in qualities.items():
+            q, q_b = values if isinstance(values, tuple) else (values, None)
+            results[name] = edc(
+                scores, labels, q, q_b, pair_quality=pair_quality, higher_is_better=not lower_is_better,
+                method=name, **options,
+            )  # fmt: skip
+        refs = {}
+        if references:
+            refs["oracle"] = edc_oracle(scores, labels, **options)
+            refs["random"] = edc_random(
+                scores, labels, n_permutations=n_random, seed=seed, progress=progress, **options
+            )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, result in {**results, **{f"reference_{k}": v for k, v in refs.items()}}.items():
+        result.to_json(out / f"{_safe(name)}.json")
+        result.to_csv(out / f"{_safe(name)}.csv")
+    summary = {name: result.summary() for name, result in results.items()}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    images: list[Path] = []
+    if plot:
+        from qualiface.eval.plots import plot_edc
+
+        for label in next(iter(results.values())).curves:
+            images.append(
+                plot_edc(
+                    {name: result.curve_points(label) for name, result in results.items()},
+                    out / f"edc_{_safe(label)}.png",
+                    title=f"{convention} EDC, {label}",
+                    reference={name: ref.curve_points(label) for name, ref in refs.items()} or None,
+                    ylabel=error.upper(),
+                    discard_limit=max(options["discard_limits"]),
+                )
+            )
+    if report:
+        from qualiface.eval.report import Section, write_report
+
+        sections = [Section(f"EDC ({convention})", summary_rows(summary), images)]
+        sections += [Section.from_result(name, result) for name, result in results.items()]
+        write_report(sections, out / "report.md", title="qualiface eval edc")
+
+    for name, values in summary.items():
+        typer.echo(f"{name}: " + ", ".join(f"{k}={v:.6g}" for k, v in values.items()))
+    typer.echo(f"wrote {out}")
+
+
+def summary_rows(summary: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Flatten ``{method: {metric: value}}`` to ``{"method/metric": value}`` for a report table."""
+    return {f"{name}/{key}": value for name, values in summary.items() for key, value in values.items()}

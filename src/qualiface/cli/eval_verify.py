@@ -1,0 +1,269 @@
+"""``qualiface eval verify``: the insightface 10-fold verification protocol on embeddings, a ``.bin`` pack or an
+image folder with a pairs CSV (see :mod:`qualiface.eval.verification`)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from qualiface.cli.apps import eval_app
+from qualiface.eval.fusion import FLIP_FUSION_MODES
+from qualiface.eval.roc import check_scores_labels
+from qualiface.eval.verification import VerificationResult, contiguous_folds, evaluate_verification
+
+_LABEL_KEYS = ("issame", "same", "is_same", "label")
+
+
+def _numbers(text: str, name: str) -> float | list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--{name} must be one number or three comma-separated numbers, got {text!r}") from None
+    if len(values) not in (1, 3):
+        raise ValueError(f"--{name} must be one number or three comma-separated numbers, got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+def _labels(path: Path, key: str | None) -> np.ndarray:
+    from qualiface.eval.inputs import load_table
+
+    table = load_table(path)
+    if key is None:
+        found = [k for k in _LABEL_KEYS if k in table]
+        if found:
+            key = found[0]
+        elif len(table) == 1:
+            key = next(iter(table))
+        else:
+            raise ValueError(f"{path}: holds {sorted(table)}; say which one holds the labels with --labels-key")
+    if key not in table:
+        raise ValueError(f"{path}: no {key!r}; available: {sorted(table)}")
+    labels = table[key]
+    if labels.dtype.kind in "US" or labels.dtype == object:
+        lowered = np.char.lower(labels.astype(str))
+        bad = ~np.isin(lowered, ["0", "1", "true", "false"])
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{path}: {key!r} row {first} is {labels[first]!r}; expected 1/0 or true/false")
+        labels = np.isin(lowered, ["1", "true"])
+    return labels
+
+
+def _from_embedding_files(
+    embeddings: Path, labels: Path | None, labels_key: str | None, flip_embeddings: Path | None
+) -> dict[str, Any]:
+    """Arrays for :func:`evaluate_verification` from an ``.npy`` / ``.npz`` / CSV embedding file."""
+    from qualiface.eval.inputs import load_array, load_table
+
+    kwargs: dict[str, Any] = {}
+    if embeddings.suffix.lower() == ".npz":
+        table = load_table(embeddings)
+        if "embeddings_a" in table or "embeddings_b" in table:
+            missing = {"embeddings_a", "embeddings_b"} - set(table)
+            if missing:
+                raise ValueError(f"{embeddings}: has one side of the pairs but no {sorted(missing)}")
+            kwargs["embeddings"], kwargs["embeddings_b"] = table["embeddings_a"], table["embeddings_b"]
+            if "flip_a" in table or "flip_b" in table:
+                kwargs["flip"], kwargs["flip_b"] = table.get("flip_a"), table.get("flip_b")
+        elif "embeddings" in table:
+            kwargs["embeddings"] = table["embeddings"]
+            kwargs["flip"] = table.get("flip")
+        else:
+            raise ValueError(
+                f"{embeddings}: expected the key 'embeddings' (interleaved, 2P x D) or 'embeddings_a' and "
+                f"'embeddings_b'; found {sorted(table)}"
+            )
+        if labels is None:
+            found = [k for k in _LABEL_KEYS if k in table]
+            if not found:
+                raise ValueError(f"{embeddings}: no 'issame' array; give the labels with --labels")
+            kwargs["issame"] = table[found[0]]
+    else:
+        kwargs["embeddings"] = load_array(embeddings)
+        if labels is None:
+            raise ValueError(f"{embeddings}: give the pair labels with --labels")
+    if labels is not None:
+        kwargs["issame"] = _labels(labels, labels_key)
+    if flip_embeddings is not None:
+        if "embeddings_b" in kwargs:
+            raise ValueError("--flip-embeddings takes interleaved flips; with embeddings_a/_b put flip_a/_b in the npz")
+        kwargs["flip"] = load_array(flip_embeddings)
+    return kwargs
+
+
+def _embed(
+    images: Any,
+    *,
+    model: Path,
+    channel_order: str,
+    mean: str,
+    std: str,
+    batch_size: int,
+    flip: bool,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    from qualiface.models.onnx_recognizer import OnnxRecognizer
+
+    recognizer = OnnxRecognizer(
+        model,
+        channel_order=channel_order.upper(),
+        mean=_numbers(mean, "mean"),
+        std=_numbers(std, "std"),
+        batch_size=batch_size,
+    )
+    emb = recognizer.embed(images, progress=progress)
+    return emb, recognizer.embed(images, flip=True, progress=progress) if flip else None
+
+
+def _from_bin(path: Path, embed: Callable[[Any], tuple[np.ndarray, np.ndarray | None]]) -> dict[str, Any]:
+    """Arrays for :func:`evaluate_verification` from a ``.bin`` pack embedded with ``embed``."""
+    from qualiface.data.bin_pairs import load_bin
+
+    pack = load_bin(path)
+    check_scores_labels(np.zeros(len(pack)), pack.issame)  # a single class fails before embedding
+    emb, emb_flip = embed(pack.images)
+    return {"embeddings": emb, "flip": emb_flip, "issame": pack.issame}
+
+
+def _from_pairs(
+    path: Path, root: Path | None, folds: int, embed: Callable[[Any], tuple[np.ndarray, np.ndarray | None]]
+) -> dict[str, Any]:
+    """Arrays for :func:`evaluate_verification` from a pairs CSV; each distinct image is embedded once."""
+    from qualiface.data.pairs import load_pairs_csv
+
+    pairs = load_pairs_csv(path, root)
+    check_scores_labels(np.zeros(len(pairs)), pairs.issame)
+    if pairs.folds is not None and not np.array_equal(pairs.folds, contiguous_folds(len(pairs), folds)):
+        typer.echo(
+            f"warning: {path}: its fold column is not the contiguous {folds}-fold split of the rows that the "
+            "protocol uses; the column is ignored",
+            err=True,
+        )
+    files, index_a, index_b = pairs.unique_images()
+    emb, emb_flip = embed(files)
+    kwargs = {"embeddings": emb[index_a], "embeddings_b": emb[index_b], "issame": pairs.issame}
+    if emb_flip is not None:
+        kwargs["flip"], kwargs["flip_b"] = emb_flip[index_a], emb_flip[index_b]
+    return kwargs
+
+
+def _save_embeddings(path: Path, kwargs: dict[str, Any]) -> None:
+    """Write the evaluated arrays under the key names ``--embeddings`` reads back."""
+    split = "embeddings_b" in kwargs
+    names = {"embeddings": "embeddings_a" if split else "embeddings", "flip": "flip_a" if split else "flip"}
+    np.savez(path, **{names.get(k, k): np.asarray(v) for k, v in kwargs.items()})
+
+
+def _write_outputs(result: VerificationResult, out: Path, plot: bool, name: str) -> list[Path]:
+    written = [result.to_json(out / "verification.json"), result.to_csv(out / "verification_folds.csv")]
+    images: list[Path] = []
+    if plot:
+        try:
+            from qualiface.eval import plots
+        except ImportError:  # the plotting module is optional
+            plots = None
+        if plots is not None:
+            curves = {
+                f"{name} (all pairs)": (result.all_pairs_fpr, result.all_pairs_tpr),
+                f"{name} (10-fold mean)": (result.roc_fpr, result.roc_tpr),
+            }
+            images.append(plots.plot_roc(curves, out / "roc.png", title=f"ROC: {name}"))
+    try:
+        from qualiface.eval.report import Section, write_report
+    except ImportError:
+        return written + images
+    section = Section.from_result(f"Verification: {name}", result, images, text=result.summary())
+    return [*written, *images, write_report([section], out / "report.md", title="qualiface eval verify")]
+
+
+@eval_app.command("verify")
+def verify(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for verification.json, the fold CSV, plots.")],
+    embeddings: Annotated[
+        Path | None,
+        typer.Option(
+            help="Embeddings: .npy interleaved (2P x D, pair i = rows 2i, 2i+1), CSV (numeric columns, same rows) "
+            "or .npz with 'embeddings' (interleaved) or 'embeddings_a'/'embeddings_b', optional 'flip' "
+            "(or 'flip_a'/'flip_b') and 'issame'."
+        ),
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Pair labels (1 = genuine), .npy / .npz / CSV (column issame or same).")
+    ] = None,
+    labels_key: Annotated[str | None, typer.Option(help="Array or column of --labels holding the labels.")] = None,
+    flip_embeddings: Annotated[
+        Path | None, typer.Option(help="Embeddings of the flipped images, laid out like --embeddings.")
+    ] = None,
+    bin_pack: Annotated[
+        Path | None, typer.Option("--bin", help="An insightface verification pack (lfw.bin ...); needs --model.")
+    ] = None,
+    pairs: Annotated[
+        Path | None,
+        typer.Option(help="Pairs CSV (path_a,path_b,same or fold,path1,path2,same); needs --model."),
+    ] = None,
+    root: Annotated[Path | None, typer.Option(help="Folder the --pairs image paths are relative to.")] = None,
+    model: Annotated[Path | None, typer.Option(help="ONNX recognition model for --bin / --pairs.")] = None,
+    channel_order: Annotated[str, typer.Option(help="Channel order the model expects: RGB or BGR.")] = "RGB",
+    mean: Annotated[str, typer.Option(help="Pixel mean on 0..255, one value or three (model order).")] = "0",
+    std: Annotated[str, typer.Option(help="Pixel std on 0..255, one value or three (model order).")] = "1",
+    batch_size: Annotated[int, typer.Option(help="Images per model run (fixed batch sizes are honoured).")] = 64,
+    flip: Annotated[bool, typer.Option(help="Also embed horizontally flipped images and fuse (--fusion).")] = False,
+    fusion: Annotated[
+        str | None,
+        typer.Option(help=f"Flip fusion: {', '.join(FLIP_FUSION_MODES)}; default sum_raw with flips, else none."),
+    ] = None,
+    folds: Annotated[int, typer.Option(help="Number of contiguous folds.")] = 10,
+    save_embeddings: Annotated[
+        bool, typer.Option(help="Write the computed embeddings to embeddings.npz (re-usable with --embeddings).")
+    ] = False,
+    plot: Annotated[bool, typer.Option(help="Write roc.png.")] = True,
+    progress: Annotated[bool, typer.Option(help="Progress bars (only on a terminal).")] = True,
+) -> None:
+    """1:1 verification: insightface 10-fold accuracy (squared L2, strict <, arange(0,4,0.01) grid, contiguous
+    folds), VAL@FAR=1e-3, and all-pairs ROC, TAR@FAR, EER and AUC of the cosine."""
+    try:
+        sources = [s for s in (embeddings, bin_pack, pairs) if s is not None]
+        if len(sources) != 1:
+            raise ValueError("give exactly one input: --embeddings, --bin or --pairs")
+        if fusion is not None and fusion not in FLIP_FUSION_MODES:
+            raise ValueError(f"--fusion {fusion!r} is unknown; choose one of {', '.join(FLIP_FUSION_MODES)}")
+        meta: dict[str, Any] = {"input": str(sources[0])}
+        if embeddings is not None:
+            if model is not None:
+                raise ValueError("--model is for --bin / --pairs; --embeddings are already embedded")
+            kwargs = _from_embedding_files(embeddings, labels, labels_key, flip_embeddings)
+        else:
+            if model is None:
+                raise ValueError(f"{sources[0]}: images need a model to embed them: give --model path.onnx")
+            if fusion not in (None, "none") and not flip:
+                raise ValueError(f"--fusion {fusion} needs --flip")
+            embed = functools.partial(
+                _embed,
+                model=model,
+                channel_order=channel_order,
+                mean=mean,
+                std=std,
+                batch_size=batch_size,
+                flip=flip,
+                progress=progress,
+            )
+            kwargs = _from_bin(bin_pack, embed) if bin_pack is not None else _from_pairs(sources[0], root, folds, embed)
+            meta.update(model=str(model), channel_order=channel_order.upper(), mean=mean, std=std)
+        if kwargs.get("flip") is None:
+            kwargs.pop("flip", None)
+        result = evaluate_verification(**kwargs, fusion=fusion, n_folds=folds)
+        result.meta.update(meta)
+        out.mkdir(parents=True, exist_ok=True)
+        if save_embeddings:
+            _save_embeddings(out / "embeddings.npz", kwargs)
+        written = _write_outputs(result, out, plot, sources[0].stem)
+    except (ValueError, ImportError, OSError) as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(result.summary())
+    typer.echo("wrote " + ", ".join(str(p) for p in written))

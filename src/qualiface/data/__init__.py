@@ -1,0 +1,2 @@
+"""Readers for evaluation data (verification packs, pair lists, benchmark meta files). Import the submodules
+directly (e.g. ``qualiface.data.bin_pairs``); nothing heavy is imported here."""

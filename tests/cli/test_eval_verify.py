@@ -1,0 +1,168 @@
+"""``qualiface eval verify`` through Typer's CliRunner: embeddings files, .bin packs and pairs CSVs."""
+
+import csv
+import io
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import qualiface.cli.eval_verify  # noqa: F401  (registers the command)
+from _helpers.reference_verification import t4_vectors
+from qualiface.cli.apps import app
+from qualiface.eval.verification import evaluate_verification
+
+SHARED = Path(__file__).parents[2] / ".." / "shared"
+SMALL_LFW = SHARED / "data" / "insightface-small" / "small_lfw.bin"  # 10 pairs, all genuine
+SFACE = SHARED / "data" / "models" / "face_recognition_sface_2021dec_fp32_dequantized.onnx"
+GLINT = SHARED / "data" / "glint360k-sample"
+
+runner = CliRunner()
+
+
+def _run(*args):
+    return runner.invoke(app, ["eval", "verify", *map(str, args)])
+
+
+def _json(out):
+    return json.loads((out / "verification.json").read_text())
+
+
+def _need(*paths):
+    for path in paths:
+        if not path.exists():
+            pytest.skip(f"shared test data not present: {path}")
+
+
+def test_help_lists_the_three_inputs():
+    result = _run("--help")
+    assert result.exit_code == 0
+    for option in ("--embeddings", "--bin", "--pairs", "--model", "--flip", "--fusion"):
+        assert option in result.output
+
+
+def test_npy_embeddings_and_labels(tmp_path):
+    e, issame = t4_vectors()
+    np.save(tmp_path / "emb.npy", e)
+    np.save(tmp_path / "issame.npy", issame)
+    result = _run("--embeddings", tmp_path / "emb.npy", "--labels", tmp_path / "issame.npy", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "Accuracy: 0.90500+-0.02242" in result.output
+    data = _json(tmp_path / "out")
+    assert data["accuracy"] == evaluate_verification(e, issame).accuracy
+    assert data["meta"]["input"] == str(tmp_path / "emb.npy")
+    with (tmp_path / "out" / "verification_folds.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 10
+    assert float(rows[2]["accuracy"]) == 51 / 60
+    assert (tmp_path / "out" / "roc.png").stat().st_size > 0
+    assert "Accuracy" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_npz_with_sides_and_flips(tmp_path):
+    rng = np.random.default_rng(0)
+    a, b, fa, fb = (rng.normal(size=(300, 8)) for _ in range(4))
+    issame = rng.random(300) < 0.5
+    b[issame] += 0.5 * a[issame]
+    np.savez(tmp_path / "e.npz", embeddings_a=a, embeddings_b=b, flip_a=fa, flip_b=fb, issame=issame)
+    result = _run(
+        "--embeddings", tmp_path / "e.npz", "--fusion", "concat_normalised", "-o", tmp_path / "o", "--no-plot"
+    )
+    assert result.exit_code == 0, result.output
+    expected = evaluate_verification(a, issame, embeddings_b=b, flip=fa, flip_b=fb, fusion="concat_normalised")
+    data = _json(tmp_path / "o")
+    assert data["fusion"] == "concat_normalised"
+    assert data["fold_accuracies"] == expected.fold_accuracies.tolist()
+    assert not (tmp_path / "o" / "roc.png").exists()
+
+
+def test_csv_embeddings_and_labels(tmp_path):
+    e, issame = t4_vectors()
+    np.savetxt(tmp_path / "e.csv", e, delimiter=",", header="x,y,z", comments="", fmt="%.17g")
+    (tmp_path / "l.csv").write_text("fold,same\n" + "".join(f"{i // 60},{int(s)}\n" for i, s in enumerate(issame)))
+    result = _run("--embeddings", tmp_path / "e.csv", "--labels", tmp_path / "l.csv", "-o", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    assert _json(tmp_path / "o")["fold_thresholds"] == evaluate_verification(e, issame).fold_thresholds.tolist()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: [], "exactly one input"),
+        (lambda p: ["--embeddings", p / "e.npy", "--bin", p / "x.bin"], "exactly one input"),
+        (lambda p: ["--embeddings", p / "nan.npy", "--labels", p / "l.npy"], "nan.npy"),
+        (lambda p: ["--embeddings", p / "e.npy", "--labels", p / "one.npy"], "single class"),
+        (lambda p: ["--embeddings", p / "e.npy", "--labels", p / "short.npy"], "issame has shape"),
+        (lambda p: ["--embeddings", p / "e.npy"], "--labels"),
+        (lambda p: ["--embeddings", p / "missing.npy", "--labels", p / "l.npy"], "missing.npy: no such file"),
+        (lambda p: ["--bin", p / "x.bin"], "--model"),
+        (lambda p: ["--embeddings", p / "e.npy", "--labels", p / "l.npy", "--fusion", "avg"], "unknown"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_a_message(tmp_path, make, message):
+    e, issame = t4_vectors()
+    np.save(tmp_path / "e.npy", e)
+    e[5, 0] = np.nan
+    np.save(tmp_path / "nan.npy", e)
+    np.save(tmp_path / "l.npy", issame)
+    np.save(tmp_path / "one.npy", np.ones(600, dtype=bool))
+    np.save(tmp_path / "short.npy", issame[:-2])
+    result = _run(*make(tmp_path), "-o", tmp_path / "o")
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "o" / "verification.json").exists()
+
+
+def test_real_small_lfw_pack_is_refused_as_single_class(tmp_path):
+    _need(SMALL_LFW, SFACE)
+    result = _run("--bin", SMALL_LFW, "--model", SFACE, "-o", tmp_path / "o")
+    assert result.exit_code == 2
+    assert "single class" in result.output
+    assert "all 10 pairs are genuine" in result.output
+
+
+def _glint_rows():
+    with (GLINT / "pairs_10fold.csv").open() as handle:
+        rows = list(csv.reader(handle))
+    return rows[0], rows[1:11] + rows[301:311]  # fold 0: 10 genuine, then 10 impostor pairs
+
+
+def test_bin_pack_with_model_and_flip_then_saved_embeddings(tmp_path):
+    _need(GLINT / "pairs_10fold.csv", SFACE)
+    _, chosen = _glint_rows()  # pack 20 real pairs as an insightface .bin of JPEG bytes
+    blobs = [(GLINT / row[k]).read_bytes() for row in chosen for k in (1, 2)]
+    issame = [row[3] == "1" for row in chosen]
+    (tmp_path / "mixed.bin").write_bytes(pickle.dumps((blobs, issame), protocol=4))
+    out = tmp_path / "o"
+    result = _run("--bin", tmp_path / "mixed.bin", "--model", SFACE, "--flip", "--save-embeddings", "-o", out)
+    assert result.exit_code == 0, result.output
+    data = _json(out)
+    assert data["n_pairs"] == 20
+    assert data["fusion"] == "sum_raw"
+    assert data["meta"]["model"] == str(SFACE)
+    assert data["auc"] > 0.9  # real faces: genuine pairs score above impostors
+    saved = np.load(out / "embeddings.npz")
+    assert saved["embeddings"].shape == (40, 128)
+    assert saved["flip"].shape == (40, 128)
+    again = _run("--embeddings", out / "embeddings.npz", "-o", tmp_path / "again")
+    assert again.exit_code == 0, again.output
+    assert _json(tmp_path / "again")["fold_accuracies"] == data["fold_accuracies"]
+
+
+def test_pairs_csv_with_model(tmp_path):
+    _need(GLINT / "pairs_10fold.csv", SFACE)
+    header, chosen = _glint_rows()
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows([header, *chosen])
+    (tmp_path / "pairs.csv").write_text(buffer.getvalue())
+    out = tmp_path / "o"
+    result = _run("--pairs", tmp_path / "pairs.csv", "--root", GLINT, "--model", SFACE, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "fold column is not the contiguous" in result.output  # all rows say fold 0
+    data = _json(out)
+    assert data["n_pairs"] == 20
+    assert data["n_genuine"] == 10
+    assert data["fusion"] == "none"
