@@ -342,3 +342,38 @@ def test_inputs_are_not_modified():
     evaluate_verification(e, np.arange(20) % 2)
     np.testing.assert_array_equal(e, e_copy)
     np.testing.assert_array_equal(f, f_copy)
+
+
+def _exhaustive_reference(distances, issame, n_folds=10):
+    """Sweep every observed similarity in ascending order, keep the first maximum of the training accuracy."""
+    similarity = -np.asarray(distances, dtype=np.float64)
+    values = np.unique(similarity)
+    candidates = np.concatenate([[values[0] - 1.0], (values[1:] + values[:-1]) / 2, [values[-1] + 1.0]])
+    labels = np.asarray(issame, dtype=bool)
+    folds = np.array_split(np.arange(len(labels)), n_folds)
+    accuracies = []
+    for k in range(n_folds):
+        test = folds[k]
+        train = np.concatenate([f for j, f in enumerate(folds) if j != k])
+        best, best_acc = None, -1.0
+        for t in candidates:
+            acc = np.mean((similarity[train] > t) == labels[train])
+            if acc > best_acc:
+                best, best_acc = t, acc
+        accuracies.append(np.mean((similarity[test] > best) == labels[test]))
+    return np.array(accuracies)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exhaustive_threshold_search_matches_an_ascending_similarity_sweep(seed):
+    from qualiface.eval.verification import kfold_accuracy
+
+    rng = np.random.default_rng(seed)
+    labels = rng.random(400) < 0.5
+    distances = np.round(np.where(labels, rng.normal(0.8, 0.3, 400), rng.normal(1.4, 0.3, 400)), 2)  # with ties
+    ours = kfold_accuracy(distances, labels, search="exhaustive")
+    np.testing.assert_allclose(ours.fold_accuracies, _exhaustive_reference(distances, labels))
+    grid = kfold_accuracy(distances, labels)
+    assert not np.array_equal(ours.thresholds, grid.thresholds)
+    with pytest.raises(ValueError, match="search"):
+        kfold_accuracy(distances, labels, search="everything")

@@ -218,6 +218,10 @@ def verify(
         typer.Option(help=f"Flip fusion: {', '.join(FLIP_FUSION_MODES)}; default sum_raw with flips, else none."),
     ] = None,
     folds: Annotated[int, typer.Option(help="Number of contiguous folds.")] = 10,
+    threshold_search: Annotated[
+        str,
+        typer.Option(help="grid: insightface's arange(0, 4, 0.01) (default); exhaustive: every observed score."),
+    ] = "grid",
     save_embeddings: Annotated[
         bool, typer.Option(help="Write the computed embeddings to embeddings.npz (re-usable with --embeddings).")
     ] = False,
@@ -256,7 +260,7 @@ def verify(
             meta.update(model=str(model), channel_order=channel_order.upper(), mean=mean, std=std)
         if kwargs.get("flip") is None:
             kwargs.pop("flip", None)
-        result = evaluate_verification(**kwargs, fusion=fusion, n_folds=folds)
+        result = evaluate_verification(**kwargs, fusion=fusion, n_folds=folds, threshold_search=threshold_search)
         result.meta.update(meta)
         out.mkdir(parents=True, exist_ok=True)
         if save_embeddings:

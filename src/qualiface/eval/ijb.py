@@ -199,7 +199,8 @@ def _image_vectors(
         finite = np.isfinite(part).all(axis=1)
         if not finite.all():
             raise ValueError(f"{name}: NaN or inf at image row {int(rows[np.flatnonzero(~finite)[0]])}")
-    v = fuse_flip(x, xf, pooling.flip_fusion)  # float64 (qualiface.eval.fusion, protocols.md §6.1)
+    # qualiface.eval.fusion (protocols.md §6.1); "none" returns its input as is, so cast for float64 pooling
+    v = np.asarray(fuse_flip(x, xf, pooling.flip_fusion), dtype=np.float64)
     scale = np.ones(rows.shape[0])
     if pooling.normalize_images:
         norms = np.sqrt(np.einsum("ij,ij->i", v, v))
