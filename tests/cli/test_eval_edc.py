@@ -102,3 +102,21 @@ def test_lower_is_better_matches_negated_quality(tmp_path):
     stored = np.array(saved["curves"]["fmr=0.01"]["error_fractions"], dtype=float)  # NaN is stored as null
     np.testing.assert_array_equal(stored, expected.error_fractions)
     assert np.isnan(stored[-1])  # 20 pairs kept at 95 %: too few impostors for the MagFace rule
+
+
+def test_rejection_curves_are_written_plotted_and_equal_the_library(tmp_path):
+    from qualiface.eval.edc import pair_quality
+    from qualiface.eval.uncertainty import rejection_curve
+
+    score, label, good_a, good_b, _ = write_pairs(tmp_path / "pairs.csv")
+    out = tmp_path / "out"
+    args = ["eval", "edc", str(tmp_path / "pairs.csv"), "--out", str(out), "--fmr", "0.01", "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "rejection_good.json").read_text())
+    expected = rejection_curve(score, label, pair_quality(good_a, good_b, "min"), fars=(0.01,))
+    np.testing.assert_allclose(saved["tar"]["0.01"], expected.tar[0.01], equal_nan=True)
+    assert (out / "rejection_far_0.01.png").stat().st_size > 1000
+    assert "rejection_far_0.01.png" in (out / "report.md").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["good"]["rejection_auc_far_0.01"] == pytest.approx(expected.auc[0.01])

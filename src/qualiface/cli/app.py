@@ -1,6 +1,6 @@
 """Entry point of the ``qualiface`` command."""
 
-from qualiface.cli import eval_edc, eval_identify, eval_ijb, eval_verify  # noqa: F401  (register the commands)
+from qualiface.cli import eval_edc, eval_identify, eval_ijb, eval_report, eval_verify  # noqa: F401  (register)
 from qualiface.cli.apps import app
 
 

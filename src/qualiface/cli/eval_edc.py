@@ -69,6 +69,10 @@ def eval_edc(
     references: Annotated[bool, typer.Option(help="Also compute the random-order and oracle curves.")] = True,
     n_random: Annotated[int, typer.Option(help="Random orders averaged (recomputed conventions).")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the random orders.")] = 0,
+    rejection: Annotated[
+        bool,
+        typer.Option(help="Also the uncertainty rejection curves (ScaleFace: TAR at --fmr vs fraction rejected)."),
+    ] = True,
     plot: Annotated[bool, typer.Option(help="Write one PNG per operating point.")] = True,
     report: Annotated[bool, typer.Option(help="Write report.md.")] = True,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -112,6 +116,22 @@ def eval_edc(
                 scores, labels, q, q_b, pair_quality=pair_quality, higher_is_better=not lower_is_better,
                 method=name, **options,
             )  # fmt: skip
+        rejections = {}
+        if rejection:
+            from qualiface.eval.edc import pair_quality as combine
+            from qualiface.eval.uncertainty import rejection_curve
+
+            how = pair_quality or ("max" if lower_is_better else "min")
+            for name, values in qualities.items():
+                q, q_b = values if isinstance(values, tuple) else (values, None)
+                confidence = combine(q, q_b, how) if q_b is not None else np.asarray(q, dtype=np.float64)
+                rejections[name] = rejection_curve(
+                    scores if score_kind != "distance" else -np.asarray(scores, dtype=np.float64),
+                    labels,
+                    confidence,
+                    fars=tuple(fmr) if fmr else (1e-4, 1e-3),
+                    mode="uncertainty" if lower_is_better else "confidence",
+                )
         refs = {}
         if references:
             refs["oracle"] = edc_oracle(scores, labels, **options)
@@ -126,7 +146,12 @@ def eval_edc(
     for name, result in {**results, **{f"reference_{k}": v for k, v in refs.items()}}.items():
         result.to_json(out / f"{_safe(name)}.json")
         result.to_csv(out / f"{_safe(name)}.csv")
+    for name, curve in rejections.items():
+        curve.to_json(out / f"rejection_{_safe(name)}.json")
+        curve.to_csv(out / f"rejection_{_safe(name)}.csv")
     summary = {name: result.summary() for name, result in results.items()}
+    for name, curve in rejections.items():
+        summary[name].update({f"rejection_auc_far_{far:g}": value for far, value in curve.auc.items()})
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
     images: list[Path] = []
@@ -144,6 +169,17 @@ def eval_edc(
                     discard_limit=max(options["discard_limits"]),
                 )
             )
+        if rejections:
+            from qualiface.eval.plots import plot_rejection
+
+            for far in next(iter(rejections.values())).fars:
+                images.append(
+                    plot_rejection(
+                        {name: (curve.portions, curve.tar[far]) for name, curve in rejections.items()},
+                        out / f"rejection_far_{far:g}.png",
+                        title=f"TAR at FAR {far:g} vs fraction rejected (threshold re-estimated per level)",
+                    )
+                )
     if report:
         from qualiface.eval.report import Section, write_report
 
