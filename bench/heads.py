@@ -113,6 +113,7 @@ def _build_step(spec: dict[str, Any]):
         sample_rate=spec["sample_rate"],
         sparse_grad=spec["sample_rate"] < 1.0,
         matmul_dtype=spec["matmul_dtype"],
+        **spec.get("head_kwargs", {}),
     )
     aux_values = {"scale": torch.full((batch,), 64.0, requires_grad=True), "quality": torch.rand(batch)}
     aux = {name: aux_values[name] for name in head.requires}
@@ -174,6 +175,10 @@ def _specs(args: argparse.Namespace) -> list[dict[str, Any]]:
         for rate in (1.0, args.sample_rate) if args.sample_rate < 1.0 else (1.0,):
             for matmul in matmuls:
                 specs += [{**full, "kind": name, "sample_rate": rate, "matmul_dtype": matmul} for name in heads]
+                if rate < 1.0 and "unitsface" in heads:  # USS negatives restricted to the sampled classes
+                    extra = {"uss_negatives": "sampled"}
+                    specs.append({**full, "kind": "unitsface", "sample_rate": rate, "matmul_dtype": matmul,
+                                  "head_kwargs": extra})  # fmt: skip
     return specs
 
 
@@ -232,6 +237,7 @@ def main() -> None:
         row = {**spec, **result, "gflops": gflops, "peak_fraction": gflops / peak, "vs_bare": ratio}
         rows.append(row)
         label = f"{spec['kind']}{' bf16' if spec['matmul_dtype'] else ''}"
+        label += "".join(f" {k}={v}" for k, v in spec.get("head_kwargs", {}).items())
         print(
             f"| {spec['classes']:>9,} | {spec['sample_rate']:<4} | {label:<22} | {result['seconds'] * 1e3:9.1f} | "
             f"{ratio:5.2f} | {result['peak_mib']:7.0f} | {gflops:6.1f} | {100 * gflops / peak:4.1f}% |",
