@@ -355,14 +355,3 @@ def test_real_small_dataset_jpegs_round_trip(tmp_path: Path) -> None:
     for i, data in enumerate(files):
         assert reader[i] == (data, i)
         assert decode_image(reader[i][0]).shape == (112, 112, 3)
-
-
-def test_real_rec_pack_if_present() -> None:
-    recs = sorted(REAL_DIR.glob("**/*.rec")) if REAL_DIR.is_dir() else []
-    if not recs:
-        pytest.skip(f"no .rec under {REAL_DIR} (only JPEGs and a .bin are shipped)")
-    reader = RecordIOReader(recs[0])
-    assert len(reader) > 0
-    payload, label = reader[0]
-    assert label >= 0
-    assert decode_image(payload).ndim == 3

@@ -1,6 +1,13 @@
 """Entry point of the ``qualiface`` command."""
 
-from qualiface.cli import eval_edc, eval_identify, eval_ijb, eval_report, eval_verify  # noqa: F401  (register)
+from qualiface.cli import (  # noqa: F401  (register the commands)
+    data_pack,
+    eval_edc,
+    eval_identify,
+    eval_ijb,
+    eval_report,
+    eval_verify,
+)
 from qualiface.cli.apps import app
 
 

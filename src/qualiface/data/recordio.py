@@ -536,9 +536,16 @@ def _identity_images(root: Path) -> list[tuple[str, list[Path]]]:
 
 
 def pack_image_folder(
-    image_root: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, overwrite: bool = False
+    image_root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    rec_name: str = "train.rec",
 ) -> PackSummary:
     """Pack ``image_root/<identity>/<image>`` into ``out_dir/train.rec``, ``train.idx``, ``property``.
+
+    ``rec_name`` renames the pair (``name.rec`` + ``name.idx``). The files are written under temporary names and
+    renamed at the end, so a failed pack leaves no half-written ``.rec`` behind.
 
     Layout: InsightFace style, as ``RecBuilder`` writes it (protocols.md §1.4). Identity folders are sorted by
     name and get classes ``0..C-1``; files within a folder are sorted by name. Images get keys ``1..N`` with a
@@ -552,8 +559,6 @@ def pack_image_folder(
             (float32 ranges would not be exact).
         FileExistsError: ``train.rec`` exists and ``overwrite`` is false.
     """
-    from PIL import Image, UnidentifiedImageError
-
     root, out = Path(image_root), Path(out_dir)
     identities = _identity_images(root)
     num_images = sum(len(files) for _, files in identities)
@@ -561,9 +566,32 @@ def pack_image_folder(
     if num_images + 1 + num_classes > FLOAT32_EXACT_LIMIT:
         raise ValueError(f"{root}: {num_images} images + {num_classes} classes exceed the float32-exact 2^24 keys")
     out.mkdir(parents=True, exist_ok=True)
-    rec_path, idx_path, prop_path = out / "train.rec", out / "train.idx", out / "property"
+    if not rec_name.endswith(".rec"):
+        raise ValueError(f"rec_name must end in .rec, got {rec_name!r}")
+    rec_path, prop_path = out / rec_name, out / "property"
+    idx_path = rec_path.with_suffix(".idx")
     if rec_path.exists() and not overwrite:
         raise FileExistsError(f"{rec_path} exists (pass overwrite=True to replace it)")
+    tmp_rec, tmp_idx = rec_path.with_name(rec_path.name + ".tmp"), idx_path.with_name(idx_path.name + ".tmp")
+    try:
+        size = _write_pack(identities, num_images, tmp_rec, tmp_idx)
+    except BaseException:
+        tmp_rec.unlink(missing_ok=True)
+        tmp_idx.unlink(missing_ok=True)
+        raise
+    os.replace(tmp_rec, rec_path)
+    os.replace(tmp_idx, idx_path)
+    prop_path.write_text(f"{num_classes},{size[0]},{size[1]}\n", encoding="utf-8")
+    return PackSummary(rec_path, idx_path, prop_path, num_images, num_classes, tuple(name for name, _ in identities))
+
+
+def _write_pack(
+    identities: list[tuple[str, list[Path]]], num_images: int, rec_path: Path, idx_path: Path
+) -> tuple[int, int]:
+    """Write the records of :func:`pack_image_folder`; returns the (height, width) of the first image."""
+    from PIL import Image, UnidentifiedImageError
+
+    num_classes = len(identities)
     size: tuple[int, int] | None = None
     ranges = []
     key = 1
@@ -585,8 +613,7 @@ def pack_image_folder(
             key += 1
         writer.write(0, [num_images + 1, num_images + 1 + num_classes], id2=1)
     assert size is not None
-    prop_path.write_text(f"{num_classes},{size[0]},{size[1]}\n", encoding="utf-8")
-    return PackSummary(rec_path, idx_path, prop_path, num_images, num_classes, tuple(name for name, _ in identities))
+    return size
 
 
 def read_property(path: str | os.PathLike[str]) -> tuple[int, int, int]:
