@@ -12,8 +12,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from qualiface.backbones.base import Preprocessing
-from qualiface.backbones.layers import BranchedBackbone, feature_map_size
+from qualiface.backbones.layers import BranchedBackbone
 from qualiface.registry import BACKBONES
 
 STAGE_WIDTHS = (64, 128, 256, 512)
@@ -99,19 +98,7 @@ class IR(BranchedBackbone):
         scale_coefficient: float = 32.0,
     ) -> None:
         super().__init__()
-        if len(layers) != 4:
-            raise ValueError(f"{arch}: layers must give the units of 4 stages, got {tuple(layers)}")
-        side = feature_map_size(input_size, arch)
-        self.arch = arch
-        self.embedding_dim = embedding_dim
-        self.bottleneck_dim = STAGE_WIDTHS[-1] * side * side
-        self.preprocessing = Preprocessing(
-            input_size=(3, input_size, input_size),
-            channel_order="BGR",
-            mean=(0.5, 0.5, 0.5),
-            std=(0.5, 0.5, 0.5),
-            source="adaface",
-        )
+        self._describe(arch, layers, embedding_dim, input_size, "BGR", "adaface")
 
         self.input_layer = nn.Sequential(
             nn.Conv2d(3, STAGE_WIDTHS[0], 3, stride=1, padding=1, bias=False),

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from qualiface.backbones.base import Backbone
+from qualiface.backbones.base import Backbone, Preprocessing
 
 QualityBranch = Literal["cr_fiqa", "scaleface"]
 ScaleActivation = Literal["exp", "sigm", "sigm_mul", "sigm_sum", "sigm_sum_mul", "relu", "lin"]
@@ -111,6 +111,31 @@ class BranchedBackbone(Backbone):
     """
 
     bottleneck_dim: int
+
+    def _describe(
+        self,
+        arch: str,
+        layers: Sequence[int],
+        embedding_dim: int,
+        input_size: int,
+        channel_order: Literal["RGB", "BGR"],
+        source: str,
+    ) -> None:
+        """Record the name, sizes and preprocessing shared by the iResNet and IR families (4 stages, last 512 wide,
+        input ``(x/255 − 0.5)/0.5``)."""
+        if len(layers) != 4:
+            raise ValueError(f"{arch}: layers must give the blocks of 4 stages, got {tuple(layers)}")
+        side = feature_map_size(input_size, arch)
+        self.arch = arch
+        self.embedding_dim = embedding_dim
+        self.bottleneck_dim = 512 * side * side
+        self.preprocessing = Preprocessing(
+            input_size=(3, input_size, input_size),
+            channel_order=channel_order,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            source=source,
+        )
 
     def forward_bottleneck(self, images: Tensor) -> Tensor:
         """Flattened final feature map after dropout, ``(B, bottleneck_dim)``."""

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from qualiface.functional.margin_ce import margin_cross_entropy
-from qualiface.heads.base import Head, HeadInputs, HeadOutput
+from qualiface.heads.base import Head, HeadInputs, HeadOutput, uniform_unit_rows_
 from qualiface.registry import HEADS
 
 
@@ -104,9 +104,7 @@ class AdaFace(Head):
 
     def reset_parameters(self) -> None:
         """uniform(−1, 1), then every class centre rescaled to unit L2 norm (official ``kernel``)."""
-        with torch.no_grad():
-            self.weight.uniform_(-1.0, 1.0)
-            self.weight.div_(torch.linalg.vector_norm(self.weight, dim=1, keepdim=True).clamp_min(1e-12))
+        uniform_unit_rows_(self.weight)
 
     def extra_repr(self) -> str:
         return (

@@ -20,6 +20,15 @@ from qualiface.functional.margin_ce import margin_cross_entropy
 from qualiface.functional.margins import l2_normalize
 
 
+def uniform_unit_rows_(weight: Tensor) -> Tensor:
+    """In place: uniform(−1, 1), then every row rescaled to unit L2 norm (MagFace's and AdaFace's class-centre
+    initialisation)."""
+    with torch.no_grad():
+        weight.uniform_(-1.0, 1.0)
+        weight.div_(torch.linalg.vector_norm(weight, dim=1, keepdim=True).clamp_min(1e-12))
+    return weight
+
+
 @dataclass(frozen=True)
 class HeadOutput:
     """What every head returns.

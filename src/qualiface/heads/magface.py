@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from qualiface.functional.margins import additive_angular_target
-from qualiface.heads.base import HeadInputs, MarginSoftmaxHead
+from qualiface.heads.base import HeadInputs, MarginSoftmaxHead, uniform_unit_rows_
 from qualiface.registry import HEADS
 
 MagKind = Literal["arc", "cos"]
@@ -96,9 +96,7 @@ class MagFace(MarginSoftmaxHead):
 
     def reset_parameters(self) -> None:
         """uniform(−1, 1), then every class centre rescaled to unit L2 norm (official ``MagLinear``)."""
-        with torch.no_grad():
-            self.weight.uniform_(-1.0, 1.0)
-            self.weight.div_(torch.linalg.vector_norm(self.weight, dim=1, keepdim=True).clamp_min(1e-12))
+        uniform_unit_rows_(self.weight)
 
     def extra_repr(self) -> str:
         return (
