@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from qualiface.backbones.layers import BranchedBackbone
+from qualiface.backbones.layers import BranchedBackbone, kaiming_init_
 from qualiface.registry import BACKBONES
 
 STAGE_WIDTHS = (64, 128, 256, 512)
@@ -119,18 +119,8 @@ class IR(BranchedBackbone):
             nn.Linear(self.bottleneck_dim, embedding_dim),
             nn.BatchNorm1d(embedding_dim, affine=False),
         )
-        self._init_weights()
+        kaiming_init_(self)
         self._add_quality_branch(quality_branch, scale_activation, scale_coefficient)
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
 
     def forward_bottleneck(self, images: Tensor) -> Tensor:
         x = self.body(self.input_layer(images))

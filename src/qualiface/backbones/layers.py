@@ -175,6 +175,19 @@ class BranchedBackbone(Backbone):
             )
 
 
+def kaiming_init_(model: nn.Module) -> None:
+    """Kaiming-normal (fan_out, relu) convolutions and linears with zero biases, unit/zero BatchNorm2d: the
+    initialisation of AdaFace's IR and insightface's MobileFaceNet."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
 def feature_map_size(input_size: int, arch: str) -> int:
     """Side of the final 16×-downsampled feature map; ``input_size`` must be a positive multiple of 16."""
     if input_size <= 0 or input_size % 16:

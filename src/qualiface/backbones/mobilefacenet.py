@@ -8,6 +8,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from qualiface.backbones.base import Backbone, Preprocessing
+from qualiface.backbones.layers import kaiming_init_
 from qualiface.registry import BACKBONES
 
 
@@ -146,17 +147,7 @@ class MobileFaceNet(Backbone):
         )
         self.conv_sep = ConvBlock(c2, 512)
         self.features = GDC(embedding_dim)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        kaiming_init_(self)
 
     def forward(self, images: Tensor) -> Tensor:
         """Raw (un-normalised) embeddings ``(B, embedding_dim)``."""

@@ -21,22 +21,12 @@ _FLIPPED_KEYS = ("embs_f", "flipped", "flip")
 
 def _load_features(path: Path, key: str | None, flipped: Path | None, flipped_key: str | None) -> tuple[Any, Any]:
     """Image features and (when given or stored beside them) the flipped features."""
-    from qualiface.eval.inputs import load_array, load_table
+    from qualiface.eval.inputs import load_array, load_table, select_key
 
     flip = None
     if path.suffix.lower() == ".npz":
         table = load_table(path)
-        if key is None:
-            found = [k for k in _FEATURE_KEYS if k in table]
-            if found:
-                key = found[0]
-            elif len(table) == 1:
-                key = next(iter(table))
-            else:
-                raise ValueError(f"{path}: holds {sorted(table)}; say which array holds the features (--features-key)")
-        if key not in table:
-            raise ValueError(f"{path}: no array {key!r}; available: {sorted(table)}")
-        feats = table[key]
+        feats = table[select_key(table, path, key, _FEATURE_KEYS, "--features-key")]
         if flipped is None:
             stored = [k for k in ([flipped_key] if flipped_key else _FLIPPED_KEYS) if k in table]
             flip = table[stored[0]] if stored else None

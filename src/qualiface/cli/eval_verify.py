@@ -30,20 +30,10 @@ def _numbers(text: str, name: str) -> float | list[float]:
 
 
 def _labels(path: Path, key: str | None) -> np.ndarray:
-    from qualiface.eval.inputs import load_table
+    from qualiface.eval.inputs import load_table, select_key
 
     table = load_table(path)
-    if key is None:
-        found = [k for k in _LABEL_KEYS if k in table]
-        if found:
-            key = found[0]
-        elif len(table) == 1:
-            key = next(iter(table))
-        else:
-            raise ValueError(f"{path}: holds {sorted(table)}; say which one holds the labels with --labels-key")
-    if key not in table:
-        raise ValueError(f"{path}: no {key!r}; available: {sorted(table)}")
-    labels = table[key]
+    labels = table[select_key(table, path, key, _LABEL_KEYS, "--labels-key")]
     if labels.dtype.kind in "US" or labels.dtype == object:
         lowered = np.char.lower(labels.astype(str))
         bad = ~np.isin(lowered, ["0", "1", "true", "false"])

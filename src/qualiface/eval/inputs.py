@@ -97,3 +97,21 @@ def load_array(path: str | Path, key: str | Sequence[str] | None = None) -> np.n
     if len(keys) == 1:
         return table[keys[0]]
     return np.stack([np.asarray(table[k], dtype=np.float64) for k in keys], axis=1)
+
+
+def select_key(
+    table: dict[str, np.ndarray], source: str | Path, key: str | None, known: Sequence[str] = (), option: str = ""
+) -> str:
+    """The array/column of ``table`` to use: ``key`` when given, else the first of the ``known`` names present,
+    else the only entry; raises ``ValueError`` naming ``source``, the available keys and the CLI ``option``."""
+    if key is None:
+        found = [k for k in known if k in table]
+        if found:
+            return found[0]
+        if len(table) == 1:
+            return next(iter(table))
+        hint = f" with {option}" if option else ""
+        raise ValueError(f"{source}: holds {sorted(table)}; say which one to use{hint}")
+    if key not in table:
+        raise ValueError(f"{source}: no {key!r}; available: {sorted(table)}")
+    return key
