@@ -7,6 +7,7 @@ from qualiface.cli import (  # noqa: F401  (register the commands)
     eval_ijb,
     eval_report,
     eval_verify,
+    train,
 )
 from qualiface.cli.apps import app
 

@@ -31,6 +31,7 @@ class _USSLoss(torch.autograd.Function):
         gamma: float,
         margin: float,
         eps: float,
+        owned: Tensor | None,
     ) -> Tensor:
         dtype = x_hat.dtype
         memory = memory.to(dtype)
@@ -39,6 +40,8 @@ class _USSLoss(torch.autograd.Function):
         b = bias.to(dtype).reshape(())
         seen_weight = seen.to(dtype)
         has_positive = seen_weight[labels]
+        if owned is not None:  # sharded memory: rows whose class lives elsewhere have no positive here
+            has_positive = has_positive * owned.to(dtype)
 
         cos = torch.mm(x_hat, memory.t()).mul_(inv_norm)
         cos_pos = cos.gather(1, column).squeeze(1)
@@ -55,9 +58,15 @@ class _USSLoss(torch.autograd.Function):
         # Σ over seen negatives = Σ over seen rows − the own row (seen exactly when the sample has a positive)
         neg = softplus @ seen_weight - softplus.gather(1, column).squeeze(1) * has_positive
         d_neg = torch.sigmoid_(z).mul_(inside).mul_(seen_weight)  # ∂uss_i / ∂z_ij, clamp mask, seen rows
-        d_neg.scatter_(1, column, 0.0)  # the own row is not a negative
+        if owned is None:
+            d_neg.scatter_(1, column, 0.0)  # the own row is not a negative
+        else:
+            d_neg.scatter_(1, column, d_neg.gather(1, column) * ~owned.unsqueeze(1))
         grad_bias = d_neg.sum(1).neg_() - d_pos  # ∂uss_i / ∂b
-        d_neg.scatter_(1, column, d_pos.unsqueeze(1))  # the positive term's derivative sits in the own column
+        if owned is None:
+            d_neg.scatter_(1, column, d_pos.unsqueeze(1))  # the positive term's derivative sits in the own column
+        else:
+            d_neg.scatter_(1, column, torch.where(owned, d_pos, d_neg.gather(1, column).squeeze(1)).unsqueeze(1))
         d_neg.mul_(inv_norm * gamma)  # ∂uss_i / ∂(x̂_i · M_j)
         grad_x = torch.mm(d_neg, memory)  # ∂uss_i / ∂x̂_i
         ctx.save_for_backward(grad_x, grad_bias)
@@ -69,7 +78,7 @@ class _USSLoss(torch.autograd.Function):
         grad_x, grad_bias = ctx.saved_tensors
         gx = grad_x * grad_loss.unsqueeze(1) if ctx.needs_input_grad[0] else None
         gb = (grad_bias * grad_loss).sum().reshape(ctx.bias_shape) if ctx.needs_input_grad[1] else None
-        return gx, gb, None, None, None, None, None, None
+        return gx, gb, None, None, None, None, None, None, None
 
 
 def uss_loss(
@@ -95,4 +104,26 @@ def uss_loss(
         margin: ``m`` of USS-m (``0``: plain USS).
         eps: lower bound of the memory-row norms (UniTSFace's ``F.normalize(eps=1e-5)``).
     """
-    return _USSLoss.apply(x_hat, bias, memory, seen, labels, gamma, margin, eps)
+    return _USSLoss.apply(x_hat, bias, memory, seen, labels, gamma, margin, eps, None)
+
+
+def partial_uss_loss(
+    x_hat: Tensor,
+    bias: Tensor,
+    memory: Tensor,
+    seen: Tensor,
+    labels: Tensor,
+    *,
+    gamma: float = 64.0,
+    margin: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """This shard's share ``(B,)`` of :func:`uss_loss` when the memory rows are sharded over ranks.
+
+    ``memory``/``seen`` hold this rank's rows; ``labels`` is the own row where the sample's class lives here
+    and ``−1`` elsewhere. The share is the positive term (owner only) plus the sum over this rank's seen
+    negatives, so the sum of the shares over ranks is :func:`uss_loss` on the whole memory. Gradients to
+    ``x_hat`` and ``bias`` are this shard's partial ones.
+    """
+    owned = labels >= 0
+    return _USSLoss.apply(x_hat, bias, memory, seen, labels.clamp_min(0), gamma, margin, eps, owned)

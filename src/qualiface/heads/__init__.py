@@ -11,5 +11,6 @@ from qualiface.heads import (  # noqa: F401  (registers the heads)
     unitsface,
 )
 from qualiface.heads.base import Head, HeadInputs, HeadOutput, MarginSoftmaxHead
+from qualiface.heads.sharding import ShardSpec
 
-__all__ = ["Head", "HeadInputs", "HeadOutput", "MarginSoftmaxHead"]
+__all__ = ["Head", "HeadInputs", "HeadOutput", "MarginSoftmaxHead", "ShardSpec"]

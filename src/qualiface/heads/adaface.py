@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from qualiface.functional.margin_ce import margin_cross_entropy
 from qualiface.heads.base import Head, HeadInputs, HeadOutput, uniform_unit_rows_
 from qualiface.registry import HEADS
 
@@ -45,7 +44,9 @@ class AdaFace(Head):
       :attr:`reduce_statistics` to sum the local moments over ranks, e.g.
       ``head.reduce_statistics = lambda t: (dist.all_reduce(t), t)[1]``; the EMA then uses the global
       batch's mean and unbiased std, identical on every rank. :meth:`update_statistics` is the EMA step
-      itself, for trainers that compute the statistics elsewhere.
+      itself, for trainers that compute the statistics elsewhere. With sharded class centres
+      (``shard=ShardSpec(...)``, ``world_size > 1``) the head already sees the all-gathered norms, so the EMA
+      uses the global batch statistics on every rank automatically and :attr:`reduce_statistics` is ignored.
 
     Class centres are initialised uniform(−1, 1), then each row rescaled to unit L2 norm (official).
     The buffers ``batch_mean`` and ``batch_std`` (shape ``(1,)``, as the official checkpoints) are saved
@@ -121,9 +122,12 @@ class AdaFace(Head):
             self.batch_std.copy_(std.to(self.batch_std.dtype) * alpha + (1.0 - alpha) * self.batch_std)
 
     @torch.no_grad()
-    def _batch_statistics(self, a_hat: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Mean and unbiased std of the (global, with :attr:`reduce_statistics`) batch of clipped norms."""
-        if self.reduce_statistics is None:
+    def _batch_statistics(self, a_hat: Tensor, global_batch: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Mean and unbiased std of the (global, with :attr:`reduce_statistics`) batch of clipped norms.
+
+        ``global_batch``: ``a_hat`` already holds the all-gathered batch (sharded head), no reduction.
+        """
+        if self.reduce_statistics is None or global_batch:
             std = a_hat.std() if a_hat.numel() > 1 else None
             return a_hat.mean(), std
         a64 = a_hat.double()
@@ -137,7 +141,7 @@ class AdaFace(Head):
         cos_y = inputs.cos_target.clamp(-1.0 + self.eps, 1.0 - self.eps)
         a_hat = inputs.norms.detach().clip(self.norm_min, self.norm_max)
         if self.training:
-            self.update_statistics(*self._batch_statistics(a_hat))
+            self.update_statistics(*self._batch_statistics(a_hat, global_batch=inputs.shard is not None))
         mu = self.batch_mean.to(cos_y.dtype)
         sigma = self.batch_std.to(cos_y.dtype)
         z = (self.h * (a_hat - mu) / (sigma + self.eps)).clip(-1.0, 1.0)
@@ -145,7 +149,7 @@ class AdaFace(Head):
         g_add = self.margin + self.margin * z
         theta = torch.acos(cos_y).add(g_angle).clip(self.eps, math.pi - self.eps)
         target = self.scale * (torch.cos(theta) - g_add)
-        ce, logits = margin_cross_entropy(inputs.cos, inputs.labels, target, self.scale, clamp_eps=self.eps)
+        ce, logits = inputs.cross_entropy(target, self.scale, clamp_eps=self.eps)
         logs = self.base_logs(inputs)
         logs.update(
             {

@@ -7,7 +7,6 @@ from typing import Any, Literal
 import torch.nn.functional as F
 from torch import Tensor
 
-from qualiface.functional.margin_ce import margin_cross_entropy
 from qualiface.functional.margins import ArcFallback, ArcGrad
 from qualiface.heads.arcface import ArcFace
 from qualiface.heads.base import HeadInputs, HeadOutput
@@ -39,7 +38,8 @@ class CRFIQA(ArcFace):
     ``θ + m > π`` handling (``fallback="none"``): the CR-FIQA paper writes plain ArcFace and its code
     (``losses.py: CR_FIQA_LOSS``) applies ``cos(arccos(c) + m)`` without a fallback, so paper and code agree.
     ``fallback="threshold"`` gives the original ArcFace code's fallback. Class centres ~ N(0, 0.01²).
-    With class sampling (``sample_rate < 1``) ``NNCCS`` is the maximum over the sampled negatives.
+    With class sampling (``sample_rate < 1``) ``NNCCS`` is the maximum over the sampled negatives; with sharded
+    centres it is the maximum over every shard (all-reduced).
 
     Args:
         embedding_dim: ``D``.
@@ -111,7 +111,7 @@ class CRFIQA(ArcFace):
 
     def compute(self, inputs: HeadInputs) -> HeadOutput:
         target, scale, _, logs = self.target_logit(inputs)
-        ce, logits = margin_cross_entropy(inputs.cos, inputs.labels, target, scale)
+        ce, logits = inputs.cross_entropy(target, scale)
 
         hardest = inputs.hardest_negative()
         floor = self.nnccs_floor

@@ -8,10 +8,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from qualiface.functional.margin_ce import margin_cross_entropy
 from qualiface.functional.margins import l2_normalize
-from qualiface.functional.uss import uss_loss
+from qualiface.functional.uss import partial_uss_loss, uss_loss
 from qualiface.heads.base import Head, HeadInputs, HeadOutput
+from qualiface.heads.sharding import ShardSpec, all_reduce_max, all_reduce_sum_, copy_to_partial, sum_partial
 from qualiface.registry import HEADS
 
 Combine = Literal["mean", "sum"]
@@ -61,8 +61,14 @@ class UniTSFace(Head):
     the full memory (``uss_negatives="all"``, the paper's one negative per other identity, ``B × C`` cosines
     per step) or, with ``uss_negatives="sampled"``, only the memory rows of the sampled classes (a Partial FC
     style extension, not in the paper, that keeps the step cost proportional to the sampled classes).
-    The memory and the initialisation of ``b`` are per process: under DDP the memory must be all-gathered
-    and ``b`` broadcast by the caller.
+    Without a shard the memory and the initialisation of ``b`` are per process: under plain DDP the memory
+    must be all-gathered and ``b`` broadcast by the caller. With sharded class centres
+    (``shard=ShardSpec(...)``) ``feat_mem`` and ``seen`` are sharded like ``weight`` (rank ``r`` holds the rows
+    of its classes) and the head works on the all-gathered batch: the USS sum over negatives is this rank's
+    partial sum over its memory rows, all-reduced; the positive term comes from the owner of the class; ``b``
+    is replicated (its gradient is the all-reduced sum of the partial ones, identical on every rank) and its
+    data-dependent initialisation uses a distributed ``logsumexp`` over the global batch, identical on every
+    rank; each rank writes the memory rows it owns from the gathered batch (the later sample still wins).
 
     Args:
         embedding_dim: ``D``.
@@ -123,8 +129,8 @@ class UniTSFace(Head):
         self.uss_warmup_steps = uss_warmup_steps
         self.uss_negatives = uss_negatives
         self.bias = nn.Parameter(torch.zeros(1))
-        self.register_buffer("feat_mem", torch.zeros(num_classes, embedding_dim))
-        self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
+        self.register_buffer("feat_mem", torch.zeros(self.num_local_classes, embedding_dim))
+        self.register_buffer("seen", torch.zeros(self.num_local_classes, dtype=torch.bool))
         self.register_buffer("num_steps", torch.zeros((), dtype=torch.long))
 
     def reset_parameters(self) -> None:
@@ -143,8 +149,8 @@ class UniTSFace(Head):
 
     def compute(self, inputs: HeadInputs) -> HeadOutput:
         target = self.scale * (inputs.cos_target - self.margin)
-        cosface, logits = margin_cross_entropy(inputs.cos, inputs.labels, target, self.scale)
-        labels = inputs.labels if inputs.class_index is None else inputs.class_index[inputs.labels]
+        cosface, logits = inputs.cross_entropy(target, self.scale)
+        labels = self._memory_rows(inputs)
 
         warming_up = self.uss_warmup_steps > 0 and int(self.num_steps) < self.uss_warmup_steps
         if warming_up:
@@ -152,9 +158,9 @@ class UniTSFace(Head):
             loss_per_sample = cosface
         else:
             if self.uss_negatives == "sampled" and inputs.class_index is not None:
-                uss = self.uss_loss(inputs.x_hat, inputs.labels, inputs.class_index)
+                uss = self.uss_loss(inputs.x_hat, inputs.labels, inputs.class_index, shard=inputs.shard)
             else:
-                uss = self.uss_loss(inputs.x_hat, labels)
+                uss = self.uss_loss(inputs.x_hat, labels, shard=inputs.shard)
             w_cls, w_uss = self.weights
             loss_per_sample = uss if self.uss_only else w_cls * cosface + w_uss * uss
 
@@ -163,10 +169,19 @@ class UniTSFace(Head):
         logs["loss/uss"] = uss.detach().mean()
         logs["unitsface/bias"] = self.bias.detach()[0].clone()
         logs["unitsface/threshold"] = self.threshold.clone()
-        logs["unitsface/seen_fraction"] = self.seen.float().mean()
+        if inputs.shard is None:
+            logs["unitsface/seen_fraction"] = self.seen.float().mean()
+        else:
+            seen_count = all_reduce_sum_(self.seen.sum().to(torch.float64), inputs.shard)
+            logs["unitsface/seen_fraction"] = (seen_count / self.num_classes).float()
 
         if self.training:
-            self.update_memory(inputs.embeddings, labels)
+            if inputs.shard is None:
+                self.update_memory(inputs.embeddings, labels)
+            else:  # each rank writes the rows it owns, from the gathered batch (batch order kept)
+                owned = labels >= 0
+                if bool(owned.any()):
+                    self.update_memory(inputs.embeddings[owned], labels[owned])
             self.num_steps += 1
         return HeadOutput(
             loss=loss_per_sample.mean(),
@@ -178,29 +193,77 @@ class UniTSFace(Head):
             labels=inputs.labels,
         )
 
-    def uss_loss(self, x_hat: Tensor, labels: Tensor, index: Tensor | None = None) -> Tensor:
+    @staticmethod
+    def _memory_rows(inputs: HeadInputs) -> Tensor:
+        """Each sample's own memory row (local rows under a shard, ``−1`` where the class lives elsewhere)."""
+        if inputs.class_index is None:
+            return inputs.labels
+        if inputs.shard is None:
+            return inputs.class_index[inputs.labels]
+        rows = torch.full_like(inputs.labels, -1)
+        owned = inputs.labels >= 0
+        rows[owned] = inputs.class_index[inputs.labels[owned]]
+        return rows
+
+    def uss_loss(
+        self, x_hat: Tensor, labels: Tensor, index: Tensor | None = None, *, shard: ShardSpec | None = None
+    ) -> Tensor:
         """Per-sample ``L_uss-m`` ``(B,)`` of unit embeddings against the memory (initialises ``b`` if ``<= 0``).
 
-        ``labels`` are memory rows, or columns of ``index`` when only the rows ``index`` are used.
+        ``labels`` are memory rows, or columns of ``index`` when only the rows ``index`` are used. With
+        ``shard`` (collectives on its group) the memory is this rank's block, ``labels`` is ``−1`` where the
+        class lives on another rank, and the returned loss is the all-reduced, replicated total.
         """
         memory = self.feat_mem if index is None else self.feat_mem.index_select(0, index)
         seen = self.seen if index is None else self.seen.index_select(0, index)
-        if self.bias.detach().item() <= 0:
-            self._init_bias(x_hat, memory, seen, labels)
-        return uss_loss(
-            x_hat, self.bias, memory, seen, labels, gamma=self.gamma, margin=self.margin_uss, eps=self.normalize_eps
-        )
+        if self.bias.detach().item() <= 0:  # b is replicated: every rank takes the same branch
+            self._init_bias(x_hat, memory, seen, labels, shard)
+        if shard is None:
+            return uss_loss(
+                x_hat, self.bias, memory, seen, labels, gamma=self.gamma, margin=self.margin_uss, eps=self.normalize_eps
+            )
+        bias = copy_to_partial(self.bias, shard)  # b gets the sum of the shards' partial gradients
+        if memory.shape[0] == 0:  # no local row sampled: a zero share that keeps x_hat and b in the graph
+            partial = x_hat[:, 0] * 0.0 + bias.to(x_hat.dtype) * 0.0
+        else:
+            partial = partial_uss_loss(
+                x_hat, bias, memory, seen, labels, gamma=self.gamma, margin=self.margin_uss, eps=self.normalize_eps
+            )
+        return sum_partial(partial, shard)
 
     @torch.no_grad()
-    def _init_bias(self, x_hat: Tensor, memory: Tensor, seen: Tensor, labels: Tensor) -> None:
-        """Official data-dependent initialisation of ``b``: mean over samples of ``logsumexp_j(γ cos⁻_ij)``."""
+    def _init_bias(
+        self, x_hat: Tensor, memory: Tensor, seen: Tensor, labels: Tensor, shard: ShardSpec | None = None
+    ) -> None:
+        """Official data-dependent initialisation of ``b``: mean over samples of ``logsumexp_j(γ cos⁻_ij)``.
+
+        Under a shard the ``logsumexp`` over all ranks' negatives is ``M + log Σ_r Σ_j e^{γ cos − M}`` with the
+        global row maximum ``M`` (all-reduced), so ``b`` is the same on every rank.
+        """
         memory_hat, _ = l2_normalize(memory.to(x_hat.dtype), self.normalize_eps)
         cos = x_hat @ memory_hat.t()
-        negatives = seen.unsqueeze(0).expand_as(cos).clone().scatter_(1, labels.unsqueeze(1), False)
-        rows = negatives.any(dim=1)
-        if not rows.any():
+        negatives = seen.unsqueeze(0).expand_as(cos).clone()
+        if shard is None:
+            negatives.scatter_(1, labels.unsqueeze(1), False)
+            rows = negatives.any(dim=1)
+            if not rows.any():
+                return
+            lse = torch.logsumexp((self.gamma * cos[rows]).masked_fill(~negatives[rows], -math.inf), dim=1)
+            self.bias.fill_(lse.mean())
             return
-        lse = torch.logsumexp((self.gamma * cos[rows]).masked_fill(~negatives[rows], -math.inf), dim=1)
+        owned = labels >= 0
+        if negatives.shape[1]:
+            own = negatives.gather(1, labels.clamp_min(0).unsqueeze(1)) & ~owned.unsqueeze(1)
+            negatives.scatter_(1, labels.clamp_min(0).unsqueeze(1), own)
+        logits = (self.gamma * cos).masked_fill_(~negatives, -math.inf)
+        local_max = logits.amax(dim=1) if logits.shape[1] else logits.new_full((logits.shape[0],), -math.inf)
+        row_max = all_reduce_max(local_max, shard)
+        rows = torch.isfinite(row_max)  # samples with at least one seen negative on some rank
+        if not bool(rows.any()):
+            return
+        shift = torch.where(rows, row_max, 0.0)
+        total = all_reduce_sum_((logits - shift.unsqueeze(1)).exp_().sum(1), shard)
+        lse = total[rows].log() + shift[rows]
         self.bias.fill_(lse.mean())
 
     @torch.no_grad()

@@ -1,0 +1,501 @@
+"""``train(cfg)``: one process or many under torchrun, with the same config and the same result.
+
+Per step: the backbone runs under autocast (when configured), the head computes its loss in float32 over the
+global batch (under DDP its class centres are sharded over the ranks and it all-gathers the embeddings), the
+backbone gradient is summed over ranks, clipped, and the optimizer and the per-iteration schedule step. A
+non-finite loss stops the run before the update, and the last complete checkpoint is left as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+import qualiface
+from qualiface.config.io import dump_config, to_dict
+from qualiface.config.schema import ExperimentConfig
+from qualiface.train import checkpoint as ckpt
+from qualiface.train.data import ShardedBatchSampler, build_train_samples
+from qualiface.train.distributed import (
+    DistInfo,
+    barrier,
+    cleanup_distributed,
+    setup_distributed,
+    sum_gradients_hook,
+)
+from qualiface.train.evaluation import VerificationSet, build_verification_set, evaluate_sets
+from qualiface.train.metrics_log import MetricsLog
+from qualiface.train.optim import build_optimizer, build_scheduler, clip_gradients
+from qualiface.train.precision import grad_scaler, resolve_precision
+
+logger = logging.getLogger(__name__)
+
+#: Module names of the quality branches (trained even with ``model.freeze_backbone``).
+QUALITY_BRANCH_MODULES = ("qs", "scale_predictor")
+MODEL_FORMAT = "qualiface.model/1"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stopped before applying that step."""
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    run_dir: Path
+    step: int
+    total_steps: int
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+    model_path: Path | None = None
+    checkpoint: Path | None = None
+
+
+Callback = Callable[["Trainer", int, dict[str, float]], None]
+
+
+class _AuxForward(nn.Module):
+    """``forward = backbone.forward_aux``, so that DDP sees the quality branch as part of the forward pass."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.backbone.forward_aux(images)
+
+
+def _aux_keys(backbone: nn.Module) -> set[str]:
+    return {"cr_fiqa": {"quality"}, "scaleface": {"scale"}}.get(getattr(backbone, "quality_branch", None) or "", set())
+
+
+class Trainer:
+    """The state of one run on one rank; :func:`train` is the entry point."""
+
+    def __init__(self, cfg: ExperimentConfig, info: DistInfo, *, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.info = info
+        self.device = info.device
+        self.run_dir = Path(cfg.train.out_dir)
+        if info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        barrier(info)
+        torch.manual_seed(cfg.train.seed)
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True)
+
+        self.samples = build_train_samples(cfg.data, self._preprocessing_probe(), cfg.train.seed)
+        self.num_classes = self.samples.source.num_classes
+        self.sampler = ShardedBatchSampler(
+            len(self.samples), cfg.data.batch_size, info.world_size, info.rank, cfg.train.seed
+        )
+        self.steps_per_epoch = self.sampler.steps_per_epoch
+        if cfg.train.steps is not None:
+            self.total_steps = cfg.train.steps
+        else:
+            self.total_steps = max(1, math.floor((cfg.train.epochs or 1.0) * self.steps_per_epoch))
+
+        torch.manual_seed(cfg.train.seed)
+        self.backbone = qualiface.create_backbone(cfg.model.backbone, **cfg.model.kwargs)
+        self.head = self._build_head()
+        self._check_aux()
+        if cfg.model.init_from:
+            self._init_from(Path(cfg.model.init_from))
+        self.backbone.to(self.device)
+        self.head.to(self.device)
+        self.autocast_dtype = resolve_precision(cfg.train.precision, self.device)
+        self.channels_last = (
+            cfg.train.channels_last if cfg.train.channels_last is not None else self.autocast_dtype is torch.bfloat16
+        )
+        if self.channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        if cfg.model.freeze_backbone:
+            for name, param in self.backbone.named_parameters():
+                param.requires_grad_(name.split(".")[0] in QUALITY_BRANCH_MODULES)
+        if cfg.model.sync_batchnorm and info.distributed:
+            if self.device.type != "cuda":
+                raise ValueError("model.sync_batchnorm needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel)")
+            self.backbone = nn.SyncBatchNorm.convert_sync_batchnorm(self.backbone)
+        self.model: nn.Module = _AuxForward(self.backbone)
+        if info.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(
+                self.model,
+                device_ids=[self.device] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,
+                find_unused_parameters=False,
+            )
+            self.model.register_comm_hook(None, sum_gradients_hook)
+        if cfg.train.compile:
+            self.model = torch.compile(self.model)  # type: ignore[assignment]
+
+        self.optimizer = build_optimizer(cfg.optim, self.backbone, self.head)
+        self.scheduler = build_scheduler(cfg.schedule, self.optimizer, self.total_steps, self.steps_per_epoch)
+        self.scaler = grad_scaler(self.autocast_dtype, self.device)
+        self.clip_params = [p for p in self.backbone.parameters() if p.requires_grad]
+        self.step = 0
+        self.last_checkpoint: Path | None = None
+        if resume:
+            self._resume()
+        self.sampler.start_step = self.step
+        self.eval_sets: list[VerificationSet] = []
+        if info.is_main:
+            image_size = self.backbone.preprocessing.input_size[1]
+            self.eval_sets = [build_verification_set(s, cfg.data.synthetic, image_size) for s in cfg.eval.sets]
+        self.log = (
+            MetricsLog(self.run_dir, tensorboard=cfg.log.tensorboard, resume_step=self.step) if info.is_main else None
+        )
+        if info.is_main:
+            dump_config(cfg, self.run_dir / "config.yaml")
+            (self.run_dir / "run.json").write_text(json.dumps(self.describe(), indent=2) + "\n")
+
+    # ------------------------------------------------------------------------------------------------ set-up
+
+    def _preprocessing_probe(self) -> Any:
+        """The backbone's preprocessing without building it twice at full size (it is a class attribute of the
+        description, cheap to build on the meta device)."""
+        with torch.device("meta"):
+            probe = qualiface.create_backbone(self.cfg.model.backbone, **self.cfg.model.kwargs)
+        return probe.preprocessing
+
+    def _build_head(self) -> nn.Module:
+        cfg = self.cfg
+        kwargs: dict[str, Any] = dict(cfg.head.kwargs)
+        kwargs.setdefault("sample_rate", cfg.head.sample_rate)
+        if self.info.distributed:
+            from qualiface.heads.sharding import ShardSpec
+
+            kwargs["shard"] = ShardSpec(self.info.rank, self.info.world_size)
+        return qualiface.create_head(
+            cfg.head.name, embedding_dim=self.backbone.embedding_dim, num_classes=self.num_classes, **kwargs
+        )
+
+    def _check_aux(self) -> None:
+        provided = _aux_keys(self.backbone)
+        head = self.head
+        needed = set(head.requires)
+        usable = needed | set(head.accepts)
+        missing = needed - provided
+        if missing:
+            branch = {"quality": "cr_fiqa", "scale": "scaleface"}[sorted(missing)[0]]
+            raise ValueError(
+                f"head {self.cfg.head.name!r} needs the backbone output {sorted(missing)}: set "
+                f"model.kwargs.quality_branch: {branch}"
+            )
+        unused = provided - usable
+        if unused:
+            raise ValueError(
+                f"the backbone's quality branch ({self.backbone.quality_branch}) outputs {sorted(unused)}, which head "
+                f"{self.cfg.head.name!r} does not use; remove model.kwargs.quality_branch or pick a head that uses it"
+            )
+        self.aux_keys = provided
+
+    def _init_from(self, path: Path) -> None:
+        """Backbone (and, when the class count matches and the run is not sharded, the head) from a previous run."""
+        source = path / "model.pt" if (path / "model.pt").is_file() else path
+        if source.is_dir():
+            folder = ckpt.latest_checkpoint(source) or source
+            files = sorted(Path(folder).glob("rank*.pt"))
+            if not files:
+                raise FileNotFoundError(f"model.init_from {path}: no model.pt and no checkpoint found")
+            state = torch.load(files[0], map_location="cpu", weights_only=True)
+            backbone_state = state["backbone"]
+            head_states = [torch.load(f, map_location="cpu", weights_only=True)["head"] for f in files]
+        else:
+            state = torch.load(source, map_location="cpu", weights_only=True)
+            if state.get("format") != MODEL_FORMAT:
+                raise ValueError(f"model.init_from {source}: not a qualiface model file (format {state.get('format')})")
+            backbone_state = state["state_dict"]
+            head_states = [state["head_state"]] if state.get("head_state") is not None else []
+        missing, unexpected = self.backbone.load_state_dict(backbone_state, strict=False)
+        if unexpected or [k for k in missing if k.split(".")[0] not in QUALITY_BRANCH_MODULES]:
+            raise ValueError(
+                f"model.init_from {path}: backbone keys do not match {self.cfg.model.backbone}: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}"
+            )
+        if head_states:
+            weight = torch.cat([h["weight"] for h in head_states])
+            if weight.shape[0] == self.num_classes:
+                start = getattr(self.head, "class_start", 0)
+                with torch.no_grad():
+                    self.head.weight.copy_(weight[start : start + self.head.weight.shape[0]])
+                logger.info("init_from %s: class centres loaded", path)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "qualiface_version": qualiface.__version__,
+            "torch_version": torch.__version__,
+            "world_size": self.info.world_size,
+            "device": str(self.device),
+            "num_classes": self.num_classes,
+            "num_samples": len(self.samples),
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.total_steps,
+            "global_batch": self.cfg.data.batch_size * self.info.world_size,
+            "autocast": str(self.autocast_dtype) if self.autocast_dtype is not None else "float32",
+            "channels_last": self.channels_last,
+        }
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "backbone": self.backbone.state_dict(),
+            "head": self.head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": ckpt.rng_state(),
+            "config": to_dict(self.cfg),
+            "world_size": self.info.world_size,
+            "rank": self.info.rank,
+            "qualiface_version": qualiface.__version__,
+        }
+
+    def save(self) -> Path:
+        self.last_checkpoint = ckpt.save_checkpoint(
+            self.run_dir, self.step, self.state(), self.info, self.cfg.train.keep_checkpoints
+        )
+        return self.last_checkpoint
+
+    def _resume(self) -> None:
+        folder = ckpt.latest_checkpoint(self.run_dir)
+        if folder is None:
+            raise ckpt.CheckpointError(
+                f"{self.run_dir / ckpt.CHECKPOINT_DIR}: no complete checkpoint to resume from; start without --resume"
+            )
+        state = ckpt.load_rank_state(folder, self.info)
+        saved = state["config"]
+        current = to_dict(self.cfg)
+        changed = [k for k in ("model", "head", "data") if saved.get(k) != current.get(k)]
+        if changed:
+            raise ckpt.CheckpointError(
+                f"{folder}: the config sections {changed} differ from the checkpoint's; resume with the saved "
+                f"{self.run_dir / 'config.yaml'}"
+            )
+        self.backbone.load_state_dict(state["backbone"])
+        self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.last_checkpoint = folder
+        logger.info("resumed from %s at step %d", folder, self.step)
+
+    def export(self) -> Path:
+        """``run_dir/model.pt``: backbone weights, its description and preprocessing (rank 0)."""
+        head_info: dict[str, Any] = {"name": self.cfg.head.name, "num_classes": self.num_classes}
+        threshold = getattr(self.head, "threshold", None)
+        if isinstance(threshold, Tensor):
+            head_info["threshold"] = float(threshold)
+        model = {
+            "format": MODEL_FORMAT,
+            "backbone": self.cfg.model.backbone,
+            "backbone_kwargs": dict(self.cfg.model.kwargs),
+            "embedding_dim": self.backbone.embedding_dim,
+            "preprocessing": self.backbone.preprocessing.to_dict(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.backbone.state_dict().items()},
+            "head": head_info,
+            "head_state": None if self.info.distributed else {"weight": self.head.weight.detach().cpu()},
+            "step": self.step,
+            "config": to_dict(self.cfg),
+            "qualiface_version": qualiface.__version__,
+        }
+        path = self.run_dir / "model.pt"
+        ckpt.atomic_save(model, path)
+        return path
+
+    # ------------------------------------------------------------------------------------------------ the loop
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def train_step(self, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+        """One optimizer step; returns the (detached) loss, the head's logs and the backbone gradient norm."""
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            embeddings, aux = self.model(images)
+        out = self.head(embeddings, labels, **{k: aux[k] for k in self.aux_keys})
+        loss = out.loss
+        if not torch.isfinite(loss.detach()):
+            where = (
+                f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint yet"
+            )
+            raise NonFiniteLossError(
+                f"step {self.step + 1}: the loss is {loss.item()} (head {self.cfg.head.name}, lr "
+                f"{self.optimizer.param_groups[0]['lr']:.4g}); stopped before the update, {where}. Lower optim.lr, "
+                f"raise schedule.warmup_steps or set train.grad_clip, then resume with --resume."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        grad_norm = clip_gradients(self.clip_params, self.cfg.train.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return loss.detach(), out.logs, grad_norm
+
+    def _loader(self) -> DataLoader:
+        workers = self.cfg.data.num_workers
+        return DataLoader(
+            self.samples,
+            batch_sampler=self.sampler,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator(),  # keeps the loader from drawing on the global RNG (exact resume)
+            worker_init_fn=_worker_init if workers else None,
+            persistent_workers=False,
+            prefetch_factor=4 if workers else None,
+        )
+
+    def evaluate(self) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if self.info.is_main and self.eval_sets:
+            metrics = evaluate_sets(
+                self.backbone,
+                self.eval_sets,
+                self.cfg.eval,
+                self.device,
+                autocast_dtype=self.autocast_dtype,
+                channels_last=self.channels_last,
+            )
+            logger.info("step %d: %s", self.step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        barrier(self.info)
+        return metrics
+
+    def run(self, callbacks: Sequence[Callback] = ()) -> TrainResult:
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        result = TrainResult(self.run_dir, self.step, self.total_steps)
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            disable=not (self.info.is_main and cfg.log.progress),
+            desc=f"train {cfg.head.name}",
+            unit="step",
+            dynamic_ncols=True,
+        )
+        sums: dict[str, float] = {}
+        count = 0
+        tick = time.perf_counter()
+        if self.cfg.model.freeze_backbone:
+            self.backbone.eval()
+            for name in QUALITY_BRANCH_MODULES:
+                branch = getattr(self.backbone, name, None)
+                if branch is not None:
+                    branch.train()
+        else:
+            self.backbone.train()
+        self.head.train()
+        try:
+            if self.step < self.total_steps:
+                for images, labels in self._loader():
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    loss, logs, grad_norm = self.train_step(images, labels)
+                    values = {"loss": loss, **logs}
+                    if grad_norm is not None:
+                        values["grad_norm"] = grad_norm
+                    for key, value in values.items():
+                        sums[key] = sums.get(key, 0.0) + float(value)
+                    count += 1
+                    bar.update(1)
+                    row: dict[str, float] = {}
+                    if self.step % cfg.train.log_every == 0 or self.step == self.total_steps:
+                        elapsed = time.perf_counter() - tick
+                        row = {
+                            "step": self.step,
+                            "epoch": self.step / self.steps_per_epoch,
+                            "lr": lr,
+                            **{k: v / count for k, v in sums.items()},
+                            "images_per_s": count * cfg.data.batch_size * self.info.world_size / max(elapsed, 1e-9),
+                        }
+                        bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{lr:.3g}")
+                        sums, count, tick = {}, 0, time.perf_counter()
+                    if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < self.total_steps:
+                        row = {"step": self.step, **row, **self.evaluate()}
+                    if row and self.log is not None:
+                        self.log.log(row)
+                    if row:
+                        result.last_metrics = {k: v for k, v in row.items() if not k.startswith("eval/")}
+                    if self.step % cfg.train.checkpoint_every == 0 and self.step < self.total_steps:
+                        self.save()
+                    for callback in callbacks:
+                        callback(self, self.step, row)
+                    if self.step >= self.total_steps:
+                        break
+            result.checkpoint = (
+                self.save()
+                if self.last_checkpoint is None or self.step != _step_of(self.last_checkpoint)
+                else self.last_checkpoint
+            )
+            if cfg.eval.sets:
+                result.eval_metrics = self.evaluate()
+                if self.log is not None and result.eval_metrics:
+                    self.log.log({"step": self.step, **result.eval_metrics})
+            if self.info.is_main:
+                result.model_path = self.export()
+            barrier(self.info)
+        finally:
+            bar.close()
+            if self.log is not None:
+                self.log.close()
+        result.step = self.step
+        return result
+
+
+def _step_of(folder: Path) -> int:
+    return int(folder.name.split("_")[-1])
+
+
+def _worker_init(worker_id: int) -> None:
+    torch.set_num_threads(1)
+
+
+def train(
+    cfg: ExperimentConfig, *, resume: bool = False, callbacks: Sequence[Callback] = (), info: DistInfo | None = None
+) -> TrainResult:
+    """Train as ``cfg`` says, in this process or as one rank of a torchrun job; see the module docstring.
+
+    Args:
+        cfg: the experiment.
+        resume: continue from the newest complete checkpoint in ``cfg.train.out_dir``.
+        callbacks: called as ``callback(trainer, step, logged_row)`` after every step.
+        info: an existing process set-up (tests); default: :func:`setup_distributed` from the environment.
+    """
+    own = info is None
+    info = info or setup_distributed(cfg.train.backend, cfg.train.device)
+    try:
+        trainer = Trainer(cfg, info, resume=resume)
+        return trainer.run(callbacks)
+    finally:
+        if own:
+            cleanup_distributed(info)

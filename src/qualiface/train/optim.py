@@ -1,0 +1,111 @@
+"""Optimizers with the recipes' weight-decay splits, and per-iteration learning-rate schedules.
+
+Schedules are factors of the base lr as a function of the optimizer step ``t`` (0-based, the lr used for
+step ``t``), with ``T`` total steps, ``w`` warm-up steps and ``e = t / steps_per_epoch``:
+
+    warm-up (t < w):  f = t / w                                  (arcface_torch PolynomialLRWarmup)
+    poly:             f = (1 − (t − w) / (T − w))^power
+    step:             f = γ^(number of milestones m with e ≥ m)   (MultiStepLR / LambdaLR per epoch)
+    cosine:           f = r + (1 − r)·(1 + cos(π (t − w) / (T − w))) / 2,  r = min_lr_ratio
+    constant:         f = 1
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from qualiface.config.schema import OptimConfig, ScheduleConfig
+
+_NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def split_decay(module: nn.Module, no_decay: str) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """``(decayed, not decayed)`` trainable parameters of ``module`` under the policy ``no_decay``.
+
+    ``none``: every parameter decays (arcface_torch, MagFace, CR-FIQA, UniTSFace). ``norm``: parameters of
+    normalisation layers do not (AdaFace: BN weight and bias; PReLU slopes still decay). ``norm_bias``: neither
+    do biases.
+    """
+    if no_decay not in ("none", "norm", "norm_bias"):
+        raise ValueError(f"optim.no_decay must be 'none', 'norm' or 'norm_bias', got {no_decay!r}")
+    skip: set[int] = set()
+    if no_decay != "none":
+        for layer in module.modules():
+            if isinstance(layer, _NORM_LAYERS):
+                skip.update(id(p) for p in layer.parameters(recurse=False))
+        if no_decay == "norm_bias":
+            skip.update(id(p) for name, p in module.named_parameters() if name.endswith("bias"))
+    decay, keep = [], []
+    for p in module.parameters():
+        if p.requires_grad:
+            (keep if id(p) in skip else decay).append(p)
+    return decay, keep
+
+
+def build_optimizer(cfg: OptimConfig, backbone: nn.Module, head: nn.Module) -> torch.optim.Optimizer:
+    """SGD or AdamW over four groups: backbone (decay / no decay) and head (decay / no decay)."""
+    head_lr = cfg.lr if cfg.head_lr is None else cfg.head_lr
+    head_wd = cfg.weight_decay if cfg.head_weight_decay is None else cfg.head_weight_decay
+    groups = []
+    for name, module, lr, wd in (("backbone", backbone, cfg.lr, cfg.weight_decay), ("head", head, head_lr, head_wd)):
+        decay, keep = split_decay(module, cfg.no_decay)
+        for suffix, params, weight_decay in (("", decay, wd), ("_no_decay", keep, 0.0)):
+            if params:
+                groups.append({"params": params, "lr": lr, "weight_decay": weight_decay, "name": name + suffix})
+    if not groups:
+        raise ValueError("nothing to train: no parameter requires a gradient")
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    if cfg.name == "adamw":
+        if len(cfg.betas) != 2:
+            raise ValueError(f"optim.betas needs two values, got {cfg.betas}")
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]))
+    raise ValueError(f"optim.name must be 'sgd' or 'adamw', got {cfg.name!r}")
+
+
+def lr_factor(cfg: ScheduleConfig, total_steps: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """The schedule as ``step -> factor of the base lr`` (see the module docstring)."""
+    warmup = int(cfg.warmup_steps + round(cfg.warmup_epochs * steps_per_epoch))
+    if warmup < 0 or (warmup >= total_steps and cfg.name not in ("constant", "step")):
+        raise ValueError(f"warm-up of {warmup} steps does not fit in {total_steps} training steps")
+    milestones = sorted(float(m) for m in cfg.milestones)
+    if cfg.name == "step" and not milestones:
+        raise ValueError("schedule.name 'step' needs schedule.milestones (epochs)")
+    if cfg.name not in ("poly", "step", "cosine", "constant"):
+        raise ValueError(f"unknown schedule {cfg.name!r}")
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / warmup
+        if cfg.name == "constant":
+            return 1.0
+        if cfg.name == "step":
+            epoch = step / steps_per_epoch
+            return cfg.gamma ** sum(epoch >= m for m in milestones)
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        if cfg.name == "poly":
+            return (1.0 - progress) ** cfg.power
+        return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def build_scheduler(
+    cfg: ScheduleConfig, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-iteration ``LambdaLR`` (call ``step()`` after every optimizer step)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total_steps, steps_per_epoch))
+
+
+def clip_gradients(params: Iterable[nn.Parameter], max_norm: float | None) -> torch.Tensor | None:
+    """``clip_grad_norm_`` of the given parameters (the backbone's); returns the norm before clipping."""
+    if max_norm is None:
+        return None
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return None
+    return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
