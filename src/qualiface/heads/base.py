@@ -227,7 +227,8 @@ class Head(nn.Module):
         except (ValueError, TypeError) as exc:
             error = exc
         batch = int(embeddings.shape[0]) if embeddings.dim() else -1
-        sizes, bad = check_batch_sizes(batch, error is not None, shard)  # every rank learns of any failure
+        # every rank learns of any failure before a collective whose shape depends on the batch
+        sizes, bad = check_batch_sizes(batch, error is not None, shard, self.weight.device)
         if error is not None:
             raise error
         if bad:

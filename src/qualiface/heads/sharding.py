@@ -23,9 +23,10 @@ Forward pass of a sharded head on rank ``r`` (local batch ``B``, global batch ``
    with ``z^r_ij = s_i cos^r_ij`` and the target column replaced by ``t_i`` on the owner only.
    ``loss_i``, and hence the global-batch mean ``L = mean_i loss_i``, is identical on every rank.
 
-Gradient scheme. The trainer calls ``L.backward()`` on every rank and then *sums* the backbone gradients
-over ranks, so every rank must produce an exact partial gradient whose sum over ranks is ``∂L``.
-Every tensor is of one of two kinds:
+Gradient scheme. The trainer calls ``L.backward()`` on every rank and then *sums* the backbone parameter
+gradients over ranks (a DDP comm hook), so rank ``r``'s local embeddings must receive exactly ``∂L/∂f_i`` for
+its own samples, with every shard's contribution included and nothing counted twice. Every tensor in the
+head is of one of two kinds:
 
 * *replicated*: identical value on every rank, and its gradient ``∂L/∂(value)`` is also identical on every
   rank (``t_i``, ``s_i``, ``‖f_i‖``, the auxiliary inputs, the loss itself, a replicated parameter such as
@@ -42,8 +43,9 @@ The conversions, each an autograd function here:
 * replicated → partial, :func:`copy_to_partial` (forward identity, backward ``all_reduce``-sum): a
   replicated parameter used in a shard-partial term (UniTSFace's ``b`` in the USS sum over the local memory
   rows) receives the sum of the ranks' partial gradients, i.e. the full ``∂L/∂b`` on every rank.
-* the batch gather, :func:`gather_batch`: the embeddings are gathered twice in one collective. The columns
-  used by shard-partial terms (``f`` → ``x̂ = f/‖f‖`` → local cosines) have a *summing* backward: the
+* the batch gather, :func:`gather_batch`, one collective for two kinds of columns. The embeddings ``f``,
+  used only by shard-partial terms (``f`` → ``x̂ = f/‖f‖`` → local cosines, local USS terms), have a
+  *summing* backward: the
   ``(B_g, D)`` gradient is summed over ranks (``reduce_scatter`` with NCCL, ``all_reduce`` then a slice
   elsewhere) and the rank keeps its own rows. The replicated columns (the norms ``‖f_i‖``, computed locally
   before the gather, and the auxiliary inputs ``scale`` / ``quality``) have a *slicing* backward: the
@@ -57,7 +59,15 @@ sum the backbone parameter gradients over ranks (not average them) to obtain ``�
 
 Collectives in the backward pass (the gather's sum, ``copy_to_partial``) run on every rank because every
 rank builds the same graph; the heads keep the gathered embeddings in the graph even when a rank's shard
-has no sampled class.
+has no sampled class. Hence every rank must call the head in the same mode (``train()``/``eval()``), with the
+same auxiliary inputs, the same local batch size (checked, with a clear error on every rank) and the same
+``requires_grad`` settings, and must call ``backward()``. Invalid inputs on one rank make every rank raise.
+
+Memory: nothing of size ``(B_g, C)`` is allocated; the local ``(B_g, C_r')`` cosines, logits and
+probabilities are what a single-process head allocates for ``C_r'`` classes. The forward pass runs three
+all-gathers (sizes, labels, embeddings with the replicated columns), two small all-reduces in the
+cross-entropy (row maximum; row sums, plus ``Σ p·cos`` when the scale needs a gradient) and one for the
+target cosine; the backward pass one reduce-scatter (all-reduce with gloo) of ``(B_g, D)``.
 """
 
 from __future__ import annotations
@@ -152,13 +162,15 @@ def all_gather_labels(labels: Tensor, spec: ShardSpec) -> Tensor:
     return _all_gather(labels.to(torch.int64), spec)
 
 
-def check_batch_sizes(batch: int, failed: bool, spec: ShardSpec) -> tuple[list[int], list[int]]:
+def check_batch_sizes(
+    batch: int, failed: bool, spec: ShardSpec, device: torch.device | None = None
+) -> tuple[list[int], list[int]]:
     """One small all-gather of every rank's ``(batch size, failed flag)``: ``(sizes, failed ranks)``.
 
     Run before any collective whose shape depends on the batch, so that a wrong batch size or an invalid
     input on one rank makes every rank raise instead of hanging.
     """
-    info = _all_gather(torch.tensor([[batch, int(failed)]], dtype=torch.int64), spec)
+    info = _all_gather(torch.tensor([[batch, int(failed)]], dtype=torch.int64, device=device), spec).cpu()
     sizes = [int(v) for v in info[:, 0]]
     bad = [rank for rank, flag in enumerate(info[:, 1].tolist()) if flag]
     return sizes, bad

@@ -336,17 +336,12 @@ class Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             embeddings, aux = self.model(images)
+        if not bool(torch.isfinite(embeddings).all()):
+            self._stop("the backbone output contains NaN or Inf")
         out = self.head(embeddings, labels, **{k: aux[k] for k in self.aux_keys})
         loss = out.loss
         if not torch.isfinite(loss.detach()):
-            where = (
-                f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint yet"
-            )
-            raise NonFiniteLossError(
-                f"step {self.step + 1}: the loss is {loss.item()} (head {self.cfg.head.name}, lr "
-                f"{self.optimizer.param_groups[0]['lr']:.4g}); stopped before the update, {where}. Lower optim.lr, "
-                f"raise schedule.warmup_steps or set train.grad_clip, then resume with --resume."
-            )
+            self._stop(f"the loss is {loss.item()}")
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -362,6 +357,15 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         return loss.detach(), out.logs, grad_norm
+
+    def _stop(self, what: str) -> None:
+        last = self.last_checkpoint
+        where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+        raise NonFiniteLossError(
+            f"step {self.step + 1}: {what} (head {self.cfg.head.name}, lr {self.optimizer.param_groups[0]['lr']:.4g}); "
+            f"stopped before the update, {where}. Lower optim.lr, raise schedule.warmup_steps or set "
+            f"train.grad_clip, then continue with --resume."
+        )
 
     def _loader(self) -> DataLoader:
         workers = self.cfg.data.num_workers

@@ -1,0 +1,63 @@
+"""A tiny registered backbone for fast training tests: ``tiny_cnn`` (two strided convolutions and a linear).
+
+Importing this module registers it (once) in ``qualiface``'s backbone registry, also inside spawned DDP workers.
+``norm=False`` drops every BatchNorm, so that a 2-process run can equal a 1-process run exactly (BatchNorm
+statistics are per process under DDP). ``quality_branch`` adds the same branches as the real backbones
+(``cr_fiqa``: ``qs`` on the embedding; ``scaleface``: an MLP scale head on the bottleneck).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from qualiface.backbones.base import Backbone, Preprocessing
+from qualiface.backbones.layers import MLPScaleHead
+from qualiface.registry import BACKBONES
+
+
+class TinyCNN(Backbone):
+    def __init__(
+        self, embedding_dim: int = 32, input_size: int = 16, norm: bool = True, quality_branch: str | None = None
+    ) -> None:
+        super().__init__()
+        self.arch = "tiny_cnn"
+        self.embedding_dim = embedding_dim
+        self.preprocessing = Preprocessing(input_size=(3, input_size, input_size))
+
+        def block(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, 2, 1, bias=not norm), *([nn.BatchNorm2d(cout)] if norm else []), nn.PReLU()]
+
+        self.features = nn.Sequential(*block(3, 8), *block(8, 16))
+        side = input_size // 4
+        self.bottleneck_dim = 16 * side * side
+        self.fc = nn.Linear(self.bottleneck_dim, embedding_dim)
+        self.quality_branch = quality_branch
+        if quality_branch == "cr_fiqa":
+            self.qs = nn.Linear(embedding_dim, 1)
+        elif quality_branch == "scaleface":
+            self.scale_predictor = MLPScaleHead((self.bottleneck_dim, 16, 1), batch_norm=norm)
+        elif quality_branch is not None:
+            raise ValueError(f"unknown quality_branch {quality_branch!r}")
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.forward_aux(images)[0]
+
+    def forward_aux(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        bottleneck = torch.flatten(self.features(images), 1)
+        embeddings = self.fc(bottleneck)
+        if self.quality_branch == "cr_fiqa":
+            return embeddings, {"quality": self.qs(embeddings).squeeze(1)}
+        if self.quality_branch == "scaleface":
+            return embeddings, {"scale": self.scale_predictor(bottleneck.float()).squeeze(1)}
+        return embeddings, {}
+
+
+def tiny_cnn(**kwargs: Any) -> TinyCNN:
+    return TinyCNN(**kwargs)
+
+
+if "tiny_cnn" not in BACKBONES:
+    BACKBONES.register("tiny_cnn")(tiny_cnn)

@@ -1,0 +1,41 @@
+"""Tiny experiments on the test backbone ``tiny_cnn`` (16x16 synthetic faces), fast enough for every head."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import _helpers.tiny_backbone  # noqa: F401  (registers tiny_cnn)
+from qualiface.config import ExperimentConfig, config_from_dict
+
+
+def tiny_config(
+    out_dir: Path, *, head: str = "arcface", overrides: tuple[str, ...] = (), **sections: Any
+) -> ExperimentConfig:
+    branch = {"cr_fiqa": "cr_fiqa", "scaleface": "scaleface"}.get(head)
+    data: dict[str, Any] = {
+        "model": {
+            "backbone": "tiny_cnn",
+            "kwargs": {"input_size": 16, **({"quality_branch": branch} if branch else {})},
+        },
+        "head": {"name": head},
+        "data": {
+            "synthetic": {"num_identities": 8, "images_per_identity": 4, "size": 16},
+            "batch_size": 8,
+            "num_workers": 0,
+        },
+        "optim": {"lr": 0.05},
+        "train": {"out_dir": str(out_dir), "steps": 6, "precision": "fp32", "log_every": 1, "checkpoint_every": 100},
+        "log": {"progress": False},
+    }
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    return config_from_dict(data, list(overrides))
+
+
+@pytest.fixture
+def make_config(tmp_path: Path):
+    def make(name: str = "run", **kwargs: Any) -> ExperimentConfig:
+        return tiny_config(tmp_path / name, **kwargs)
+
+    return make
