@@ -103,9 +103,9 @@ class AdaFace(Head):
         self.register_buffer("batch_std", torch.full((1,), float(init_std)))
         self.reduce_statistics: Callable[[Tensor], Tensor] | None = None
 
-    def reset_parameters(self) -> None:
+    def init_centres_(self, weight: Tensor) -> None:
         """uniform(−1, 1), then every class centre rescaled to unit L2 norm (official ``kernel``)."""
-        uniform_unit_rows_(self.weight)
+        uniform_unit_rows_(weight)
 
     def extra_repr(self) -> str:
         return (

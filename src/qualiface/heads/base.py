@@ -187,8 +187,15 @@ class Head(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Class-centre initialisation; N(0, 0.01²) as arcface_torch Partial FC unless a method overrides."""
-        nn.init.normal_(self.weight, std=0.01)
+        """Initialise the class centres with :meth:`init_centres_`."""
+        self.init_centres_(self.weight)
+
+    def init_centres_(self, weight: Tensor) -> None:
+        """In place: the method's class-centre initialisation of ``weight (rows, D)``; N(0, 0.01²) as
+        arcface_torch Partial FC unless a method overrides. Works on any block of rows, so a trainer can
+        initialise a sharded head exactly like the unsharded one."""
+        with torch.no_grad():
+            nn.init.normal_(weight, std=0.01)
 
     def extra_repr(self) -> str:
         text = f"embedding_dim={self.embedding_dim}, num_classes={self.num_classes}, sample_rate={self.sample_rate}"

@@ -94,9 +94,9 @@ class MagFace(MarginSoftmaxHead):
         self.easy_margin = easy_margin
         self.eps = eps
 
-    def reset_parameters(self) -> None:
+    def init_centres_(self, weight: Tensor) -> None:
         """uniform(−1, 1), then every class centre rescaled to unit L2 norm (official ``MagLinear``)."""
-        uniform_unit_rows_(self.weight)
+        uniform_unit_rows_(weight)
 
     def extra_repr(self) -> str:
         return (

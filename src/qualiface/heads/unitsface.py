@@ -133,9 +133,10 @@ class UniTSFace(Head):
         self.register_buffer("seen", torch.zeros(self.num_local_classes, dtype=torch.bool))
         self.register_buffer("num_steps", torch.zeros((), dtype=torch.long))
 
-    def reset_parameters(self) -> None:
+    def init_centres_(self, weight: Tensor) -> None:
         """Class centres Kaiming-normal (``a = 1``, fan-in), std ``1/sqrt(D)``, as ``Normalized_Softmax_Loss``."""
-        nn.init.kaiming_normal_(self.weight, a=1, mode="fan_in", nonlinearity="leaky_relu")
+        with torch.no_grad():
+            nn.init.kaiming_normal_(weight, a=1, mode="fan_in", nonlinearity="leaky_relu")
 
     @property
     def threshold(self) -> Tensor:

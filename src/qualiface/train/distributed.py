@@ -5,8 +5,6 @@
 process drives a CUDA device and gloo otherwise, so the same command runs on a laptop CPU and a GPU cluster.
 """
 
-from __future__ import annotations
-
 import os
 from dataclasses import dataclass
 from datetime import timedelta

@@ -110,6 +110,7 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.backbone = qualiface.create_backbone(cfg.model.backbone, **cfg.model.kwargs)
         self.head = self._build_head()
+        init_centres_blockwise(self.head, cfg.train.seed)
         self._check_aux()
         if cfg.model.init_from:
             self._init_from(Path(cfg.model.init_from))
@@ -474,6 +475,26 @@ class Trainer:
                 self.log.close()
         result.step = self.step
         return result
+
+
+def init_centres_blockwise(head: nn.Module, seed: int, block: int = 65_536) -> None:
+    """Initialise ``head.weight`` (this rank's rows ``[class_start, class_start + rows)``) with the head's own
+    initialisation, drawn per block of ``block`` global classes from a generator seeded by ``(seed, block)``:
+    the centres are the same whatever the number of ranks, so a torchrun job starts where one process would."""
+    from qualiface.train.data import _mix
+
+    weight = head.weight
+    start, rows = int(getattr(head, "class_start", 0)), weight.shape[0]
+    total = int(head.num_classes)
+    with torch.no_grad():
+        for b in range(start // block, (start + rows - 1) // block + 1):
+            low, high = b * block, min((b + 1) * block, total)
+            values = torch.empty(high - low, weight.shape[1], dtype=weight.dtype)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_mix(seed, 7, b))
+                head.init_centres_(values)
+            first, last = max(low, start), min(high, start + rows)
+            weight[first - start : last - start].copy_(values[first - low : last - low])
 
 
 def _step_of(folder: Path) -> int:

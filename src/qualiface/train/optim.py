@@ -12,6 +12,7 @@ step ``t``), with ``T`` total steps, ``w`` warm-up steps and ``e = t / steps_per
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable
 
@@ -19,6 +20,8 @@ import torch
 from torch import nn
 
 from qualiface.config.schema import OptimConfig, ScheduleConfig
+
+logger = logging.getLogger(__name__)
 
 _NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
@@ -70,8 +73,10 @@ def build_optimizer(cfg: OptimConfig, backbone: nn.Module, head: nn.Module) -> t
 def lr_factor(cfg: ScheduleConfig, total_steps: int, steps_per_epoch: int) -> Callable[[int], float]:
     """The schedule as ``step -> factor of the base lr`` (see the module docstring)."""
     warmup = int(cfg.warmup_steps + round(cfg.warmup_epochs * steps_per_epoch))
-    if warmup < 0 or (warmup >= total_steps and cfg.name not in ("constant", "step")):
-        raise ValueError(f"warm-up of {warmup} steps does not fit in {total_steps} training steps")
+    if warmup < 0:
+        raise ValueError(f"the warm-up must not be negative, got {warmup} steps")
+    if warmup >= total_steps:
+        logger.warning("the warm-up (%d steps) covers the whole run (%d steps)", warmup, total_steps)
     milestones = sorted(float(m) for m in cfg.milestones)
     if cfg.name == "step" and not milestones:
         raise ValueError("schedule.name 'step' needs schedule.milestones (epochs)")
