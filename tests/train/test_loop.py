@@ -138,3 +138,20 @@ def test_init_from_a_previous_run_and_freeze_the_backbone(make_config) -> None:
         assert torch.equal(value, after["state_dict"][key]), key  # frozen: unchanged (and loaded)
     assert any(k.startswith("scale_predictor") for k in after["state_dict"])
     torch.testing.assert_close(after["head_state"]["weight"] is not None, True)
+
+
+def test_bf16_autocast_runs_the_backbone_in_bf16_and_the_head_in_float32(make_config) -> None:
+    seen: dict[str, torch.dtype] = {}
+    cfg = make_config(head="magface", overrides=("train.steps=2", "train.precision=bf16"))
+
+    def spy(trainer, step: int, row: dict) -> None:
+        images = torch.randn(2, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+        with trainer._autocast():
+            embeddings, _ = trainer.model(images)
+        seen["embeddings"] = embeddings.dtype
+        seen["head"] = trainer.head.weight.dtype
+        seen["channels_last"] = trainer.channels_last
+
+    result = train(cfg, callbacks=[spy])
+    assert seen == {"embeddings": torch.bfloat16, "head": torch.float32, "channels_last": True}
+    assert all(torch.isfinite(torch.tensor(_losses(result.run_dir))))
