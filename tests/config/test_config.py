@@ -3,8 +3,10 @@
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
+import qualiface
 from qualiface.config import ConfigError, ExperimentConfig, config_from_dict, dump_config, load_config, to_dict
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
@@ -18,8 +20,11 @@ def test_defaults_are_a_valid_experiment() -> None:
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_every_shipped_config_loads(path: Path) -> None:
-    load_config(path)
+def test_every_shipped_config_loads_and_builds(path: Path) -> None:
+    cfg = load_config(path)
+    with torch.device("meta"):  # checks the component kwargs without allocating an iResNet-100
+        backbone = qualiface.create_backbone(cfg.model.backbone, **cfg.model.kwargs)
+        qualiface.create_head(cfg.head.name, embedding_dim=backbone.embedding_dim, num_classes=10, **cfg.head.kwargs)
 
 
 def test_there_is_a_tiny_synthetic_config() -> None:
