@@ -44,3 +44,19 @@ def run_rank(rank: int, world_size: int, out_dir: str, head: str, batch_size: in
         with open(Path(out_dir) / "metrics.csv", newline="") as fh:
             losses = [float(row["loss"]) for row in csv.DictReader(fh) if row.get("loss")]
     return {"backbone": state["backbone"], "head": state["head"], "losses": losses, "step": result.step}
+
+
+def run_rank_sampled(rank: int, world_size: int, out_dir: str, head: str, steps: int) -> dict[str, Any]:
+    """A Partial FC run with negative-centre sampling (rate 0.5) on the sharded head."""
+    torch.set_num_threads(1)
+    data = ddp_config(out_dir, head, 4, steps)
+    data["head"]["sample_rate"] = 0.5
+    data["data"]["synthetic"]["num_identities"] = 12
+    cfg = config_from_dict(data)
+    train(cfg)
+    state = torch.load(Path(out_dir) / "checkpoints" / f"step_{steps:08d}" / f"rank{rank}.pt", weights_only=True)
+    losses = []
+    if rank == 0:
+        with open(Path(out_dir) / "metrics.csv", newline="") as fh:
+            losses = [float(row["loss"]) for row in csv.DictReader(fh) if row.get("loss")]
+    return {"backbone": state["backbone"], "head": state["head"], "losses": losses}

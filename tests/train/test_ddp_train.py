@@ -11,7 +11,7 @@ import torch
 
 import _helpers.tiny_backbone  # noqa: F401
 from _helpers.ddp import free_port, run_distributed
-from _helpers.ddp_train_workers import ddp_config, run_rank
+from _helpers.ddp_train_workers import ddp_config, run_rank, run_rank_sampled
 from qualiface.config import config_from_dict
 from qualiface.train import train
 
@@ -42,6 +42,19 @@ def test_two_processes_equal_one_process(tmp_path: Path, head: str) -> None:
     if head == "unitsface":
         memory = torch.cat([two[0]["head"]["feat_mem"], two[1]["head"]["feat_mem"]])
         torch.testing.assert_close(memory, one["head"]["feat_mem"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("head", ["cosface", "adaface"])
+def test_partial_fc_sampling_across_two_processes(tmp_path: Path, head: str) -> None:
+    ranks = run_distributed(run_rank_sampled, 2, str(tmp_path / "run"), head, 3)
+    assert len(ranks[0]["losses"]) == 3
+    assert all(torch.isfinite(torch.tensor(ranks[0]["losses"])))
+    assert ranks[0]["head"]["weight"].shape[0] == ranks[1]["head"]["weight"].shape[0] == 6  # 12 classes over 2
+    for key, value in ranks[0]["backbone"].items():  # DDP keeps the replicas identical
+        torch.testing.assert_close(ranks[1]["backbone"][key], value, rtol=0, atol=0, msg=key)
+    for key in ("batch_mean", "batch_std"):  # AdaFace: the EMA of the global batch, the same on both ranks
+        if key in ranks[0]["head"]:
+            torch.testing.assert_close(ranks[1]["head"][key], ranks[0]["head"][key], rtol=0, atol=0)
 
 
 @pytest.mark.skipif(
