@@ -210,3 +210,28 @@ def test_align_matches_pillow_on_real_faces() -> None:
         ours = align_face(img, lmk).astype(int)
         ref = _pillow_align(img, similarity_transform(lmk, ARCFACE_TEMPLATE_112), 112).astype(int)
         assert np.abs(ours - ref)[4:-4, 4:-4].max() <= 1
+
+
+def _reference_normal_equations(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Closed-form float64 least squares for ``[a -b tx; b a ty]`` from the centred normal equations."""
+    sc, dc = src - src.mean(axis=0), dst - dst.mean(axis=0)
+    denom = (sc**2).sum()
+    a = (sc * dc).sum() / denom
+    b = (sc[:, 0] * dc[:, 1] - sc[:, 1] * dc[:, 0]).sum() / denom
+    lin = np.array([[a, -b], [b, a]])
+    return np.column_stack([lin, dst.mean(axis=0) - lin @ src.mean(axis=0)])
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="/work/shared (MTFL landmark data) is absent")
+def test_similarity_on_real_mtfl_landmarks_equals_float64_references() -> None:
+    """On 200 annotated LFW and AFLW faces the Umeyama fit equals two independent float64 least-squares solutions
+    (``lstsq`` on the 4-parameter system and the centred normal equations), and its residual is the minimum."""
+    lines = (MTFL / "lfw_5590_landmarks.txt").read_text().split("\n")[:100]
+    lines += (MTFL / "aflw_landmarks.txt").read_text().split("\n")[:100]
+    for line in lines:
+        vals = np.array([float(v) for v in line.split()[1:11]])
+        lmk = np.stack([vals[:5], vals[5:]], axis=1)
+        m = similarity_transform(lmk, ARCFACE_TEMPLATE_112)
+        np.testing.assert_allclose(m, _reference_lstsq(lmk, ARCFACE_TEMPLATE_112), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(m, _reference_normal_equations(lmk, ARCFACE_TEMPLATE_112), rtol=1e-9, atol=1e-9)
+        assert np.linalg.det(m[:, :2]) > 0
