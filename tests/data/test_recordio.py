@@ -355,3 +355,22 @@ def test_real_small_dataset_jpegs_round_trip(tmp_path: Path) -> None:
     for i, data in enumerate(files):
         assert reader[i] == (data, i)
         assert decode_image(reader[i][0]).shape == (112, 112, 3)
+
+
+def test_jpeg_fast_path_gives_pillow_pixels_on_real_faces() -> None:
+    import io
+
+    from PIL import Image
+
+    root = Path(__file__).parents[3] / "shared" / "data" / "glint360k-sample"
+    files = sorted(root.rglob("*.jpg"))[:20]
+    if not files:
+        pytest.skip(f"no JPEG faces under {root}")
+    for path in files:
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as img:
+            reference = np.asarray(img.convert("RGB"))
+        np.testing.assert_array_equal(decode_image(data, "rgb"), reference)
+        np.testing.assert_array_equal(decode_image(data, "bgr"), reference[..., ::-1])
+    with pytest.raises(ValueError, match="cannot decode"):
+        decode_image(b"\xff\xd8\xff\xe0 truncated jpeg")

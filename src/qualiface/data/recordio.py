@@ -432,7 +432,10 @@ class RecordIOReader:
 
 
 def decode_image(payload: bytes, mode: Literal["rgb", "bgr"] = "rgb") -> np.ndarray:
-    """Decode an encoded image payload to an ``(H, W, 3)`` uint8 array with Pillow.
+    """Decode an encoded image payload to an ``(H, W, 3)`` uint8 array.
+
+    JPEG goes through simplejpeg (libjpeg-turbo, about 2x Pillow's speed here, same pixels: BENCHMARKS.md); other
+    formats, and any JPEG simplejpeg refuses, through Pillow.
 
     Args:
         payload: JPEG/PNG/… bytes from a record.
@@ -447,12 +450,23 @@ def decode_image(payload: bytes, mode: Literal["rgb", "bgr"] = "rgb") -> np.ndar
         raise ValueError(f"mode must be 'rgb' or 'bgr', got {mode!r}")
     if not payload:
         raise ValueError("empty image payload (a header or identity record has no image)")
+    if payload[:2] == b"\xff\xd8" and _simplejpeg is not None:
+        try:
+            return _simplejpeg.decode_jpeg(payload, colorspace=mode.upper())
+        except ValueError:
+            pass  # Pillow gives the error message (or decodes what simplejpeg cannot)
     try:
         with Image.open(io.BytesIO(payload)) as img:
             array = np.asarray(img.convert("RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot decode image payload of {len(payload)} bytes: {err}") from err
     return np.ascontiguousarray(array[..., ::-1]) if mode == "bgr" else array
+
+
+try:  # libjpeg-turbo bindings; optional at import so that a broken wheel degrades to Pillow
+    import simplejpeg as _simplejpeg
+except ImportError:  # pragma: no cover - it is a dependency
+    _simplejpeg = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
