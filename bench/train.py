@@ -1,0 +1,540 @@
+"""Training throughput: the trainer's step against a bare PyTorch loop, and the data pipeline per worker.
+
+Usage::
+
+    python bench/train.py                                   # mobilefacenet + iresnet50, fp32 / fp32+cl / bf16
+    python bench/train.py --backbones mobilefacenet --precisions fp32 --rounds 2 --steps 2 --parts step
+    python bench/train.py --parts data jpeg --batches 40    # only the input pipeline and the JPEG decoders
+    python bench/train.py --compile                         # torch.compile both the trainer and the bare loop
+    PYTHONPATH=/path/to/simplejpeg python bench/train.py --parts jpeg   # adds simplejpeg next to Pillow
+
+Three parts, each configuration in its own subprocess (its peak memory and thread state are its own):
+
+``step``
+    A ``qualiface.train.Trainer`` built from a config (head ``arcface`` over ``--classes`` class centres,
+    SGD 0.1 / momentum 0.9 / weight decay 5e-4, poly schedule, gradient clip 5: the defaults) times
+    ``trainer.train_step(images, labels)`` on one fixed, pre-made batch: no data loading, no logging. In the same
+    process, on a copy of the same backbone (same weights, same memory format) and the same batch, the **bare
+    loop** runs ``backbone(x)`` → ``F.linear(F.normalize(emb), F.normalize(W))`` + the ArcFace margin (the usual
+    autograd recipe) → cross-entropy of 64·logits → ``backward`` → ``SGD.step`` (same hyper-parameters), under the
+    same autocast and ``channels_last`` (bf16 ⇒ channels_last, as the trainer's default). After ``--warmup`` steps
+    of each, ``--rounds`` rounds of ``--steps`` steps alternate between the two (the order flips every round);
+    images/s is the batch over the median step time, "trainer / bare" the ratio of median step times (1.00 = no
+    overhead; the goal is ≤ 1.1), "best-step ratio" that of the fastest steps (the figure least disturbed by other
+    work on a busy machine). ``fp32+cl`` runs float32 with ``train.channels_last: true``. Peak MiB = the highest
+    resident size during that path's timed steps minus the resident size after importing torch. With
+    ``--e2e-workers K`` (default 2) the trainer then also runs a plain ``for images, labels in trainer._loader():
+    trainer.train_step(...)`` loop with K workers (the loop of ``Trainer.run`` without its logging), which shows
+    whether the input pipeline keeps up with training.
+``data``
+    The training ``DataLoader`` exactly as the trainer builds it (``build_train_samples`` + ``ShardedBatchSampler``,
+    ``prefetch_factor=4``, one torch thread per worker) for 0, 1 and 2 workers, over (a) the synthetic source
+    (procedural rendering) and (b) a RecordIO pack of real 112x112 JPEG faces (``../shared/data/glint360k-sample``,
+    packed into a temporary folder with ``pack_image_folder`` unless ``--rec`` names an existing ``train.rec``),
+    with ``augment`` ``flip`` and ``adaface``. The first batch of every worker (start-up) is timed separately;
+    images/s is over the next ``--batches`` batches (keep it well above the 4 batches a worker prefetches).
+    "per worker" divides by the worker count (0 workers: the main process, run with one torch thread, counts
+    as one).
+``jpeg``
+    Single-threaded decode of the same JPEG payloads by Pillow (``qualiface.data.recordio.decode_image``, what the
+    pipeline uses) and by ``simplejpeg`` when it is importable (it is not a dependency), plus the cost of the
+    transforms (``to_tensor`` + ``training_transform``) per image, so the per-sample budget is visible.
+
+Results: a Markdown table on stdout and ``bench/results/train_<date>.json`` (command, date, CPU model, cores,
+torch version, whether the CPU has AMX / AVX512-BF16, every row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+DEFAULT_BATCH = {"mobilefacenet": 64, "iresnet50": 32}
+SHARED_FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "glint360k-sample" / "images"
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
+def _cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return platform.processor()
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def _data_cfg(spec: dict[str, Any]) -> dict[str, Any]:
+    """The ``data`` section: synthetic (enough samples for several batches) or the RecordIO pack."""
+    batch = spec["batch"]
+    data: dict[str, Any] = {"batch_size": batch, "augment": spec.get("augment", "flip")}
+    if spec.get("source", "synthetic") == "recordio":
+        data.update(source="recordio", path=spec["rec"])
+    else:
+        data.update(source="synthetic", synthetic={"num_identities": 64, "images_per_identity": max(16, batch // 4)})
+    return data
+
+
+# ------------------------------------------------------------------------------------------------ part 1: step
+
+
+def _bare_step(
+    backbone: Any, weight: Any, optimizer: Any, images: Any, labels: Any, autocast_dtype: Any
+) -> Callable[[], None]:
+    """The bare loop's step: backbone, usual ArcFace recipe (s = 64, m = 0.5), backward, SGD."""
+    import contextlib
+
+    import torch
+    import torch.nn.functional as F
+
+    rows = torch.arange(images.shape[0])
+
+    def step() -> None:
+        ctx = torch.autocast("cpu", dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
+        with ctx:
+            emb = backbone(images)
+        cos = F.linear(F.normalize(emb.float()), F.normalize(weight)).clamp(-1, 1)
+        target = torch.cos(torch.acos(cos[rows, labels].clamp(-1 + 1e-7, 1 - 1e-7)) + 0.5)
+        logits = 64.0 * cos.scatter(1, labels[:, None], target[:, None])
+        loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def _timed(step: Callable[[], None], n: int) -> tuple[list[float], int]:
+    """Per-step seconds of ``n`` steps and the peak resident KiB while they ran."""
+    _reset_peak()
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times, _rss_kib("VmHWM")
+
+
+def run_step(spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from qualiface.config.io import config_from_dict
+    from qualiface.train.distributed import DistInfo
+    from qualiface.train.loop import Trainer
+
+    torch.set_num_threads(spec["threads"])
+    baseline = _rss_kib("VmRSS")
+    batch, classes = spec["batch"], spec["classes"]
+    out_dir = tempfile.mkdtemp(prefix="qualiface-bench-train-")
+    try:
+        cfg = config_from_dict(
+            {
+                "model": {"backbone": spec["backbone"]},
+                "head": {"name": "arcface"},
+                "data": {**_data_cfg(spec), "num_classes": classes, "num_workers": spec["e2e_workers"]},
+                "train": {
+                    "out_dir": out_dir,
+                    "steps": 10**6,
+                    "precision": spec["precision"].split("+")[0],
+                    "channels_last": True if spec["precision"].endswith("+cl") else None,
+                    "compile": spec["compile"],
+                    "device": "cpu",
+                },
+                "log": {"progress": False},
+            }
+        )
+        trainer = Trainer(cfg, DistInfo(0, 0, 1, torch.device("cpu")))
+        trainer.backbone.train()
+        trainer.head.train()
+        generator = torch.Generator().manual_seed(0)
+        keys = next(iter(trainer.sampler))
+        images = torch.stack([trainer.samples[k][0] for k in keys])
+        labels = torch.randint(0, classes, (batch,), generator=generator)
+
+        # the bare loop: a copy of the same backbone (same weights and memory format), its own class centres
+        bare_backbone = copy.deepcopy(trainer.backbone)
+        bare_images = images
+        if trainer.channels_last:
+            bare_backbone.to(memory_format=torch.channels_last)
+            bare_images = images.contiguous(memory_format=torch.channels_last)
+        forward = torch.compile(bare_backbone) if spec["compile"] else bare_backbone
+        weight = torch.nn.Parameter(torch.empty(classes, trainer.backbone.embedding_dim).normal_(0, 0.01))
+        optimizer = torch.optim.SGD(
+            [{"params": list(bare_backbone.parameters())}, {"params": [weight]}],
+            lr=cfg.optim.lr,
+            momentum=cfg.optim.momentum,
+            weight_decay=cfg.optim.weight_decay,
+        )
+        steps: dict[str, Callable[[], None]] = {
+            "trainer": lambda: trainer.train_step(images, labels),
+            "bare": _bare_step(forward, weight, optimizer, bare_images, labels, trainer.autocast_dtype),
+        }
+        for name in ("trainer", "bare"):
+            start = time.perf_counter()
+            _timed(steps[name], spec["warmup"])
+            print(f"warm-up {name}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+        times: dict[str, list[float]] = {"trainer": [], "bare": []}
+        peaks = {"trainer": 0, "bare": 0}
+        for r in range(spec["rounds"]):
+            for name in ("trainer", "bare") if r % 2 == 0 else ("bare", "trainer"):
+                got, peak = _timed(steps[name], spec["steps"])
+                times[name] += got
+                peaks[name] = max(peaks[name], peak)
+        median = {name: statistics.median(t) for name, t in times.items()}
+        best = {name: min(t) for name, t in times.items()}
+        result: dict[str, Any] = {
+            "channels_last": trainer.channels_last,
+            "autocast": str(trainer.autocast_dtype) if trainer.autocast_dtype is not None else "float32",
+            "trainer_ips": batch / median["trainer"],
+            "bare_ips": batch / median["bare"],
+            "ratio": median["trainer"] / median["bare"],
+            "ratio_best": best["trainer"] / best["bare"],
+            "trainer_ms": 1e3 * median["trainer"],
+            "bare_ms": 1e3 * median["bare"],
+            "trainer_ms_all": [round(1e3 * t, 2) for t in times["trainer"]],
+            "bare_ms_all": [round(1e3 * t, 2) for t in times["bare"]],
+            "trainer_peak_mib": (peaks["trainer"] - baseline) / 1024,
+            "bare_peak_mib": (peaks["bare"] - baseline) / 1024,
+        }
+        del forward, bare_backbone, optimizer, weight, steps
+        if spec["e2e_workers"] > 0 and spec["e2e_steps"] > 0:
+            result.update(_end_to_end(trainer, spec["e2e_steps"], batch))
+        return result
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _end_to_end(trainer: Any, steps: int, batch: int) -> dict[str, Any]:
+    """``Trainer.run``'s loop without logging: loader + ``train_step`` + reading the logged values."""
+    loader: Iterator[Any] = iter(trainer._loader())
+    for _ in range(2):  # worker start-up and a full prefetch queue are not what we measure
+        images, labels = next(loader)
+        trainer.train_step(images, labels)
+    start = time.perf_counter()
+    for _ in range(steps):
+        images, labels = next(loader)
+        loss, logs, grad_norm = trainer.train_step(images, labels)
+        _ = [float(v) for v in (loss, *logs.values(), *(() if grad_norm is None else (grad_norm,)))]
+    elapsed = time.perf_counter() - start
+    del loader
+    return {"e2e_ips": steps * batch / elapsed, "e2e_steps": steps}
+
+
+# ------------------------------------------------------------------------------------------------ part 2: data
+
+
+def run_data(spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from torch.utils.data import DataLoader
+
+    import qualiface
+    from qualiface.config.io import config_from_dict
+    from qualiface.train.data import ShardedBatchSampler, build_train_samples
+    from qualiface.train.loop import _worker_init
+
+    workers = spec["workers"]
+    torch.set_num_threads(1 if workers == 0 else spec["threads"])
+    cfg = config_from_dict({"data": {**_data_cfg(spec), "num_workers": workers}})
+    with torch.device("meta"):
+        preprocessing = qualiface.create_backbone(spec["backbone"]).preprocessing
+    samples = build_train_samples(cfg.data, preprocessing, cfg.train.seed)
+    sampler = ShardedBatchSampler(len(samples), cfg.data.batch_size, 1, 0, cfg.train.seed)
+    loader = DataLoader(
+        samples,
+        batch_sampler=sampler,
+        num_workers=workers,
+        generator=torch.Generator(),
+        worker_init_fn=_worker_init if workers else None,
+        prefetch_factor=4 if workers else None,
+    )
+    start = time.perf_counter()
+    it = iter(loader)
+    for _ in range(max(1, workers)):  # until every worker has delivered its first batch
+        next(it)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(spec["batches"]):
+        next(it)
+    elapsed = time.perf_counter() - start
+    del it
+    ips = spec["batches"] * spec["batch"] / elapsed
+    return {"ips": ips, "ips_per_worker": ips / max(workers, 1), "first_batch_s": first, "samples": len(samples)}
+
+
+# ------------------------------------------------------------------------------------------------ part 3: jpeg
+
+
+def _best_of(fn: Callable[[], Any], reps: int) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def run_jpeg(spec: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    import qualiface
+    from qualiface.data.recordio import RecordIOReader, decode_image
+    from qualiface.data.transforms import to_tensor, training_transform
+
+    torch.set_num_threads(1)
+    reader = RecordIOReader(spec["rec"])
+    n = min(spec["images"], len(reader))
+    payloads = [reader[i][0] for i in range(n)]
+    reps = spec["reps"]
+    rows: list[dict[str, Any]] = []
+    reference = [decode_image(p) for p in payloads]
+    seconds = _best_of(lambda: [decode_image(p) for p in payloads], reps)
+    rows.append({"name": "Pillow decode_image (RGB)", "us_per_image": 1e6 * seconds / n, "ips": n / seconds})
+    try:
+        import simplejpeg
+    except ImportError:
+        rows.append({"name": "simplejpeg", "note": "not importable (pip install simplejpeg to compare)"})
+    else:
+        for fast in (False, True):
+            kwargs = {"fastdct": fast, "fastupsample": fast}
+
+            def decode(kwargs: dict[str, bool] = kwargs) -> list[Any]:
+                return [simplejpeg.decode_jpeg(p, colorspace="RGB", **kwargs) for p in payloads]
+
+            seconds_sj = _best_of(decode, reps)
+            diff = max(int(np.abs(a.astype(np.int16) - b).max()) for a, b in zip(decode(), reference, strict=True))
+            rows.append(
+                {
+                    "name": f"simplejpeg {simplejpeg.__version__} decode_jpeg (RGB{', fastdct+fastupsample' * fast})",
+                    "us_per_image": 1e6 * seconds_sj / n,
+                    "ips": n / seconds_sj,
+                    "vs_pillow": seconds / seconds_sj,
+                    "max_abs_diff": diff,
+                }
+            )
+    with torch.device("meta"):
+        preprocessing = qualiface.create_backbone(spec["backbone"]).preprocessing
+    tensors = [to_tensor(a) for a in reference]
+    for augment in ("flip", "adaface"):
+        transform = training_transform(preprocessing, augment, 0.2)
+        generators = [torch.Generator().manual_seed(i) for i in range(n)]
+
+        def apply(transform: Any = transform, generators: list[Any] = generators) -> None:
+            for t, g in zip(tensors, generators, strict=True):
+                transform(t, g)
+
+        seconds_t = _best_of(apply, reps)
+        rows.append(
+            {"name": f"training_transform {augment}", "us_per_image": 1e6 * seconds_t / n, "ips": n / seconds_t}
+        )
+    return {"images": n, "rows": rows}
+
+
+# ------------------------------------------------------------------------------------------------ driver
+
+
+def _child(kind: str, spec: dict[str, Any]) -> dict[str, Any] | None:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--one", json.dumps({"kind": kind, **spec})],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        print(f"FAILED {kind} {spec} (exit {proc.returncode})", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", nargs="+", choices=["step", "data", "jpeg"], default=["step", "data", "jpeg"])
+    parser.add_argument("--backbones", nargs="+", default=["mobilefacenet", "iresnet50"])
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["fp32", "fp32+cl", "bf16"],
+        default=["fp32", "fp32+cl", "bf16"],
+        help="fp32+cl: float32 with channels_last; bf16 runs channels_last (the trainer's default)",
+    )
+    parser.add_argument("--batch", type=int, default=None, help="default: mobilefacenet 64, iresnet50 32")
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the trainer's and the bare backbone")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each path")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds (trainer, bare)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per path and round")
+    parser.add_argument("--e2e-workers", type=int, default=2, help="workers of the loader + step run (0: skip)")
+    parser.add_argument("--e2e-steps", type=int, default=10, help="timed steps of the loader + step run")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--augments", nargs="+", choices=["none", "flip", "adaface"], default=["flip", "adaface"])
+    parser.add_argument("--sources", nargs="+", choices=["synthetic", "recordio"], default=["synthetic", "recordio"])
+    parser.add_argument("--data-batch", type=int, default=64)
+    parser.add_argument("--batches", type=int, default=30, help="timed batches per data configuration")
+    parser.add_argument("--rec", type=Path, default=None, help="an existing train.rec (default: pack the shared faces)")
+    parser.add_argument("--faces", type=Path, default=SHARED_FACES, help="image folder to pack when --rec is not set")
+    parser.add_argument("--jpeg-images", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None, help="default: bench/results/train_<date>.json")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        spec = json.loads(args.one)
+        run = {"step": run_step, "data": run_data, "jpeg": run_jpeg}[spec["kind"]]
+        print(json.dumps(run(spec)))
+        return
+
+    import torch
+
+    from qualiface.train.precision import cpu_has_fast_bf16
+
+    date = datetime.date.today().isoformat()
+    machine = {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "fast_bf16": cpu_has_fast_bf16(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    print(f"{machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, AMX/AVX512-BF16: "
+          f"{machine['fast_bf16']}, {args.threads} threads")  # fmt: skip
+    tmp: str | None = None
+    rec = args.rec
+    needs_rec = "jpeg" in args.parts or ("recordio" in args.sources and "data" in args.parts)
+    if rec is None and needs_rec:
+        from qualiface.data.recordio import pack_image_folder
+
+        tmp = tempfile.mkdtemp(prefix="qualiface-bench-rec-")
+        start = time.perf_counter()
+        summary = pack_image_folder(args.faces, tmp)
+        rec = summary.rec_path
+        print(f"packed {summary.num_images} images of {summary.num_classes} identities from {args.faces} "
+              f"in {time.perf_counter() - start:.1f} s")  # fmt: skip
+    result: dict[str, Any] = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "date": date,
+                              "machine": machine, "args": {k: str(v) for k, v in vars(args).items()}}  # fmt: skip
+    try:
+        if "step" in args.parts:
+            result["step"] = _run_steps(args)
+        if "data" in args.parts:
+            result["data"] = _run_data(args, rec)
+        if "jpeg" in args.parts:
+            result["jpeg"] = _run_jpeg(args, rec)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    out = args.out or Path(__file__).parent / "results" / f"train_{date}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out}")
+
+
+def _run_steps(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    print()
+    print(f"Training step, arcface head, C = {args.classes:,}, {args.threads} threads, "
+          f"median of {args.rounds} x {args.steps} steps per path (alternating)")  # fmt: skip
+    print()
+    print("| backbone | precision | channels_last | compile | batch | trainer img/s | bare img/s | trainer / bare | "
+          "best-step ratio | "
+          f"trainer peak MiB | bare peak MiB | loader + step img/s ({args.e2e_workers} workers) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for backbone in args.backbones:
+        for precision in args.precisions:
+            spec = {
+                "backbone": backbone,
+                "precision": precision,
+                "batch": args.batch or DEFAULT_BATCH.get(backbone, 64),
+                "classes": args.classes,
+                "compile": args.compile,
+                "threads": args.threads,
+                "warmup": max(args.warmup, 3) if args.compile else args.warmup,  # compile + possible recompiles
+                "rounds": args.rounds,
+                "steps": args.steps,
+                "e2e_workers": args.e2e_workers,
+                "e2e_steps": args.e2e_steps,
+            }
+            got = _child("step", spec)
+            if got is None:
+                continue
+            rows.append({**spec, **got})
+            e2e = f"{got['e2e_ips']:.1f}" if "e2e_ips" in got else ""
+            print(f"| {backbone} | {precision} | {got['channels_last']} | {args.compile} | {spec['batch']} | "
+                  f"{got['trainer_ips']:.1f} | {got['bare_ips']:.1f} | {got['ratio']:.3f} | {got['ratio_best']:.3f} | "
+                  f"{got['trainer_peak_mib']:.0f} | {got['bare_peak_mib']:.0f} | {e2e} |", flush=True)  # fmt: skip
+    return rows
+
+
+def _run_data(args: argparse.Namespace, rec: Path | None) -> list[dict[str, Any]]:
+    rows = []
+    print()
+    print(f"Training DataLoader, batch {args.data_batch}, {args.batches} timed batches after the first")
+    print()
+    print("| source | augment | workers | img/s | img/s per worker | start-up s |")
+    print("|---|---|---|---|---|---|")
+    for source in args.sources:
+        for augment in args.augments:
+            for workers in args.workers:
+                spec = {"source": source, "augment": augment, "workers": workers, "batch": args.data_batch,
+                        "batches": args.batches, "threads": args.threads, "backbone": args.backbones[0],
+                        "rec": str(rec) if rec else None}  # fmt: skip
+                got = _child("data", spec)
+                if got is None:
+                    continue
+                rows.append({**spec, **got})
+                print(f"| {source} | {augment} | {workers} | {got['ips']:.0f} | {got['ips_per_worker']:.0f} | "
+                      f"{got['first_batch_s']:.2f} |", flush=True)  # fmt: skip
+    return rows
+
+
+def _run_jpeg(args: argparse.Namespace, rec: Path | None) -> dict[str, Any] | None:
+    spec = {"rec": str(rec), "images": args.jpeg_images, "reps": 3, "backbone": args.backbones[0]}
+    got = _child("jpeg", spec)
+    if got is None:
+        return None
+    print()
+    print(f"Per-image cost, one thread, {got['images']} JPEGs (112x112, q95) from the RecordIO pack, best of 3")
+    print()
+    print("| step | µs / image | images/s | vs Pillow | max abs diff vs Pillow |")
+    print("|---|---|---|---|---|")
+    for row in got["rows"]:
+        if "us_per_image" not in row:
+            print(f"| {row['name']} | | | | {row['note']} |")
+            continue
+        vs = f"{row['vs_pillow']:.2f}x" if "vs_pillow" in row else ""
+        print(
+            f"| {row['name']} | {row['us_per_image']:.0f} | {row['ips']:.0f} | {vs} | {row.get('max_abs_diff', '')} |"
+        )
+    return got
+
+
+if __name__ == "__main__":
+    main()
