@@ -2,6 +2,7 @@
 
 from qualiface.cli import (  # noqa: F401  (register the commands)
     data_pack,
+    demo,
     eval_edc,
     eval_identify,
     eval_ijb,

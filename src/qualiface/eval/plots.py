@@ -69,13 +69,14 @@ def plot_edc(
 ) -> Path:
     """Error against discarded fraction for each quality method, as right-continuous steps.
 
-    ``reference`` curves (e.g. ``{"random": ..., "oracle": ...}``) are drawn dashed and grey;
+    ``reference`` curves (e.g. ``{"random": ..., "oracle": ...}``) are drawn grey, dashed, dotted, dash-dotted;
     ``discard_limit`` marks the pAUC limit with a vertical line.
     """
     fig, ax = _figure(title, "fraction discarded", ylabel)
-    for name, (x, y) in (reference or {}).items():
+    styles = ("--", ":", "-.")
+    for index, (name, (x, y)) in enumerate((reference or {}).items()):
         x, y = _check(name, x, y)
-        ax.step(x, y, where="post", linestyle="--", color="0.5", linewidth=1.0, label=name)
+        ax.step(x, y, where="post", linestyle=styles[index % len(styles)], color="0.5", linewidth=1.0, label=name)
     for name, (x, y) in curves.items():
         x, y = _check(name, x, y)
         ax.step(x, y, where="post", label=name)
