@@ -8,6 +8,7 @@ from typing import Any
 from qualiface import backbones, heads, quality
 from qualiface.backbones.base import Backbone, Preprocessing
 from qualiface.heads.base import Head, HeadOutput
+from qualiface.models import FaceModel, load_model
 from qualiface.quality.base import QualityEstimator
 from qualiface.registry import BACKBONES, HEADS, QUALITY
 
@@ -52,6 +53,7 @@ __all__ = [
     "HEADS",
     "QUALITY",
     "Backbone",
+    "FaceModel",
     "Head",
     "HeadOutput",
     "Preprocessing",
@@ -65,5 +67,6 @@ __all__ = [
     "list_backbones",
     "list_heads",
     "list_quality",
+    "load_model",
     "quality",
 ]
