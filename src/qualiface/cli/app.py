@@ -1,14 +1,20 @@
 """Entry point of the ``qualiface`` command."""
 
 from qualiface.cli import (  # noqa: F401  (register the commands)
+    calibrate,
     data_pack,
     demo,
+    embed,
     eval_edc,
     eval_identify,
     eval_ijb,
     eval_report,
     eval_verify,
+    export,
+    quality,
+    serve,
     train,
+    verify,
 )
 from qualiface.cli.apps import app
 

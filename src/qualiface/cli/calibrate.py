@@ -1,0 +1,57 @@
+"""``qualiface calibrate --model M --pairs pairs.csv --fmr 1e-3``: a decision threshold stored with the model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qualiface.cli.apps import app
+from qualiface.cli.photos import fail, open_model, report_failures
+
+
+@app.command("calibrate")
+def calibrate(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model file or run directory (gets a sidecar file).")],
+    pairs: Annotated[Path, typer.Option(help="Pairs CSV (path_a, path_b, issame), as for `eval verify`.")],
+    root: Annotated[Path | None, typer.Option(help="Folder the pair paths are relative to.")] = None,
+    fmr: Annotated[float, typer.Option(help="Target false-match rate.")] = 1e-3,
+    aligned: Annotated[bool, typer.Option(help="Images are aligned 112x112 crops: no detection.")] = False,
+    save: Annotated[bool, typer.Option(help="Store the threshold next to the model.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Find the cosine threshold at --fmr on labelled pairs and store it with the model (used by `verify`)."""
+    from tqdm.auto import tqdm
+
+    from qualiface.data.pairs import load_pairs_csv
+    from qualiface.models import save_calibration
+    from qualiface.use import calibrate as calibrate_pairs
+    from qualiface.use import face_index, load_faces
+
+    face_model = open_model(model)
+    try:
+        pair_list = load_pairs_csv(pairs, root)
+    except (ValueError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from exc
+    files, index_a, index_b = pair_list.unique_images()
+    paths = list(files.paths)
+    bar = tqdm(total=len(paths), desc="faces", unit="file", disable=not progress, leave=False)
+    faces = load_faces(paths, aligned=aligned, progress=lambda done, total: bar.update(done - bar.n))
+    bar.close()
+    rows = face_index(faces, paths)
+    try:
+        result = calibrate_pairs(face_model, faces, rows[index_a], rows[index_b], pair_list.issame, fmr)
+    except ValueError as exc:
+        raise fail(str(exc), 1) from exc
+    report_failures(faces)
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(json.dumps(result.to_dict(), indent=2))
+    if save:
+        if face_model.path is None:
+            raise fail("the model was not loaded from a file; nothing to store the calibration next to")
+        extra = {"quality_floor": result.quality_floor, "fnmr": result.fnmr, "n_impostor": result.n_impostor}
+        sidecar = save_calibration(face_model.path, result.threshold, fmr=fmr, pairs=str(pairs), extra=extra)
+        typer.echo(f"stored threshold {result.threshold:.6f} in {sidecar}")

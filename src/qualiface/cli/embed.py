@@ -1,0 +1,63 @@
+"""``qualiface embed PHOTOS... --model M --out FILE``: embeddings of faces in photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qualiface.cli.apps import app
+from qualiface.cli.photos import faces_of, fail, open_model, report_failures
+
+
+@app.command("embed")
+def embed(
+    photos: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model file, run directory or ONNX recognizer.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz, .npy (+ .files.csv) or .parquet.")],
+    aligned: Annotated[bool, typer.Option(help="Photos are aligned 112x112 crops: no detection.")] = False,
+    all_faces: Annotated[bool, typer.Option(help="Every face of a photo, not only the largest.")] = False,
+    normalize: Annotated[bool, typer.Option(help="Write unit-length embeddings.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Detect, align and embed the faces in PHOTOS; writes one row per face with its file name."""
+    import numpy as np
+
+    from qualiface.use import embed_faces
+
+    if out.suffix.lower() not in (".npz", ".npy", ".parquet"):
+        raise fail(f"--out {out}: use a .npz, .npy or .parquet file")
+    face_model = open_model(model)
+    faces = faces_of(photos, aligned=aligned, all_faces=all_faces, progress=progress)
+    embeddings, quality = embed_faces(face_model, faces)
+    if normalize and len(embeddings):
+        embeddings = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
+    files = np.array([str(p) for p, _ in faces.sources])
+    face_index = np.array([i for _, i in faces.sources], dtype=np.int64)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    suffix = out.suffix.lower()
+    if suffix == ".npz":
+        arrays = {"embeddings": embeddings, "files": files, "face_index": face_index}
+        if quality is not None:
+            arrays["quality"] = quality
+        np.savez(out, **arrays)
+    elif suffix == ".npy":
+        np.save(out, embeddings)
+        listing = out.with_suffix(".files.csv")
+        lines = ["row,file,face_index"] + [
+            f"{i},{f},{k}" for i, (f, k) in enumerate(zip(files, face_index, strict=True))
+        ]
+        listing.write_text("\n".join(lines) + "\n")
+    else:
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError as exc:
+            raise fail("--out .parquet needs pyarrow (pip install pyarrow); .npz needs nothing extra") from exc
+        columns = {"file": files.tolist(), "face_index": face_index.tolist(), "embedding": embeddings.tolist()}
+        if quality is not None:
+            columns["quality"] = quality.tolist()
+        pq.write_table(pa.table(columns), out)
+    report_failures(faces)
+    typer.echo(f"wrote {len(embeddings)} embeddings ({face_model.embedding_dim}-d, {face_model.name}) to {out}")
