@@ -6,7 +6,7 @@ Usage::
     python bench/train.py --backbones mobilefacenet --precisions fp32 --rounds 2 --steps 2 --parts step
     python bench/train.py --parts data jpeg --batches 40    # only the input pipeline and the JPEG decoders
     python bench/train.py --compile                         # torch.compile both the trainer and the bare loop
-    PYTHONPATH=/path/to/simplejpeg python bench/train.py --parts jpeg   # adds simplejpeg next to Pillow
+    python bench/train.py --parts jpeg   # Pillow vs simplejpeg (the pipeline decodes JPEG with simplejpeg)
 
 Three parts, each configuration in its own subprocess (its peak memory and thread state are its own):
 
@@ -17,11 +17,12 @@ Three parts, each configuration in its own subprocess (its peak memory and threa
     process, on a copy of the same backbone (same weights, same memory format) and the same batch, the **bare
     loop** runs ``backbone(x)`` → ``F.linear(F.normalize(emb), F.normalize(W))`` + the ArcFace margin (the usual
     autograd recipe) → cross-entropy of 64·logits → ``backward`` → ``SGD.step`` (same hyper-parameters), under the
-    same autocast and ``channels_last`` (bf16 ⇒ channels_last, as the trainer's default). After ``--warmup`` steps
+    same autocast and ``channels_last`` (``fp32`` runs NCHW; bf16 the trainer's default, NHWC). After ``--warmup`` steps
     of each, ``--rounds`` rounds of ``--steps`` steps alternate between the two (the order flips every round);
     images/s is the batch over the median step time, "trainer / bare" the ratio of median step times (1.00 = no
     overhead; the goal is ≤ 1.1), "best-step ratio" that of the fastest steps (the figure least disturbed by other
-    work on a busy machine). ``fp32+cl`` runs float32 with ``train.channels_last: true``. Peak MiB = the highest
+    work on a busy machine). ``fp32+cl`` runs float32 with ``train.channels_last: true`` (the trainer's CPU default).
+    Peak MiB = the highest
     resident size during that path's timed steps minus the resident size after importing torch. With
     ``--e2e-workers K`` (default 2) the trainer then also runs a plain ``for images, labels in trainer._loader():
     trainer.train_step(...)`` loop with K workers (the loop of ``Trainer.run`` without its logging), which shows
@@ -36,8 +37,8 @@ Three parts, each configuration in its own subprocess (its peak memory and threa
     "per worker" divides by the worker count (0 workers: the main process, run with one torch thread, counts
     as one).
 ``jpeg``
-    Single-threaded decode of the same JPEG payloads by Pillow (``qualiface.data.recordio.decode_image``, what the
-    pipeline uses) and by ``simplejpeg`` when it is importable (it is not a dependency), plus the cost of the
+    Single-threaded decode of the same JPEG payloads by Pillow, by ``qualiface.data.recordio.decode_image`` (what the
+    pipeline uses: simplejpeg for JPEG) and by ``simplejpeg`` directly, plus the cost of the
     transforms (``to_tensor`` + ``training_transform``) per image, so the per-sample budget is visible.
 
 Results: a Markdown table on stdout and ``bench/results/train_<date>.json`` (command, date, CPU model, cores,
@@ -165,7 +166,8 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
                     "out_dir": out_dir,
                     "steps": 10**6,
                     "precision": spec["precision"].split("+")[0],
-                    "channels_last": True if spec["precision"].endswith("+cl") else None,
+                    # fp32 = NCHW, fp32+cl = NHWC, bf16 = the trainer's default (NHWC)
+                    "channels_last": {"fp32": False, "fp32+cl": True}.get(spec["precision"]),
                     "compile": spec["compile"],
                     "device": "cpu",
                 },
@@ -303,8 +305,11 @@ def _best_of(fn: Callable[[], Any], reps: int) -> float:
 
 
 def run_jpeg(spec: dict[str, Any]) -> dict[str, Any]:
+    import io
+
     import numpy as np
     import torch
+    from PIL import Image
 
     import qualiface
     from qualiface.data.recordio import RecordIOReader, decode_image
@@ -316,9 +321,23 @@ def run_jpeg(spec: dict[str, Any]) -> dict[str, Any]:
     payloads = [reader[i][0] for i in range(n)]
     reps = spec["reps"]
     rows: list[dict[str, Any]] = []
-    reference = [decode_image(p) for p in payloads]
+
+    def pillow(payload: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(payload)) as img:
+            return np.asarray(img.convert("RGB"))
+
+    reference = [pillow(p) for p in payloads]
+    pillow_seconds = _best_of(lambda: [pillow(p) for p in payloads], reps)
+    rows.append({"name": "Pillow (RGB)", "us_per_image": 1e6 * pillow_seconds / n, "ips": n / pillow_seconds})
     seconds = _best_of(lambda: [decode_image(p) for p in payloads], reps)
-    rows.append({"name": "Pillow decode_image (RGB)", "us_per_image": 1e6 * seconds / n, "ips": n / seconds})
+    rows.append(
+        {
+            "name": "decode_image (the pipeline's)",
+            "us_per_image": 1e6 * seconds / n,
+            "ips": n / seconds,
+            "vs_pillow": pillow_seconds / seconds,
+        }
+    )
     try:
         import simplejpeg
     except ImportError:
@@ -337,7 +356,7 @@ def run_jpeg(spec: dict[str, Any]) -> dict[str, Any]:
                     "name": f"simplejpeg {simplejpeg.__version__} decode_jpeg (RGB{', fastdct+fastupsample' * fast})",
                     "us_per_image": 1e6 * seconds_sj / n,
                     "ips": n / seconds_sj,
-                    "vs_pillow": seconds / seconds_sj,
+                    "vs_pillow": pillow_seconds / seconds_sj,
                     "max_abs_diff": diff,
                 }
             )

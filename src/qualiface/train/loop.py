@@ -118,7 +118,9 @@ class Trainer:
         self.head.to(self.device)
         self.autocast_dtype = resolve_precision(cfg.train.precision, self.device)
         self.channels_last = (
-            cfg.train.channels_last if cfg.train.channels_last is not None else self.autocast_dtype is torch.bfloat16
+            cfg.train.channels_last
+            if cfg.train.channels_last is not None
+            else self.device.type == "cpu" or self.autocast_dtype is not None
         )
         if self.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
