@@ -79,7 +79,7 @@ def test_report_config_is_the_resolved_valid_config(quick_demo):
 
 def test_full_config_is_valid_and_small():
     cfg = demo_config("runs/demo", progress=False)
-    assert cfg.train.steps == 300
+    assert cfg.train.steps == 500
     assert cfg.train.out_dir.endswith("run")
     assert cfg.model.kwargs["input_size"] == cfg.data.synthetic.size
     assert demo_config("x", steps=7, overrides=["optim.lr=0.05"]).optim.lr == 0.05

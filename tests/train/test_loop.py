@@ -155,3 +155,50 @@ def test_bf16_autocast_runs_the_backbone_in_bf16_and_the_head_in_float32(make_co
     result = train(cfg, callbacks=[spy])
     assert seen == {"embeddings": torch.bfloat16, "head": torch.float32, "channels_last": True}
     assert all(torch.isfinite(torch.tensor(_losses(result.run_dir))))
+
+
+def _jpeg(image) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def test_verification_during_training_on_a_bin_pack_and_a_pairs_csv(make_config, tmp_path: Path) -> None:
+    import pickle
+
+    from qualiface.data.synthetic import SyntheticFaces, make_pairs
+
+    faces = SyntheticFaces(6, 4, size=112, seed=99)
+    pairs = make_pairs(faces, 40, seed=1)
+    order = [int(i) for ab in zip(pairs.index_a, pairs.index_b, strict=True) for i in ab]
+    pack = tmp_path / "held_out.bin"
+    pack.write_bytes(pickle.dumps(([_jpeg(faces.render(i)[0]) for i in order], [bool(s) for s in pairs.issame])))
+    images = tmp_path / "images"
+    images.mkdir()
+    rows = ["path_a,path_b,issame"]
+    for a, b, same in zip(pairs.index_a, pairs.index_b, pairs.issame, strict=True):
+        for index in (a, b):
+            target = images / f"{index}.jpg"
+            if not target.exists():
+                target.write_bytes(_jpeg(faces.render(int(index))[0]))
+        rows.append(f"{a}.jpg,{b}.jpg,{int(same)}")
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_text("\n".join(rows) + "\n")
+    cfg = make_config(
+        overrides=(
+            "train.steps=2",
+            "model.kwargs={input_size: 112}",
+            "data.synthetic.size=112",
+            f"eval.sets=[{{kind: bin, path: '{pack}'}}, "
+            f"{{kind: pairs, path: '{csv_path}', root: '{images}', name: csv}}]",
+        )
+    )
+    result = train(cfg)
+    for name in ("held_out", "csv"):
+        assert 0.0 <= result.eval_metrics[f"eval/{name}/accuracy"] <= 1.0
+    # the same images in both sets give the same embeddings, hence the same figures
+    assert result.eval_metrics["eval/held_out/auc"] == pytest.approx(result.eval_metrics["eval/csv/auc"])

@@ -16,13 +16,13 @@ def demo_command(
     out: Annotated[
         Path, typer.Option(help="Demo folder; the training run goes to OUT/run, the report to OUT/report.")
     ] = Path("runs/demo"),
-    steps: Annotated[int | None, typer.Option(min=1, help="Training steps (default 300; 3 with --quick).")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Training steps (default 500; 3 with --quick).")] = None,
     quick: Annotated[bool, typer.Option(help="A seconds-long smoke run on a handful of identities.")] = False,
     progress: Annotated[bool, typer.Option(help="Show the training progress bar.")] = True,
     threads: Annotated[
-        int,
-        typer.Option(min=1, help="PyTorch CPU threads (1: two threads ran 4x slower on a busy 2-core machine)."),
-    ] = 1,
+        int | None,
+        typer.Option(min=1, help="PyTorch CPU threads (default: one per core; 1 can be faster on a busy machine)."),
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config key, e.g. --set optim.lr=0.05.")
     ] = None,
