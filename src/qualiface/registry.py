@@ -35,6 +35,11 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (e.g. a component registered for a test or an experiment); unknown names raise."""
+        self.get(name)
+        del self._entries[name.lower()]
+
     def get(self, name: str) -> Callable[..., T]:
         """The factory registered under ``name``."""
         key = name.lower()

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-import _helpers.tiny_backbone  # noqa: F401  (registers tiny_cnn in this process)
+from _helpers.tiny_backbone import register
 from qualiface.config import config_from_dict
 from qualiface.train import train
 
@@ -36,6 +36,7 @@ def ddp_config(out_dir: str, head: str, batch_size: int, steps: int) -> dict[str
 def run_rank(rank: int, world_size: int, out_dir: str, head: str, batch_size: int, steps: int) -> dict[str, Any]:
     """Train as one rank (the environment holds RANK/WORLD_SIZE; train() initialises gloo itself)."""
     torch.set_num_threads(1)
+    register()  # this worker process only
     cfg = config_from_dict(ddp_config(out_dir, head, batch_size, steps))
     result = train(cfg)
     state = torch.load(Path(out_dir) / "checkpoints" / f"step_{steps:08d}" / f"rank{rank}.pt", weights_only=True)
@@ -49,6 +50,7 @@ def run_rank(rank: int, world_size: int, out_dir: str, head: str, batch_size: in
 def run_rank_sampled(rank: int, world_size: int, out_dir: str, head: str, steps: int) -> dict[str, Any]:
     """A Partial FC run with negative-centre sampling (rate 0.5) on the sharded head."""
     torch.set_num_threads(1)
+    register()
     data = ddp_config(out_dir, head, 4, steps)
     data["head"]["sample_rate"] = 0.5
     data["data"]["synthetic"]["num_identities"] = 12

@@ -1,6 +1,8 @@
-"""A tiny registered backbone for fast training tests: ``tiny_cnn`` (two strided convolutions and a linear).
+"""A tiny backbone for fast training tests: ``tiny_cnn`` (two strided convolutions and a linear).
 
-Importing this module registers it (once) in ``qualiface``'s backbone registry, also inside spawned DDP workers.
+:func:`registered` adds it to ``qualiface``'s backbone registry for the duration of a ``with`` block (the training
+tests use it as a fixture, so the registry contract tests never see it); :func:`register` adds it for the rest of
+a process (spawned DDP workers).
 ``norm=False`` drops every BatchNorm, so that a 2-process run can equal a 1-process run exactly (BatchNorm
 statistics are per process under DDP). ``quality_branch`` adds the same branches as the real backbones
 (``cr_fiqa``: ``qs`` on the embedding; ``scaleface``: an MLP scale head on the bottleneck).
@@ -8,6 +10,8 @@ statistics are per process under DDP). ``quality_branch`` adds the same branches
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -59,5 +63,19 @@ def tiny_cnn(**kwargs: Any) -> TinyCNN:
     return TinyCNN(**kwargs)
 
 
-if "tiny_cnn" not in BACKBONES:
-    BACKBONES.register("tiny_cnn")(tiny_cnn)
+def register() -> None:
+    """Register ``tiny_cnn`` in this process (idempotent)."""
+    if "tiny_cnn" not in BACKBONES:
+        BACKBONES.register("tiny_cnn")(tiny_cnn)
+
+
+@contextmanager
+def registered() -> Iterator[None]:
+    """``tiny_cnn`` is registered inside the block, and removed after it if it was not there before."""
+    present = "tiny_cnn" in BACKBONES
+    register()
+    try:
+        yield
+    finally:
+        if not present:
+            BACKBONES.unregister("tiny_cnn")

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-import _helpers.tiny_backbone  # noqa: F401  (registers tiny_cnn)
+from _helpers.tiny_backbone import registered
 from qualiface.config import ExperimentConfig, config_from_dict
 
 
@@ -31,6 +31,13 @@ def tiny_config(
     for key, value in sections.items():
         data.setdefault(key, {}).update(value)
     return config_from_dict(data, list(overrides))
+
+
+@pytest.fixture(autouse=True)
+def _tiny_backbone():
+    """``tiny_cnn`` exists during every training test, and only then."""
+    with registered():
+        yield
 
 
 @pytest.fixture

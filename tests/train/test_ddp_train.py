@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import _helpers.tiny_backbone  # noqa: F401
 from _helpers.ddp import free_port, run_distributed
 from _helpers.ddp_train_workers import ddp_config, run_rank, run_rank_sampled
 from qualiface.config import config_from_dict
