@@ -76,10 +76,7 @@ def embed_faces(model: FaceModel, faces: FaceSet, *, batch_size: int = 64) -> tu
     flip = model.flip_policy == "sum"
     if model.quality_method is None:
         return model.embed(faces.images, batch_size=batch_size, flip=flip), None
-    embeddings, quality = model.embed_and_quality(faces.images, batch_size=batch_size)
-    if flip:
-        embeddings = model.embed(faces.images, batch_size=batch_size, flip=True)
-    return embeddings, quality
+    return model.embed_and_quality(faces.images, batch_size=batch_size, flip=flip)
 
 
 @dataclass

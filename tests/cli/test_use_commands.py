@@ -119,6 +119,14 @@ def test_embed_writes_rows_with_file_names_and_reports_failures(tmp_path: Path) 
     assert again.exit_code == 0
     np.testing.assert_allclose(np.load(npy), data["embeddings"], rtol=1e-5, atol=1e-6)
     assert npy.with_suffix(".files.csv").read_text().splitlines()[0] == "row,file,face_index"
+    import pyarrow.parquet as pq
+
+    table_path = tmp_path / "emb.parquet"
+    third = runner.invoke(app, ["embed", str(folder), "--model", str(SFACE), "--out", str(table_path), "--no-progress"])
+    assert third.exit_code == 0, third.output
+    table = pq.read_table(table_path).to_pydict()
+    assert table["file"] == [str(f) for f in data["files"]]
+    np.testing.assert_allclose(np.array(table["embedding"]), data["embeddings"], rtol=1e-5, atol=1e-6)
 
 
 def test_quality_writes_one_score_per_face(tmp_path: Path, quality_model: Path) -> None:

@@ -54,7 +54,7 @@ def embed(
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError as exc:
-            raise fail("--out .parquet needs pyarrow (pip install pyarrow); .npz needs nothing extra") from exc
+            raise fail("--out .parquet needs pyarrow: pip install 'qualiface[parquet]' (.npz needs nothing)") from exc
         columns = {"file": files.tolist(), "face_index": face_index.tolist(), "embedding": embeddings.tolist()}
         if quality is not None:
             columns["quality"] = quality.tolist()
