@@ -279,15 +279,7 @@ class Head(nn.Module):
             cos = x_hat.new_zeros((x_hat.shape[0], 0))
             cos_target_local = x_hat[:, 0] * 0.0
         else:
-            cos, cos_target_local = cosine_matrix(
-                x_hat,
-                weight,
-                index,
-                sparse_grad=self.sparse_grad,
-                matmul_dtype=self.matmul_dtype,
-                eps=self.normalize_eps,
-                labels=columns.clamp_min(0),
-            )
+            cos, cos_target_local = self._cosines(x_hat, weight, index, columns.clamp_min(0))
             cos_target_local = torch.where(owned, cos_target_local, 0.0)
         cos_target = sum_partial(cos_target_local, shard)  # the owner's value, replicated
         return HeadInputs(emb_g, x_hat, norms, cos, columns, cos_target, index, aux_g, shard, labels_g)
@@ -296,13 +288,9 @@ class Head(nn.Module):
     def compute(self, inputs: HeadInputs) -> HeadOutput:
         """The method's objective from the prepared inputs."""
 
-    def _prepare(self, embeddings: Tensor, labels: Tensor, aux: dict[str, Tensor]) -> HeadInputs:
-        weight = self.weight if self.weight.dtype == embeddings.dtype else self.weight.to(embeddings.dtype)
-        x_hat, norms = l2_normalize(embeddings, self.normalize_eps)
-        index, columns = None, labels
-        if self.training and self.sample_rate < 1.0:
-            index, columns = sample_classes(labels, self.num_classes, self.sample_rate)
-        cos, cos_target = cosine_matrix(
+    def _cosines(self, x_hat: Tensor, weight: Tensor, index: Tensor | None, columns: Tensor) -> tuple[Tensor, Tensor]:
+        """:func:`cosine_matrix` with this head's options: ``(cos, cos[i, columns[i]])``."""
+        return cosine_matrix(
             x_hat,
             weight,
             index,
@@ -311,6 +299,14 @@ class Head(nn.Module):
             eps=self.normalize_eps,
             labels=columns,
         )
+
+    def _prepare(self, embeddings: Tensor, labels: Tensor, aux: dict[str, Tensor]) -> HeadInputs:
+        weight = self.weight if self.weight.dtype == embeddings.dtype else self.weight.to(embeddings.dtype)
+        x_hat, norms = l2_normalize(embeddings, self.normalize_eps)
+        index, columns = None, labels
+        if self.training and self.sample_rate < 1.0:
+            index, columns = sample_classes(labels, self.num_classes, self.sample_rate)
+        cos, cos_target = self._cosines(x_hat, weight, index, columns)
         return HeadInputs(embeddings, x_hat, norms, cos, columns, cos_target, index, aux)
 
     def _validate(self, embeddings: Tensor, labels: Tensor, aux: dict[str, Tensor]) -> None:

@@ -687,15 +687,20 @@ def _qualiface_quality(backbone: Backbone, head_name: str | None) -> str | None:
     return None
 
 
-def _infer_iresnet(state: Mapping[str, Tensor], path: Path, arch: str | None, fmt: str) -> tuple[str, dict[str, Any]]:
-    """Registered iResNet name from the blocks per stage, and the kwargs implied by ``fc.weight``."""
+def _embedding_kwargs(fc: Tensor | None) -> dict[str, Any]:
+    """``embedding_dim`` and ``input_size`` implied by the embedding layer's weight ``(D, 512·side²)``."""
     kwargs: dict[str, Any] = {}
-    fc = state.get("fc.weight")
     if fc is not None and fc.ndim == 2:
         kwargs["embedding_dim"] = int(fc.shape[0])
         side = math.isqrt(max(int(fc.shape[1]) // 512, 0))
         if side > 0 and 512 * side * side == int(fc.shape[1]):
             kwargs["input_size"] = 16 * side
+    return kwargs
+
+
+def _infer_iresnet(state: Mapping[str, Tensor], path: Path, arch: str | None, fmt: str) -> tuple[str, dict[str, Any]]:
+    """Registered iResNet name from the blocks per stage, and the kwargs implied by ``fc.weight``."""
+    kwargs = _embedding_kwargs(state.get("fc.weight"))
     if arch is not None:
         return arch, kwargs
     counts = [0, 0, 0, 0]
@@ -721,13 +726,7 @@ def _infer_iresnet(state: Mapping[str, Tensor], path: Path, arch: str | None, fm
 
 def _infer_ir(state: Mapping[str, Tensor], path: Path, arch: str | None) -> tuple[str, dict[str, Any]]:
     """Registered IR / IR-SE name from the units per stage and the SE keys, kwargs from ``output_layer.3``."""
-    kwargs: dict[str, Any] = {}
-    fc = state.get("output_layer.3.weight")
-    if fc is not None and fc.ndim == 2:
-        kwargs["embedding_dim"] = int(fc.shape[0])
-        side = math.isqrt(max(int(fc.shape[1]) // 512, 0))
-        if side > 0 and 512 * side * side == int(fc.shape[1]):
-            kwargs["input_size"] = 16 * side
+    kwargs = _embedding_kwargs(state.get("output_layer.3.weight"))
     if arch is not None:
         return arch, kwargs
     units = {int(m.group(1)) for k in state if (m := re.match(r"^body\.(\d+)\.", k))}
