@@ -251,3 +251,17 @@ def test_serve_embed_quality_verify_and_errors(quality_model: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_verify_warns_below_the_calibrated_quality_range(tmp_path: Path, quality_model: Path) -> None:
+    _need(GLINT / "images")
+    from qualiface.models import save_calibration
+
+    model = tmp_path / "model.pt"
+    model.write_bytes(quality_model.read_bytes())
+    save_calibration(model, 0.5, fmr=1e-3, pairs="pairs.csv", extra={"quality_floor": 1e9})
+    a, b = sorted((GLINT / "images" / "Tom_Hanks").glob("*.jpg"))[:2]
+    result = runner.invoke(app, ["verify", str(a), str(b), "--model", str(model), "--aligned"])
+    assert result.exit_code == 0, result.output
+    assert "threshold 0.5000 from calibration" in result.stdout
+    assert result.stderr.count("below the usable range") == 2

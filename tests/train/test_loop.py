@@ -202,3 +202,14 @@ def test_verification_during_training_on_a_bin_pack_and_a_pairs_csv(make_config,
         assert 0.0 <= result.eval_metrics[f"eval/{name}/accuracy"] <= 1.0
     # the same images in both sets give the same embeddings, hence the same figures
     assert result.eval_metrics["eval/held_out/auc"] == pytest.approx(result.eval_metrics["eval/csv/auc"])
+
+
+def test_a_unitsface_run_exports_its_learned_threshold_to_load_model(make_config) -> None:
+    from qualiface.models import load_model
+
+    result = train(make_config(head="unitsface", overrides=("train.steps=3",)))
+    state = torch.load(latest_checkpoint(result.run_dir) / "rank0.pt", weights_only=True)
+    expected = float(state["head"]["bias"][0]) / 64.0  # t = b / gamma
+    model = load_model(result.run_dir)
+    assert model.threshold == pytest.approx(expected)
+    assert model.calibration is None
