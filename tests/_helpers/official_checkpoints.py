@@ -119,18 +119,13 @@ def save_scaleface(model: Backbone, path: Path) -> Path:
     return path
 
 
-def save_unitsface_tar(path: Path, num_classes: int = 10) -> Path:
-    """A UniTSFace ``*_checkpoint.tar`` (§8.6) with the §2.7 key names (a few stages only)."""
-    state: dict[str, Tensor] = {"conv1.weight": torch.randn(64, 3, 3, 3), "prelu.weight": torch.full((64,), 0.25)}
-    for name in ("bn1", "bn4", "bn5", "layer1.0.bn0", "layer1.0.bn1", "layer1.0.bn2"):
-        state[f"{name}.weight"] = torch.ones(64)
-        state[f"{name}.bias"] = torch.zeros(64)
-    state["layer1.0.conv1.weight"] = torch.randn(64, 64, 3, 3)
-    state["layer1.0.conv2.weight"] = torch.randn(64, 64, 2, 2)
-    state["layer1.0.downsample.0.weight"] = torch.randn(64, 64, 2, 2)
-    state["fc5.weight"] = torch.randn(512, 512, 7, 7)
-    state["sample_to_class_loss.weight"] = torch.randn(num_classes, 512)
-    state["sample_to_sample_loss.bias"] = torch.zeros(1)
+def save_unitsface_tar(model: Backbone, path: Path, *, num_classes: int = 10, bias: float = 20.5) -> Path:
+    """A UniTSFace ``*_checkpoint.tar`` (§8.6): ``{epoch, state_dict, optimizer}``, the §2.7 backbone keys under
+    ``module.`` (the official single-GPU ``nn.DataParallel``), the class weights, the USS bias and the memory."""
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    state["module.sample_to_class_loss.weight"] = torch.randn(num_classes, 512)
+    state["module.sample_to_sample_loss.bias"] = torch.tensor([bias])
+    state["module.sample_to_sample_loss.feat_mem"] = torch.randn(num_classes, 512)
     torch.save({"epoch": 1, "state_dict": state, "optimizer": {}}, path)
     return path
 

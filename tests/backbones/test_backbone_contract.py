@@ -28,6 +28,11 @@ EXPECTED_COUNTS = {
     "ir_se_101": (1015, 65_523_136),
     "mobilefacenet": (333, 2_059_520),
     "mobilefacenet_large": (606, 6_314_880),
+    # UniTSFace R50 (methods.md §2.7): 477 keys and 53,203,649 numbers with C = 10,572 = 474 backbone keys and
+    # 42,377,920 parameters + sample_to_class_loss.weight and feat_mem (2 x 10,572 x 512) + the USS bias (1)
+    "lresnet50eir": (474, 42_377_920),
+    "lresnet100eir": (924, 63_943_232),
+    "lresnet200eir": (1824, 105_302_592),
 }
 
 BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
@@ -45,6 +50,11 @@ KEY_PATTERNS = {
         r"|output_layer\.4\.(running_mean|running_var|num_batches_tracked))$"
     ),
     "mobilefacenet": re.compile(rf"^(layers\.\d+|conv_sep|features)(\.layers\.\d+)+\.{BN}$"),
+    "lresnet": re.compile(
+        rf"^(conv1\.weight|bn1\.{BN}|prelu\.weight"
+        rf"|layer[1-4]\.\d+\.(bn[012]\.{BN}|conv[12]\.weight|prelu\.weight|downsample\.0\.weight|downsample\.1\.{BN})"
+        rf"|bn4\.{BN}|fc5\.weight|bn5\.{BN})$"
+    ),
 }
 
 REPRESENTATIVE_SHAPES = {
@@ -110,6 +120,16 @@ REPRESENTATIVE_SHAPES = {
         "output_layer.3.bias": (512,),
         "output_layer.4.running_mean": (512,),
     },
+    "lresnet50eir": {  # methods.md §2.7: every stride-2 convolution is 2x2
+        "layer1.0.conv2.weight": (64, 64, 2, 2),
+        "layer1.0.downsample.0.weight": (64, 64, 2, 2),
+        "layer2.0.conv2.weight": (128, 128, 2, 2),
+        "layer2.0.downsample.0.weight": (128, 64, 2, 2),
+        "layer1.1.conv2.weight": (64, 64, 3, 3),
+        "layer1.0.bn0.weight": (64,),
+        "fc5.weight": (512, 512, 7, 7),
+        "bn5.weight": (512,),
+    },
     "ir_se_50": {
         "body.0.res_layer.se_block.fc1.weight": (4, 64, 1, 1),
         "body.0.res_layer.se_block.fc2.weight": (64, 4, 1, 1),
@@ -124,6 +144,8 @@ SMALL = ["iresnet18", "mobilefacenet", "ir_18"]  # cheap enough for real 112x112
 
 
 def family(name: str) -> str:
+    if name.startswith("lresnet"):
+        return "lresnet"
     return "iresnet" if name.startswith("iresnet") else "ir" if name.startswith("ir_") else "mobilefacenet"
 
 
@@ -191,7 +213,7 @@ def test_iresnet_features_weight_is_frozen_by_default(name):
 @pytest.mark.parametrize("name", list_backbones())
 def test_preprocessing_matches_checkpoint_family(name):
     model = build_meta(name)
-    expected = ("BGR", "adaface") if family(name) == "ir" else ("RGB", "insightface")
+    expected = {"ir": ("BGR", "adaface"), "lresnet": ("RGB", "unitsface")}.get(family(name), ("RGB", "insightface"))
     pre = model.preprocessing
     assert (pre.channel_order, pre.source) == expected
     assert pre.mean == pre.std == (0.5, 0.5, 0.5)
@@ -337,3 +359,16 @@ def test_create_backbone_rejects_unknown_kwarg():
 
 def test_backbones_are_reachable_from_the_top_level_package():
     assert qualiface.BACKBONES.names() == list_backbones()
+
+
+def test_lresnet_clamps_prelu_slopes_after_an_optimizer_step():
+    model = create_backbone("lresnet50eir", input_size=16)
+    with torch.no_grad():
+        model.prelu.weight.fill_(-0.5)
+        model.layer3[5].prelu.weight.fill_(0.005)
+        model.layer1[0].prelu.weight.fill_(0.3)
+    model.after_optimizer_step()
+    assert torch.all(model.prelu.weight == 0.01)
+    assert torch.all(model.layer3[5].prelu.weight == 0.01)
+    assert torch.all(model.layer1[0].prelu.weight == 0.3)
+    assert not model.bn5.weight.requires_grad  # the official bn5 weight is frozen at 1

@@ -19,8 +19,19 @@ pytest.importorskip("onnxruntime")
 SIDE = 16
 ATOL = 1e-4
 # 5-40 s each to trace, check and run on a shared 2-core machine; the other depths of each family stay fast
-HEAVY = {"iresnet50", "iresnet100", "iresnet200", "ir_50", "ir_101", "ir_se_50", "ir_se_101", "mobilefacenet_large"}
-FAMILY_NAMES = [n for n in qualiface.list_backbones() if n.startswith(("iresnet", "ir_", "mobilefacenet"))]
+HEAVY = {
+    "iresnet50",
+    "iresnet100",
+    "iresnet200",
+    "ir_50",
+    "ir_101",
+    "ir_se_50",
+    "ir_se_101",
+    "mobilefacenet_large",
+    "lresnet100eir",
+    "lresnet200eir",
+}
+FAMILY_NAMES = [n for n in qualiface.list_backbones() if n.startswith(("iresnet", "ir_", "mobilefacenet", "lresnet"))]
 SFACE = Path("/work/shared/data/models/face_recognition_sface_2021dec_fp32_dequantized.onnx")
 
 

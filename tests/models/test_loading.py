@@ -271,10 +271,19 @@ def test_whole_nn_module_gets_the_state_dict_hint(tmp_path):
         load_model(tmp_path / "net.pth")
 
 
-def test_unitsface_tar_is_recognised_but_not_implemented(tmp_path):
-    path = oc.save_unitsface_tar(tmp_path / "LResNet50EIR_1th_checkpoint.tar")
-    with pytest.raises(NotImplementedError, match=r"UniTSFace.*LResNetXEIR"):
-        load_model(path)
+def test_unitsface_checkpoint_with_its_learned_threshold(tmp_path, images):
+    source = oc.make_backbone("lresnet50eir", SIDE)
+    model = load_model(oc.save_unitsface_tar(source, tmp_path / "LResNet50EIR_1th_checkpoint.tar", bias=20.5))
+    assert model.source_format == "unitsface"
+    assert model.info["backbone"] == "lresnet50eir"
+    assert (model.preprocessing.channel_order, model.flip_policy) == ("RGB", "sum")
+    assert model.threshold == pytest.approx(20.5 / 64)  # t = b / gamma
+    want, _ = reference(source, oc.reference_input(images, "RGB", 0.5, 0.5))
+    flipped, _ = reference(source, oc.reference_input(images[:, :, ::-1], "RGB", 0.5, 0.5))
+    np.testing.assert_array_equal(model.embed(images), want)
+    np.testing.assert_allclose(model.embed(images, flip=True), want + flipped, rtol=1e-6, atol=1e-5)
+    with pytest.raises(ModelLoadError, match="lresnet100eir"):  # a forced architecture that does not fit
+        load_model(tmp_path / "LResNet50EIR_1th_checkpoint.tar", arch="lresnet100eir")
 
 
 def test_missing_file():

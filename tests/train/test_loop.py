@@ -213,3 +213,12 @@ def test_a_unitsface_run_exports_its_learned_threshold_to_load_model(make_config
     model = load_model(result.run_dir)
     assert model.threshold == pytest.approx(expected)
     assert model.calibration is None
+
+
+def test_the_trainer_calls_the_backbones_after_step_hook(make_config, monkeypatch: pytest.MonkeyPatch) -> None:
+    from _helpers.tiny_backbone import TinyCNN
+
+    calls = []
+    monkeypatch.setattr(TinyCNN, "after_optimizer_step", lambda self: calls.append(1), raising=False)
+    train(make_config(overrides=("train.steps=3",)))
+    assert len(calls) == 3

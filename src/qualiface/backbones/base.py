@@ -46,3 +46,7 @@ class Backbone(nn.Module):
     def forward_aux(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Embeddings and the auxiliary outputs (``{}`` without a quality branch), each of shape ``(B,)``."""
         return self(images), {}
+
+    def after_optimizer_step(self) -> None:
+        """Called by the trainer after every optimizer step; a no-op unless the architecture's recipe constrains
+        its weights (UniTSFace's LResNetXEIR clamps PReLU slopes)."""

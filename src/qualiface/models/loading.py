@@ -13,7 +13,7 @@ Supported sources (methods.md §9, the checkpoint-loading matrix; preprocessing 
 - ``crfiqa``: ``{step}backbone.pth``, plain state dict with ``qs.*``; iResNet + ``qs``; RGB ±1; quality ``qs``.
 - ``scaleface``: ``checkpoint.pth`` = ``{backbone, scale_predictor}``; iResNet + MLP scale head; RGB
   (x − 127.5)/128; quality = predicted scale.
-- ``unitsface``: recognised, not loadable (no LResNetXEIR backbone yet).
+- ``unitsface``: ``*_checkpoint.tar`` of LResNetXEIR (§2.7, §8.6); the learned threshold ``b / γ`` is kept.
 - ``safetensors``: weights + qualiface JSON metadata (or a foreign state dict, detected by its keys).
 - ``onnx``: onnxruntime; preprocessing from qualiface metadata or guessed (protocols.md §6.3).
 
@@ -121,6 +121,8 @@ _UNITS_KEYS = (
     rf"|layer[1-4]\.\d+\.(bn[012]\.{_BN}|conv[12]\.weight|prelu\.weight|downsample\.0\.weight|downsample\.1\.{_BN})"
     rf"|bn4\.{_BN}|fc5\.weight|bn5\.{_BN}|sample_to_(class|sample)_loss\..+)"
 )
+_LRESNET_ARCHS = {(3, 4, 14, 3): "lresnet50eir", (3, 13, 30, 3): "lresnet100eir", (3, 33, 60, 3): "lresnet200eir"}
+UNITSFACE_GAMMA = 64.0
 _SCALE_HEAD_KEYS = r"mlp\.\d+\.(weight|bias|running_mean|running_var|num_batches_tracked)"
 _SIGNATURES: dict[str, tuple[re.Pattern[str], re.Pattern[str] | None]] = {
     # format: (every key of a file of that format matches, at least one key matches)
@@ -138,7 +140,10 @@ _SIGNATURES: dict[str, tuple[re.Pattern[str], re.Pattern[str] | None]] = {
         re.compile(rf"^(backbone\.{_IRESNET_KEYS}|scale_predictor\.{_SCALE_HEAD_KEYS})$"),
         re.compile(r"^scale_predictor\."),
     ),
-    "unitsface": (re.compile(rf"^{_UNITS_KEYS}$"), re.compile(r"^(fc5\.weight|layer1\.0\.bn0\..+)$")),
+    "unitsface": (  # the official trainer wraps the model in nn.DataParallel: keys may start with "module."
+        re.compile(rf"^(module\.)?{_UNITS_KEYS}$"),
+        re.compile(r"^(module\.)?(fc5\.weight|layer1\.0\.bn0\..+)$"),
+    ),
     "qualiface": (re.compile(r"^(format|state_dict\..+)$"), re.compile(r"^format$")),
 }
 _MAGFACE_PREFIX = re.compile(r"^(module\.)?features\.(module\.)?")
@@ -177,7 +182,6 @@ def load_model(
 
     Raises:
         ModelLoadError: Unknown format, keys or shapes that do not fit, a pickled module, an unreadable file.
-        NotImplementedError: A recognised format the library has no backbone for (UniTSFace LResNetXEIR).
         FileNotFoundError: Nothing at ``path_or_name``.
     """
     path = _resolve(path_or_name)
@@ -485,13 +489,43 @@ def _from_scaleface(obj: Mapping[str, Any], path: Path, *, arch: str | None, ove
     return _wrap(backbone, path, "scaleface", name, kwargs, quality_method="scaleface", device=device)
 
 
-def _from_unitsface(obj: Mapping[str, Any], path: Path, **_: Any) -> FaceModel:
-    raise NotImplementedError(
-        f"{path}: UniTSFace (LResNetXEIR, methods.md §2.7) checkpoints are recognised but qualiface has no "
-        f"LResNetXEIR backbone yet (2×2 stride-2 convolutions, a 7×7 fc5 convolution, bn0/bn1/bn2 block naming), "
-        f"so format 'unitsface' cannot be loaded; export the model to ONNX with UniTSFace's pytorch2onnx.py and "
-        f"load the .onnx file instead"
-    )
+def _from_unitsface(obj: Mapping[str, Any], path: Path, *, arch: str | None, overrides: dict, device: Any) -> FaceModel:
+    """UniTSFace ``*_checkpoint.tar`` (``{epoch, state_dict, optimizer}``, §8.6): the LResNetXEIR keys (a
+    ``module.`` prefix from ``nn.DataParallel`` is stripped), the loss tensors dropped; the USS bias gives the
+    learned unified threshold ``t = b / γ`` (γ = 64, the official default)."""
+    state = {re.sub(r"^module\.", "", k): v for k, v in _state_dict_of(obj).items()}
+    losses = {k: v for k, v in state.items() if k.startswith(("sample_to_class_loss.", "sample_to_sample_loss."))}
+    backbone_state = {k: v for k, v in state.items() if k not in losses}
+    if arch is None:
+        counts = [0, 0, 0, 0]
+        for key in backbone_state:
+            match = re.match(r"^layer([1-4])\.(\d+)\.", key)
+            if match:
+                counts[int(match.group(1)) - 1] = max(counts[int(match.group(1)) - 1], int(match.group(2)) + 1)
+        arch = _LRESNET_ARCHS.get(tuple(counts))
+        if arch is None:
+            keys = list(state)
+            raise _mismatch(
+                path,
+                "unitsface",
+                [],
+                [],
+                keys,
+                what=f"blocks per stage {tuple(counts)} match no LResNetXEIR "
+                f"({', '.join(_LRESNET_ARCHS.values())}); pass arch= to force one",
+            )
+    kwargs: dict[str, Any] = {}
+    fc5 = backbone_state.get("fc5.weight")
+    if fc5 is not None and fc5.ndim == 4:
+        kwargs = {"embedding_dim": int(fc5.shape[0]), "input_size": 16 * int(fc5.shape[-1])}
+    kwargs.update(overrides)
+    backbone = _build_and_load(arch, kwargs, backbone_state, path, "unitsface", all_keys=list(state))
+    model = _wrap(backbone, path, "unitsface", arch, kwargs, quality_method=None, device=device)
+    bias = losses.get("sample_to_sample_loss.bias")
+    if bias is not None and bias.numel() == 1 and float(bias) > 0:  # b <= 0 means never initialised
+        model.threshold = float(bias) / UNITSFACE_GAMMA
+        model.info["threshold_source"] = "sample_to_sample_loss.bias / 64"
+    return model
 
 
 def _from_qualiface(obj: Mapping[str, Any], path: Path, *, arch: str | None, overrides: dict, device: Any) -> FaceModel:

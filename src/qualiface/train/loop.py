@@ -357,6 +357,7 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
+        self.backbone.after_optimizer_step()
         self.scheduler.step()
         self.step += 1
         return loss.detach(), out.logs, grad_norm
