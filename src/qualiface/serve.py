@@ -19,17 +19,15 @@ import base64
 import binascii
 import json
 import logging
-import tempfile
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
-from qualiface.detect.faces import FaceSet, align_faces
+from qualiface.detect.faces import FaceSet, align_image
 from qualiface.models.face_model import FaceModel
 from qualiface.use import compare, embed_faces
 
@@ -65,21 +63,18 @@ class FaceService:
         """Aligned faces of one encoded image; :class:`RequestError` for non-images, huge images, no face."""
         if not data:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"{name}: empty body; send the image bytes")
-        self._check_image(data, name)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / name
-            path.write_bytes(data)
-            with self._lock:
-                faces = align_faces(
-                    [path], detector=None if aligned else self.detector, aligned=aligned, all_faces=all_faces
-                )
-            for failure in faces.failures:
-                message = failure.message.replace(str(path), name)
-                status = HTTPStatus.UNPROCESSABLE_ENTITY if failure.reason == "no_face" else HTTPStatus.BAD_REQUEST
-                raise RequestError(status, message)
+        image = self._decode(data, name)
+        with self._lock:
+            faces = align_image(
+                image, name, detector=None if aligned else self.detector, aligned=aligned, all_faces=all_faces
+            )
+        for failure in faces.failures:
+            status = HTTPStatus.UNPROCESSABLE_ENTITY if failure.reason == "no_face" else HTTPStatus.BAD_REQUEST
+            raise RequestError(status, failure.message)
         return faces
 
-    def _check_image(self, data: bytes, name: str) -> None:
+    def _decode(self, data: bytes, name: str) -> np.ndarray:
+        """RGB ``uint8`` pixels of an encoded image, after checking its size from the header."""
         import io
 
         from PIL import Image, UnidentifiedImageError
@@ -87,12 +82,14 @@ class FaceService:
         try:
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
+                if width * height > self.max_pixels:
+                    raise RequestError(
+                        HTTPStatus.BAD_REQUEST,
+                        f"{name}: {width}x{height} pixels is over the limit of {self.max_pixels}",
+                    )
+                return np.asarray(image.convert("RGB"))
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"{name}: not an image ({exc})") from None
-        if width * height > self.max_pixels:
-            raise RequestError(
-                HTTPStatus.BAD_REQUEST, f"{name}: {width}x{height} pixels is over the limit of {self.max_pixels}"
-            )
 
     def embed(self, data: bytes, *, aligned: bool = False, all_faces: bool = False) -> dict[str, Any]:
         faces = self.faces(data, "image", aligned=aligned, all_faces=all_faces)

@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from qualiface.data.recordio import IMAGE_EXTENSIONS
 from qualiface.detect.faces import FaceSet, align_faces
 from qualiface.models.face_model import FaceModel
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"})
+#: Photo files taken from folders: the RecordIO packer's formats and the other formats Pillow reads.
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS | {".pgm", ".ppm", ".tif", ".tiff", ".webp"}
 #: Percentile of the calibration images' quality below which a face is flagged as outside the usable range.
 QUALITY_FLOOR_PERCENTILE = 5.0
 

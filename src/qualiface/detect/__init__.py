@@ -6,7 +6,7 @@
 """
 
 from qualiface.detect.base import Detection, Detector
-from qualiface.detect.faces import FaceAlignError, FaceFailure, FaceSet, align_detection, align_faces
+from qualiface.detect.faces import FaceAlignError, FaceFailure, FaceSet, align_detection, align_faces, align_image
 from qualiface.detect.yunet import YuNetDetector, default_yunet_path
 
 __all__ = [
@@ -18,5 +18,6 @@ __all__ = [
     "YuNetDetector",
     "align_detection",
     "align_faces",
+    "align_image",
     "default_yunet_path",
 ]

@@ -23,7 +23,15 @@ from qualiface.data.align import arcface_template, similarity_transform, warp_af
 from qualiface.data.image_folder import ImageDataError, read_image
 from qualiface.detect.base import Detection, Detector
 
-__all__ = ["FaceAlignError", "FaceFailure", "FaceSet", "FailureReason", "align_detection", "align_faces"]
+__all__ = [
+    "FaceAlignError",
+    "FaceFailure",
+    "FaceSet",
+    "FailureReason",
+    "align_detection",
+    "align_faces",
+    "align_image",
+]
 
 FailureReason = Literal["unreadable", "no_face", "wrong_size", "detector_error"]
 OnError = Literal["report", "raise"]
@@ -110,6 +118,58 @@ def _default_detector() -> Detector:
     return YuNetDetector()
 
 
+def align_image(
+    image: np.ndarray,
+    path: str | Path,
+    *,
+    detector: Detector | None = None,
+    aligned: bool = False,
+    all_faces: bool = False,
+    size: int = 112,
+) -> FaceSet:
+    """The faces of one decoded RGB ``uint8`` image, as :func:`align_faces` does for each file; ``path`` names the
+    image in :class:`FaceSet` and in failure messages (a file name, or e.g. a request field)."""
+    path = Path(path)
+    result = FaceSet(images=np.zeros((0, size, size, 3), dtype=np.uint8))
+    crops: list[np.ndarray] = []
+    if aligned:
+        if image.shape[:2] != (size, size):
+            message = (
+                f"{path}: image is {image.shape[1]}x{image.shape[0]} pixels; aligned input must be "
+                f"{size}x{size} (run without the aligned option to detect and align it)"
+            )
+            result.failures.append(FaceFailure(path, "wrong_size", message))
+        else:
+            crops.append(image)
+            result.sources.append((path, 0))
+            result.detections.append(None)
+    else:
+        detector = detector if detector is not None else _default_detector()
+        try:
+            found = list(detector.detect(image))
+        except Exception as exc:  # a pluggable detector may raise anything; report it per file
+            message = f"{path}: the face detector failed ({type(exc).__name__}: {exc})"
+            result.failures.append(FaceFailure(path, "detector_error", message))
+            found = []
+        else:
+            if not found:
+                message = f"{path}: no face found ({image.shape[1]}x{image.shape[0]} pixels)"
+                result.failures.append(FaceFailure(path, "no_face", message))
+        if len(found) > 1:
+            result.multiple.append((path, len(found)))
+        if all_faces or not found:
+            chosen: Sequence[int] = range(len(found))
+        else:
+            chosen = [max(range(len(found)), key=lambda i: found[i].area)]
+        for index in chosen:
+            crops.append(align_detection(image, found[index].landmarks, size))
+            result.sources.append((path, index))
+            result.detections.append(found[index])
+    if crops:
+        result.images = np.stack(crops)
+    return result
+
+
 def align_faces(
     paths: Iterable[str | Path],
     *,
@@ -159,35 +219,13 @@ def align_faces(
         except ImageDataError as exc:
             fail(path, "unreadable", str(exc))
         else:
-            if aligned:
-                if image.shape[:2] != (size, size):
-                    fail(
-                        path,
-                        "wrong_size",
-                        f"{path}: image is {image.shape[1]}x{image.shape[0]} pixels; aligned input must be "
-                        f"{size}x{size} (run without the aligned option to detect and align it)",
-                    )
-                else:
-                    crops.append(image)
-                    result.sources.append((path, 0))
-                    result.detections.append(None)
-            else:
-                assert detector is not None
-                try:
-                    found = list(detector.detect(image))
-                except Exception as exc:  # a pluggable detector may raise anything; report it per file
-                    fail(path, "detector_error", f"{path}: the face detector failed ({type(exc).__name__}: {exc})")
-                    found = None
-                if found is not None and not found:
-                    fail(path, "no_face", f"{path}: no face found ({image.shape[1]}x{image.shape[0]} pixels)")
-                elif found:
-                    if len(found) > 1:
-                        result.multiple.append((path, len(found)))
-                    chosen = range(len(found)) if all_faces else [max(range(len(found)), key=lambda i: found[i].area)]
-                    for index in chosen:
-                        crops.append(align_detection(image, found[index].landmarks, size))
-                        result.sources.append((path, index))
-                        result.detections.append(found[index])
+            faces = align_image(image, path, detector=detector, aligned=aligned, all_faces=all_faces, size=size)
+            for failure in faces.failures:
+                fail(failure.path, failure.reason, failure.message)
+            crops.extend(faces.images)
+            result.sources.extend(faces.sources)
+            result.detections.extend(faces.detections)
+            result.multiple.extend(faces.multiple)
         if progress is not None:
             progress(done, total)
     if crops:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from qualiface.atomic import atomic_path
 from qualiface.backbones.base import Backbone
 from qualiface.models.face_model import FaceModel
 from qualiface.models.loading import ONNX_FORMAT, SAFETENSORS_FORMAT
@@ -115,18 +115,16 @@ def export_onnx(
     dynamic_axes = {name: {0: "batch"} for name in ["input", *outputs]} if dynamic_batch else None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
-            _torch_onnx_export(wrapper, dummy, tmp, opset, outputs, dynamic_axes)
-        proto = onnx.load(str(tmp))
-        _set_metadata(proto, info)
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path, fsync=False) as tmp:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
+                _torch_onnx_export(wrapper, dummy, tmp, opset, outputs, dynamic_axes)
+            proto = onnx.load(str(tmp))
+            _set_metadata(proto, info)
+            onnx.checker.check_model(proto)
+            onnx.save(proto, str(tmp))
     finally:
-        tmp.unlink(missing_ok=True)
         backbone.train(was_training)
     return path
 
@@ -202,13 +200,8 @@ def export_safetensors(model: FaceModel | Backbone, path: str | os.PathLike[str]
     metadata = {"format": SAFETENSORS_FORMAT, "qualiface": json.dumps(info)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(path, fsync=False) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
     return path
 
 

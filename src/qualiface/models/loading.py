@@ -29,7 +29,6 @@ import math
 import os
 import pickle
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields, replace
@@ -39,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from qualiface.atomic import atomic_path
 from qualiface.backbones.base import Backbone, Preprocessing
 from qualiface.models.face_model import FaceModel
 from qualiface.registry import BACKBONES
@@ -248,16 +248,8 @@ def save_calibration(
         **dict(extra or {}),
     }
     target = calibration_path(model)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
     return target
 
 

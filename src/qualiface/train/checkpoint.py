@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from qualiface.atomic import atomic_path
 from qualiface.train.distributed import DistInfo, barrier
 
 CHECKPOINT_DIR = "checkpoints"
@@ -36,15 +37,8 @@ class CheckpointError(RuntimeError):
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to ``path`` through a temporary file in the same folder and an atomic rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def rng_state() -> dict[str, Any]:

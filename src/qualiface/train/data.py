@@ -125,11 +125,11 @@ class TrainSamples(Dataset):
             raise ValueError(
                 f"{self.source.description}: image {index} has label {label}, outside [0, {self.source.num_classes})"
             )
-        generator = torch.Generator().manual_seed(_mix(self.seed, epoch, index))
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch, index))
         return self.transform(to_tensor(image), generator), label
 
 
-def _mix(*values: int) -> int:
+def mix_seed(*values: int) -> int:
     """A 63-bit seed from several integers (NumPy's SeedSequence)."""
     return int(np.random.SeedSequence(list(values)).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
@@ -154,7 +154,7 @@ class ShardedBatchSampler(Sampler[list[tuple[int, int]]]):
             )
 
     def permutation(self, epoch: int) -> Tensor:
-        return torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(_mix(self.seed, epoch)))
+        return torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(mix_seed(self.seed, epoch)))
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         step = self.start_step

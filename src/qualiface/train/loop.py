@@ -484,7 +484,7 @@ def init_centres_blockwise(head: nn.Module, seed: int, block: int = 65_536) -> N
     """Initialise ``head.weight`` (this rank's rows ``[class_start, class_start + rows)``) with the head's own
     initialisation, drawn per block of ``block`` global classes from a generator seeded by ``(seed, block)``:
     the centres are the same whatever the number of ranks, so a torchrun job starts where one process would."""
-    from qualiface.train.data import _mix
+    from qualiface.train.data import mix_seed
 
     weight = head.weight
     start, rows = int(getattr(head, "class_start", 0)), weight.shape[0]
@@ -494,7 +494,7 @@ def init_centres_blockwise(head: nn.Module, seed: int, block: int = 65_536) -> N
             low, high = b * block, min((b + 1) * block, total)
             values = torch.empty(high - low, weight.shape[1], dtype=weight.dtype)
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_mix(seed, 7, b))
+                torch.manual_seed(mix_seed(seed, 7, b))
                 head.init_centres_(values)
             first, last = max(low, start), min(high, start + rows)
             weight[first - start : last - start].copy_(values[first - low : last - low])

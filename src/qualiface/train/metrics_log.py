@@ -9,9 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 from pathlib import Path
 from typing import Any
+
+from qualiface.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +45,8 @@ class MetricsLog:
         writer = csv.DictWriter(buffer, fieldnames=self.columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(buffer.getvalue())
-        os.replace(tmp, self.path)
+        with atomic_path(self.path, fsync=False) as tmp:
+            tmp.write_text(buffer.getvalue())
 
     def log(self, row: dict[str, Any]) -> None:
         """Write one row (must contain ``step``)."""

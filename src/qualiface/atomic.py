@@ -1,0 +1,32 @@
+"""Atomic file replacement: write a temporary file beside the target, then rename it over the target.
+
+    with atomic_path(path) as tmp:
+        write(tmp)          # anything that writes a file at tmp
+
+A reader sees the old file or the new one, never a half-written one; if the block raises, the target is left
+as it was and the temporary file is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator[Path]:
+    """Yield a temporary path in ``path``'s folder; on success it replaces ``path`` (``os.replace``), after an
+    ``fsync`` of its content unless ``fsync=False``. The folder must exist."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        yield tmp
+        if fsync:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
