@@ -12,13 +12,12 @@ the machine. The fold accuracies and thresholds of both are checked to be identi
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from sklearn.model_selection import KFold
 
+from _measure import best_of
 from qualiface.eval.verification import evaluate_distances, evaluate_verification, kfold_accuracy, val_at_far
 
 N_PAIRS = 6000
@@ -62,15 +61,6 @@ def _pairs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return 2.0 - 2.0 * cos, issame
 
 
-def _best_of(fn: Callable[[], Any], reps: int) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def run() -> list[dict[str, Any]]:
     """Time the library and the reference loop; rows ``name, seconds, peak_mib, note``."""
     dist, issame = _pairs()
@@ -78,14 +68,14 @@ def run() -> list[dict[str, Any]]:
     ref_acc, ref_best = reference_calculate_roc(dist, issame)
     if not (np.array_equal(ours.fold_accuracies, ref_acc) and np.array_equal(ours.fold_thresholds, ref_best)):
         raise AssertionError("library and reference loop disagree")
-    lib = _best_of(lambda: kfold_accuracy(dist, issame), 20)
-    lib_val = _best_of(lambda: val_at_far(dist, issame), 20)
-    lib_all = _best_of(lambda: evaluate_distances(dist, issame), 20)
+    lib = best_of(lambda: kfold_accuracy(dist, issame), 20)
+    lib_val = best_of(lambda: val_at_far(dist, issame), 20)
+    lib_all = best_of(lambda: evaluate_distances(dist, issame), 20)
     rng = np.random.default_rng(1)
     emb = rng.normal(size=(2 * N_PAIRS, 512)).astype(np.float32)
     emb[1::2][issame] += 0.8 * emb[0::2][issame]
-    lib_emb = _best_of(lambda: evaluate_verification(emb, issame), 5)
-    ref = _best_of(lambda: reference_calculate_roc(dist, issame), 3)
+    lib_emb = best_of(lambda: evaluate_verification(emb, issame), 5)
+    ref = best_of(lambda: reference_calculate_roc(dist, issame), 3)
     note = f"{N_PAIRS} pairs, 10 folds, 400 thresholds; best of 20"
     return [
         {"name": "kfold_accuracy (library)", "seconds": lib, "peak_mib": None, "note": f"{note}; {ref / lib:.0f}x"},

@@ -36,18 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")
+from _measure import reset_peak, rss_kib
 
 
 def gemm_peak(dtype_name: str, size: int = 2048, reps: int = 10) -> float:
@@ -131,10 +120,10 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
-    baseline = _rss_kib("VmRSS")
+    baseline = rss_kib("VmRSS")
     step, params = _build_step(spec)
     times: list[float] = []
-    _reset_peak()
+    reset_peak()
     warmup = 2
     while len(times) < 50 and (len(times) < spec["reps"] or sum(times) < spec["min_seconds"]):
         for p in params:
@@ -145,7 +134,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
             warmup -= 1
         else:
             times.append(time.perf_counter() - start)
-    peak = _rss_kib("VmHWM")
+    peak = rss_kib("VmHWM")
     return {"seconds": statistics.median(times), "steps": len(times), "peak_mib": (peak - baseline) / 1024}
 
 

@@ -63,24 +63,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from _measure import best_of, reset_peak, rss_kib
+
 DEFAULT_BATCH = {"mobilefacenet": 64, "iresnet50": 32}
 SHARED_FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "glint360k-sample" / "images"
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")
 
 
 def _cpu_model() -> str:
@@ -136,13 +125,13 @@ def _bare_step(
 
 def _timed(step: Callable[[], None], n: int) -> tuple[list[float], int]:
     """Per-step seconds of ``n`` steps and the peak resident KiB while they ran."""
-    _reset_peak()
+    reset_peak()
     times = []
     for _ in range(n):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return times, _rss_kib("VmHWM")
+    return times, rss_kib("VmHWM")
 
 
 def run_step(spec: dict[str, Any]) -> dict[str, Any]:
@@ -153,7 +142,7 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
     from qualiface.train.loop import Trainer
 
     torch.set_num_threads(spec["threads"])
-    baseline = _rss_kib("VmRSS")
+    baseline = rss_kib("VmRSS")
     batch, classes = spec["batch"], spec["classes"]
     out_dir = tempfile.mkdtemp(prefix="qualiface-bench-train-")
     try:
@@ -295,15 +284,6 @@ def run_data(spec: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ part 3: jpeg
 
 
-def _best_of(fn: Callable[[], Any], reps: int) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def run_jpeg(spec: dict[str, Any]) -> dict[str, Any]:
     import io
 
@@ -327,9 +307,9 @@ def run_jpeg(spec: dict[str, Any]) -> dict[str, Any]:
             return np.asarray(img.convert("RGB"))
 
     reference = [pillow(p) for p in payloads]
-    pillow_seconds = _best_of(lambda: [pillow(p) for p in payloads], reps)
+    pillow_seconds = best_of(lambda: [pillow(p) for p in payloads], reps)
     rows.append({"name": "Pillow (RGB)", "us_per_image": 1e6 * pillow_seconds / n, "ips": n / pillow_seconds})
-    seconds = _best_of(lambda: [decode_image(p) for p in payloads], reps)
+    seconds = best_of(lambda: [decode_image(p) for p in payloads], reps)
     rows.append(
         {
             "name": "decode_image (the pipeline's)",
@@ -349,7 +329,7 @@ def run_jpeg(spec: dict[str, Any]) -> dict[str, Any]:
             def decode(kwargs: dict[str, bool] = kwargs) -> list[Any]:
                 return [simplejpeg.decode_jpeg(p, colorspace="RGB", **kwargs) for p in payloads]
 
-            seconds_sj = _best_of(decode, reps)
+            seconds_sj = best_of(decode, reps)
             diff = max(int(np.abs(a.astype(np.int16) - b).max()) for a, b in zip(decode(), reference, strict=True))
             rows.append(
                 {
@@ -371,7 +351,7 @@ def run_jpeg(spec: dict[str, Any]) -> dict[str, Any]:
             for t, g in zip(tensors, generators, strict=True):
                 transform(t, g)
 
-        seconds_t = _best_of(apply, reps)
+        seconds_t = best_of(apply, reps)
         rows.append(
             {"name": f"training_transform {augment}", "us_per_image": 1e6 * seconds_t / n, "ips": n / seconds_t}
         )

@@ -1,0 +1,32 @@
+"""Measurement helpers shared by the benchmark scripts (``python bench/<script>.py`` puts this folder on the path)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def rss_kib(field: str) -> int:
+    """A memory field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in KiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak() -> None:
+    """Reset ``VmHWM`` to the current resident size (Linux ``clear_refs`` 5)."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
+def best_of(fn: Callable[[], Any], reps: int) -> float:
+    """The fastest of ``reps`` timed calls of ``fn``, in seconds."""
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
