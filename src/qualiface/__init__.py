@@ -19,8 +19,11 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 
 def create_backbone(name: str, **kwargs: Any) -> Backbone:
-    """Build a registered backbone, e.g. ``create_backbone("iresnet50", quality_branch="cr_fiqa")``."""
-    return BACKBONES.create(name, **kwargs)
+    """Build a registered backbone, e.g. ``create_backbone("iresnet50", quality_branch="cr_fiqa")``; the
+    arguments are kept on it as ``arch_kwargs`` (what its model card and exports record)."""
+    backbone: Backbone = BACKBONES.create(name, **kwargs)
+    backbone.arch_kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    return backbone
 
 
 def create_head(name: str, embedding_dim: int, num_classes: int, **kwargs: Any) -> Head:

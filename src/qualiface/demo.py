@@ -5,7 +5,8 @@ identities whose per-image degradation is known (:mod:`qualiface.data.synthetic`
 the training never saw (another seed):
 
 * verification: insightface 10-fold accuracy (flip fusion), VAL@FAR, TAR@FAR, EER and AUC;
-* quality: the model's score of every held-out image (:func:`qualiface.create_quality_estimator`), its Spearman ρ
+* quality: the model's score of every held-out image (its model card's quality, through the library's one
+  inference path :func:`qualiface.models.embed_images`), its Spearman ρ
   and Kendall τ-b with the known ``quality_truth = 1 - severity``;
 * the EDC (fixed threshold at FMR 1e-2, pair quality = min of the two; protocols.md §4.2) of the model's quality
   and of the truth, against the random and oracle reference curves, with pAUC.
@@ -39,8 +40,6 @@ __all__ = ["DemoResult", "demo_config", "run_demo"]
 EDC_FMR = 1e-2
 #: pAUC discard limit reported in the summary.
 DISCARD_LIMIT = 0.2
-#: Quality estimator of each head (the head's own quality output, or the feature norm).
-QUALITY_OF_HEAD = {"cr_fiqa": "cr_fiqa", "scaleface": "scaleface"}
 
 _FULL = {
     "steps": 500,
@@ -165,18 +164,6 @@ def _held_out(cfg: ExperimentConfig, quick: bool) -> Any:
 
 
 @torch.inference_mode()
-def _quality_scores(estimator: torch.nn.Module, images: Any, preprocessing: Any, batch_size: int = 256) -> np.ndarray:
-    """The estimator's score of every image (eval mode)."""
-    from qualiface.data.transforms import normalize, to_tensor
-
-    estimator.eval()
-    scores = []
-    for begin in range(0, len(images), batch_size):
-        batch = torch.stack([to_tensor(images[i]) for i in range(begin, min(begin + batch_size, len(images)))])
-        scores.append(estimator(normalize(batch, preprocessing)).float().cpu().numpy())
-    return np.concatenate(scores).astype(np.float64)
-
-
 def _correlation(quality: np.ndarray, truth: np.ndarray, name: str) -> Any:
     """Spearman / Kendall of quality against truth; NaN figures when a score is constant (an untrained model)."""
     from qualiface.eval.correlation import RankCorrelation, rank_correlation
@@ -212,8 +199,9 @@ def run_demo(
     from qualiface.eval.fusion import fuse_flip, l2_normalize
     from qualiface.eval.plots import plot_edc, plot_roc
     from qualiface.eval.verification import evaluate_verification
+    from qualiface.models import embed_images, load_model
+    from qualiface.run_layout import RunLayout
     from qualiface.train import train
-    from qualiface.train.evaluation import embed_images
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -227,16 +215,15 @@ def run_demo(
         result = train(cfg)
         train_seconds = time.perf_counter() - start
 
-        backbone = qualiface.create_backbone(cfg.model.backbone, **cfg.model.kwargs)
-        state = torch.load(result.model_path or result.run_dir / "model.pt", map_location="cpu", weights_only=True)
-        backbone.load_state_dict(state["state_dict"])
-        backbone.eval()
+        model = load_model(result.model_path or RunLayout(result.run_dir).model_file)
         vset = _held_out(cfg, quick)
         pairs = vset.info["pairs"]
         dataset = vset.info["dataset"]
 
-        emb, flipped, _ = embed_images(backbone, vset.images, backbone.preprocessing, flip=True)
+        embedded = embed_images(model, vset.images, batch_size=256, flip=True, quality=True)
+        emb, flipped, quality_f32 = embedded.embeddings, embedded.flipped, embedded.quality
         assert flipped is not None
+        assert quality_f32 is not None
         verification = evaluate_verification(
             emb[vset.index_a],
             vset.issame,
@@ -245,9 +232,8 @@ def run_demo(
             flip_b=flipped[vset.index_b],
         )
 
-        quality_name = QUALITY_OF_HEAD.get(cfg.head.name, "feature_norm")
-        estimator = qualiface.create_quality_estimator(quality_name, backbone)
-        quality = _quality_scores(estimator, vset.images, backbone.preprocessing)
+        quality_name = model.quality_method or "feature_norm"
+        quality = quality_f32.astype(np.float64)
         truth = np.asarray(dataset.quality_truth, dtype=np.float64)
         correlation = _correlation(quality, truth, quality_name)
     finally:

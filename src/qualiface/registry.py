@@ -65,3 +65,5 @@ class Registry(Generic[T]):
 BACKBONES: Registry[Any] = Registry("backbone")
 HEADS: Registry[Any] = Registry("head")
 QUALITY: Registry[Any] = Registry("quality estimator")
+QUALITY_BRANCHES: Registry[Any] = Registry("quality branch")
+MODEL_FORMATS: Registry[Any] = Registry("model format")

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import threading
+from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -28,6 +30,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 
 from qualiface.detect.faces import FaceSet, align_image
+from qualiface.models.card import check_threshold
 from qualiface.models.face_model import FaceModel
 from qualiface.use import compare, embed_faces
 
@@ -93,18 +96,24 @@ class FaceService:
 
     def embed(self, data: bytes, *, aligned: bool = False, all_faces: bool = False) -> dict[str, Any]:
         faces = self.faces(data, "image", aligned=aligned, all_faces=all_faces)
-        with self._lock:
+        with self._lock, _unprocessable():
             embeddings, quality = embed_faces(self.model, faces)
-        return {"faces": [self._face(faces, i, embeddings[i], quality) for i in range(len(faces))]}
+        return {
+            "model": self.model.card.stamp(),
+            "faces": [self._face(faces, i, embeddings[i], quality) for i in range(len(faces))],
+        }
 
     def quality(self, data: bytes, *, aligned: bool = False, all_faces: bool = False) -> dict[str, Any]:
-        if self.model.quality_method is None:
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"{self.model.name} has no quality output")
+        info = self.model.quality_info(allow_untrained=True)
+        assert info is not None
         faces = self.faces(data, "image", aligned=aligned, all_faces=all_faces)
-        with self._lock:
-            scores = self.model.quality(faces.images)
+        with self._lock, _unprocessable():
+            _, scores = embed_faces(self.model, faces, untrained_quality=True)
+        assert scores is not None
         return {
-            "method": self.model.quality_method,
+            "method": info.method,
+            "source": info.source,
+            "model": self.model.card.stamp(),
             "faces": [{**self._face(faces, i, None, None), "quality": float(scores[i])} for i in range(len(faces))],
         }
 
@@ -119,11 +128,14 @@ class FaceService:
             except (binascii.Error, ValueError) as exc:
                 raise RequestError(HTTPStatus.BAD_REQUEST, f"field {key!r}: not valid base64 ({exc})") from None
         threshold = body.get("threshold")
-        if threshold is not None and not isinstance(threshold, int | float):
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"field 'threshold': a number, got {threshold!r}")
+        if threshold is not None:
+            try:
+                threshold = check_threshold(threshold, "field 'threshold'")
+            except ValueError as exc:
+                raise RequestError(HTTPStatus.BAD_REQUEST, str(exc)) from None
         faces_a = self.faces(images["a"], "a", aligned=aligned)
         faces_b = self.faces(images["b"], "b", aligned=aligned)
-        with self._lock:
+        with self._lock, _unprocessable():
             result = compare(self.model, faces_a, faces_b, threshold=threshold)
         return result.to_dict()
 
@@ -135,6 +147,7 @@ class FaceService:
             "embedding_dim": m.embedding_dim,
             "quality_method": m.quality_method,
             "threshold": m.threshold,
+            "card": m.card.to_dict(),
         }
 
     @staticmethod
@@ -151,6 +164,15 @@ class FaceService:
         return out
 
 
+@contextlib.contextmanager
+def _unprocessable() -> Iterator[None]:
+    """A model-side refusal of the faces (``ValueError``) as a 422 with its one-line message."""
+    try:
+        yield
+    except ValueError as exc:
+        raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc)) from None
+
+
 def make_server(
     service: FaceService, host: str = "127.0.0.1", port: int = 8000, *, max_bytes: int = 10 * 1024 * 1024
 ) -> ThreadingHTTPServer:
@@ -163,7 +185,7 @@ def make_server(
             logger.info("%s %s", self.address_string(), format % args)
 
         def _send(self, status: HTTPStatus, payload: dict[str, Any]) -> None:
-            body = json.dumps(payload).encode()
+            body = json.dumps(payload, allow_nan=False).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

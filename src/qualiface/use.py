@@ -21,7 +21,9 @@ import numpy as np
 
 from qualiface.data.recordio import IMAGE_EXTENSIONS
 from qualiface.detect.faces import FaceSet, align_faces
+from qualiface.models.card import check_threshold
 from qualiface.models.face_model import FaceModel
+from qualiface.models.inference import embed_images
 
 #: Photo files taken from folders: the RecordIO packer's formats and the other formats Pillow reads.
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS | {".pgm", ".ppm", ".tif", ".tiff", ".webp"}
@@ -71,14 +73,19 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a64 * b64, axis=-1) / np.maximum(norms, 1e-12)
 
 
-def embed_faces(model: FaceModel, faces: FaceSet, *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
-    """Embeddings ``(N, D)`` (flip-fused when the model's family does it) and quality ``(N,)`` or ``None``."""
+def embed_faces(
+    model: FaceModel, faces: FaceSet, *, batch_size: int = 64, untrained_quality: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Embeddings ``(N, D)`` (flip-fused when the model's family does it) and quality ``(N,)`` or ``None``
+    (the model's trained quality; with ``untrained_quality`` also a recognizer's embedding norm), through the one
+    inference path :func:`qualiface.models.embed_images`."""
     if len(faces) == 0:
         return np.zeros((0, model.embedding_dim), np.float32), None
-    flip = model.flip_policy == "sum"
-    if model.quality_method is None:
-        return model.embed(faces.images, batch_size=batch_size, flip=flip), None
-    return model.embed_and_quality(faces.images, batch_size=batch_size, flip=flip)
+    want = model.quality_method is not None or untrained_quality
+    out = embed_images(
+        model, faces.images, batch_size=batch_size, quality=want, allow_untrained_quality=untrained_quality
+    )
+    return out.fused(), out.quality
 
 
 @dataclass
@@ -93,6 +100,7 @@ class Comparison:
     quality_b: float | None
     quality_method: str | None
     warnings: list[str] = field(default_factory=list)
+    model: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,10 +110,11 @@ def decision_threshold(model: FaceModel, threshold: float | None = None) -> tupl
     """The threshold to decide with and where it comes from: the argument, the model's calibration, or the
     model's own learned threshold (UniTSFace)."""
     if threshold is not None:
-        return float(threshold), "argument"
-    if model.threshold is None:
+        return check_threshold(threshold, "--threshold"), "argument"
+    decision = model.card.decision_threshold
+    if decision is None:
         return None, None
-    return float(model.threshold), "calibration" if model.calibration else "model"
+    return decision.value, "calibration" if decision.kind == "calibrated" else "model"
 
 
 def quality_floor(model: FaceModel) -> float | None:
@@ -133,6 +142,7 @@ def compare(model: FaceModel, faces_a: FaceSet, faces_b: FaceSet, *, threshold: 
         quality_a=None if q_a is None else float(q_a[0]),
         quality_b=None if q_b is None else float(q_b[0]),
         quality_method=model.quality_method,
+        model=model.card.stamp(),
     )
     if used is None:
         result.warnings.append(
@@ -164,6 +174,7 @@ class Calibration:
     n_impostor: int
     pairs_dropped: int
     quality_floor: float | None
+    quality_range: tuple[float, float] | None = None
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -205,8 +216,10 @@ def calibrate(
             f"the threshold sits just above the highest impostor score"
         )
     floor = None
-    if quality is not None:
+    span = None
+    if quality is not None and quality.size:
         floor = float(np.percentile(quality, QUALITY_FLOOR_PERCENTILE))
+        span = (float(np.min(quality)), float(np.max(quality)))
     return Calibration(
         threshold=threshold,
         fmr_target=float(fmr),
@@ -216,6 +229,7 @@ def calibrate(
         n_impostor=int(impostor.size),
         pairs_dropped=int((~keep).sum()),
         quality_floor=floor,
+        quality_range=span,
         warnings=warnings,
     )
 

@@ -3,9 +3,9 @@
 :func:`registered` adds it to ``qualiface``'s backbone registry for the duration of a ``with`` block (the training
 tests use it as a fixture, so the registry contract tests never see it); :func:`register` adds it for the rest of
 a process (spawned DDP workers).
-``norm=False`` drops every BatchNorm, so that a 2-process run can equal a 1-process run exactly (BatchNorm
-statistics are per process under DDP). ``quality_branch`` adds the same branches as the real backbones
-(``cr_fiqa``: ``qs`` on the embedding; ``scaleface``: an MLP scale head on the bottleneck).
+``norm=False`` drops every BatchNorm of the backbone, so that a 2-process run can equal a 1-process run exactly
+(BatchNorm statistics are per process under DDP). ``quality_branch`` attaches any registered quality branch, as
+on the real backbones.
 """
 
 from __future__ import annotations
@@ -18,13 +18,17 @@ import torch
 from torch import Tensor, nn
 
 from qualiface.backbones.base import Backbone, Preprocessing
-from qualiface.backbones.layers import MLPScaleHead
 from qualiface.registry import BACKBONES
 
 
 class TinyCNN(Backbone):
     def __init__(
-        self, embedding_dim: int = 32, input_size: int = 16, norm: bool = True, quality_branch: str | None = None
+        self,
+        embedding_dim: int = 32,
+        input_size: int = 16,
+        norm: bool = True,
+        quality_branch: str | None = None,
+        **quality_options: Any,
     ) -> None:
         super().__init__()
         self.arch = "tiny_cnn"
@@ -38,25 +42,13 @@ class TinyCNN(Backbone):
         side = input_size // 4
         self.bottleneck_dim = 16 * side * side
         self.fc = nn.Linear(self.bottleneck_dim, embedding_dim)
-        self.quality_branch = quality_branch
-        if quality_branch == "cr_fiqa":
-            self.qs = nn.Linear(embedding_dim, 1)
-        elif quality_branch == "scaleface":
-            self.scale_predictor = MLPScaleHead((self.bottleneck_dim, 16, 1), batch_norm=norm)
-        elif quality_branch is not None:
-            raise ValueError(f"unknown quality_branch {quality_branch!r}")
+        self._add_quality_branch(quality_branch, **quality_options)  # any registered branch, as the real backbones
 
-    def forward(self, images: Tensor) -> Tensor:
-        return self.forward_aux(images)[0]
+    def forward_bottleneck(self, images: Tensor) -> Tensor:
+        return torch.flatten(self.features(images), 1)
 
-    def forward_aux(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        bottleneck = torch.flatten(self.features(images), 1)
-        embeddings = self.fc(bottleneck)
-        if self.quality_branch == "cr_fiqa":
-            return embeddings, {"quality": self.qs(embeddings).squeeze(1)}
-        if self.quality_branch == "scaleface":
-            return embeddings, {"scale": self.scale_predictor(bottleneck.float()).squeeze(1)}
-        return embeddings, {}
+    def embed(self, bottleneck: Tensor) -> Tensor:
+        return self.fc(bottleneck)
 
 
 def tiny_cnn(**kwargs: Any) -> TinyCNN:

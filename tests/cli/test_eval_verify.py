@@ -14,6 +14,7 @@ import qualiface.cli.eval_verify  # noqa: F401  (registers the command)
 from _helpers.reference_verification import t4_vectors
 from qualiface.cli.apps import app
 from qualiface.eval.verification import evaluate_verification
+from qualiface.models.card import file_sha256
 
 SHARED = Path(__file__).parents[2] / ".." / "shared"
 SMALL_LFW = SHARED / "data" / "insightface-small" / "small_lfw.bin"  # 10 pairs, all genuine
@@ -142,7 +143,8 @@ def test_bin_pack_with_model_and_flip_then_saved_embeddings(tmp_path):
     data = _json(out)
     assert data["n_pairs"] == 20
     assert data["fusion"] == "sum_raw"
-    assert data["meta"]["model"] == str(SFACE)
+    assert (data["meta"]["model_path"], data["meta"]["model_sha256"]) == (str(SFACE), file_sha256(SFACE))
+    assert data["meta"]["preprocessing"].startswith("RGB, (x/255 − 0)/0.00392157, 112x112")
     assert data["auc"] > 0.9  # real faces: genuine pairs score above impostors
     saved = np.load(out / "embeddings.npz")
     assert saved["embeddings"].shape == (40, 128)

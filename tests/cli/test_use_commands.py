@@ -145,12 +145,14 @@ def test_quality_writes_one_score_per_face(tmp_path: Path, quality_model: Path) 
     np.testing.assert_allclose([float(r["score"]) for r in rows], expected, rtol=1e-5, atol=1e-6)
 
 
-def test_quality_of_a_model_without_quality_output_is_refused() -> None:
+def test_quality_of_a_model_without_quality_output_is_its_labelled_embedding_norm() -> None:
     _need(SFACE, GLINT / "images")
     one = next((GLINT / "images" / "Tom_Hanks").glob("*.jpg"))
     result = runner.invoke(app, ["quality", str(one), "--model", str(SFACE), "--aligned"])
-    assert result.exit_code == 2
-    assert "has no quality output" in result.stderr
+    assert result.exit_code == 0, result.output
+    assert "has no trained quality output" in result.stderr
+    (row,) = csv.DictReader(io.StringIO(result.stdout))
+    assert (row["method"], row["source"]) == ("feature_norm", "embedding_norm")
 
 
 def test_calibrate_stores_a_threshold_that_verify_then_uses(tmp_path: Path) -> None:

@@ -46,9 +46,9 @@ def detector():
 def sface():
     pytest.importorskip("onnxruntime")
     _need(SFACE)
-    from qualiface.models.onnx_recognizer import OnnxRecognizer
+    from qualiface.models import load_model
 
-    return OnnxRecognizer(SFACE, channel_order="RGB", mean=0.0, std=1.0, threads=2)
+    return load_model(SFACE)
 
 
 def _auc(scores: np.ndarray, genuine: np.ndarray) -> float:
@@ -58,7 +58,7 @@ def _auc(scores: np.ndarray, genuine: np.ndarray) -> float:
 
 
 def _embed(sface, images: np.ndarray) -> np.ndarray:
-    e = sface.embed(images, progress=False).astype(np.float64)
+    e = sface.embed(images).astype(np.float64)
     return e / np.linalg.norm(e, axis=1, keepdims=True)
 
 

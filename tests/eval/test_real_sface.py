@@ -15,7 +15,7 @@ import pytest
 from _helpers.reference_verification import calculate_roc
 from qualiface.data.pairs import load_pairs_csv
 from qualiface.eval.verification import evaluate_verification
-from qualiface.models.onnx_recognizer import OnnxRecognizer
+from qualiface.models import ModelLoadError, embed_images, load_model
 
 SHARED = Path(__file__).parents[2] / ".." / "shared"
 GLINT_PAIRS = SHARED / "data" / "glint360k-sample" / "pairs_10fold.csv"
@@ -31,7 +31,7 @@ def _need(*paths):
 @pytest.fixture(scope="module")
 def sface():
     _need(SFACE)
-    return OnnxRecognizer(SFACE, channel_order="RGB", mean=0.0, std=1.0)
+    return load_model(SFACE)  # a known model: RGB 0..255 from the SHA-256 table
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def glint(sface):
     pairs = load_pairs_csv(GLINT_PAIRS)
     files, index_a, index_b = pairs.unique_images()
     start = time.perf_counter()
-    embeddings = sface.embed(files, progress=False)
+    embeddings = embed_images(sface, files).embeddings
     print(f"SFace embedded {len(files)} images in {time.perf_counter() - start:.1f} s")
     return pairs, embeddings, index_a, index_b
 
@@ -87,9 +87,9 @@ def test_sface_on_glint_through_reader_wrapper_and_protocol(glint, glint_result)
 
 
 def test_sface_contract_is_read_from_the_session(sface):
-    assert sface.input_name == "data"
-    assert sface.output_name == "fc1"
-    assert sface.fixed_batch == 1
+    assert sface.session.get_inputs()[0].name == "data"
+    assert sface.session.get_outputs()[0].name == "fc1"
+    assert sface.session.get_inputs()[0].shape[0] == 1  # a fixed batch of 1: run image by image
     assert sface.input_size == (112, 112)
     assert sface.embedding_dim == 128
 
@@ -98,12 +98,12 @@ def test_sface_embedding_equals_a_direct_session_run(sface):
     _need(GLINT_PAIRS)
     files, _, _ = load_pairs_csv(GLINT_PAIRS).unique_images()
     images = files[0:3]
-    ours = sface.embed(images, progress=False)
+    ours = embed_images(sface, images).embeddings
     x = np.transpose(images.astype(np.float32), (0, 3, 1, 2))  # RGB, 0..255, NCHW
     for i in range(3):
         direct = sface.session.run(None, {"data": x[i : i + 1]})[0][0]
         np.testing.assert_array_equal(ours[i], direct)
-    flipped = sface.embed(images, flip=True, progress=False)
+    flipped = embed_images(sface, images, flip=True).flipped
     direct = sface.session.run(None, {"data": np.ascontiguousarray(x[:1, :, :, ::-1])})[0][0]
     np.testing.assert_array_equal(flipped[0], direct)
 
@@ -188,38 +188,38 @@ def _reference(model, images, *, bgr, mean, std, flip=False):
 @pytest.mark.parametrize("batch", [None, 1, 3])
 def test_batching_and_preprocessing_match_a_numpy_reference(tmp_path, batch):
     model, path = _export(tmp_path, "tiny", batch)
-    mean, std = [120.0, 110.0, 100.0], [60.0, 70.0, 80.0]
-    rec = OnnxRecognizer(path, channel_order="BGR", mean=mean, std=std, batch_size=4)
-    assert rec.input_name == "pixels"
-    assert rec.fixed_batch == batch
+    mean, std = [120.0, 110.0, 100.0], [60.0, 70.0, 80.0]  # on 0..255; the card's unit is pixel / 255
+    stated = f"channel_order=BGR,mean={'/'.join(str(m / 255) for m in mean)},std={'/'.join(str(v / 255) for v in std)}"
+    rec = load_model(path, preprocessing=stated)
+    assert rec.session.get_inputs()[0].name == "pixels"
     assert rec.input_size == (16, 16)
     images = np.random.default_rng(0).integers(0, 256, size=(11, 16, 16, 3), dtype=np.uint8)
-    ours = rec.embed(images, progress=False)
-    assert ours.shape == (11, 8)
-    assert ours.dtype == np.float32
-    np.testing.assert_allclose(ours, _reference(model, images, bgr=True, mean=mean, std=std), atol=2e-5)
+    out = embed_images(rec, images, batch_size=4, flip=True)
+    assert out.embeddings.shape == (11, 8)
+    assert out.embeddings.dtype == np.float32
+    np.testing.assert_allclose(out.embeddings, _reference(model, images, bgr=True, mean=mean, std=std), atol=2e-5)
     np.testing.assert_allclose(
-        rec.embed(images, flip=True, progress=False),
-        _reference(model, images, bgr=True, mean=mean, std=std, flip=True),
-        atol=2e-5,
+        out.flipped, _reference(model, images, bgr=True, mean=mean, std=std, flip=True), atol=2e-5
     )
-    rgb = OnnxRecognizer(path, channel_order="RGB", mean=mean, std=std).embed(images, progress=False)
-    assert not np.allclose(rgb, ours, atol=1e-3)
+    rgb = embed_images(load_model(path, preprocessing=stated.replace("BGR", "RGB")), images).embeddings
+    assert not np.allclose(rgb, out.embeddings, atol=1e-3)
 
 
-def test_wrapper_rejects_bad_input(tmp_path):
+def test_loader_rejects_bad_input(tmp_path):
     _, path = _export(tmp_path, "tiny", None)
-    rec = OnnxRecognizer(path)
-    with pytest.raises(ValueError, match=r"images are 17x16 pixels; tiny\.onnx takes 16x16"):
-        rec.embed(np.zeros((2, 16, 17, 3), np.uint8), progress=False)
+    with pytest.raises(ModelLoadError, match="--preprocessing"):
+        load_model(path)  # not known, no normalisation in its graph: never guessed
+    rec = load_model(path, preprocessing="raw")
+    with pytest.raises(ValueError, match=r"image 0 is 17x16 pixels, not a square aligned face crop"):
+        rec.embed(np.zeros((2, 16, 17, 3), np.uint8))
     with pytest.raises(ValueError, match="RGB uint8"):
-        rec.embed(np.zeros((2, 16, 16, 3), np.float32), progress=False)
-    with pytest.raises(ValueError, match="channel_order"):
-        OnnxRecognizer(path, channel_order="RBG")
-    with pytest.raises(ValueError, match="std must not be 0"):
-        OnnxRecognizer(path, std=0)
-    with pytest.raises(ValueError, match="no such model file"):
-        OnnxRecognizer(tmp_path / "missing.onnx")
+        rec.embed(np.zeros((2, 16, 16, 3), np.float32))
+    with pytest.raises(ModelLoadError, match="channel_order 'RBG'"):
+        load_model(path, preprocessing="channel_order=RBG")
+    with pytest.raises(ModelLoadError, match="no zero"):
+        load_model(path, preprocessing="std=0")
+    with pytest.raises(FileNotFoundError, match="no such model file"):
+        load_model(tmp_path / "missing.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
-    with pytest.raises(ValueError, match="onnxruntime cannot load"):
-        OnnxRecognizer(tmp_path / "junk.onnx")
+    with pytest.raises(ModelLoadError, match="onnxruntime cannot load"):
+        load_model(tmp_path / "junk.onnx")

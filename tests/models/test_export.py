@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 import qualiface
 from _helpers import official_checkpoints as oc
-from qualiface.models import export_onnx, export_safetensors, load_model
+from qualiface.models import ModelLoadError, export_onnx, export_safetensors, load_model
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -87,10 +88,11 @@ def test_loaded_magface_exports_with_its_preprocessing(tmp_path):
     onnx_model = load_model(export_onnx(model, tmp_path / "magface.onnx"))
     prep = onnx_model.preprocessing
     assert (prep.channel_order, prep.mean, prep.std) == ("BGR", (0.0,) * 3, (1.0,) * 3)
-    meta = onnx_model.info["metadata"]
-    assert (onnx_model.quality_method, meta["qualiface.backbone"]) == ("feature_norm", "iresnet18")
-    assert (meta["qualiface.channel_order"], meta["qualiface.mean"]) == ("BGR", "[0.0, 0.0, 0.0]")
-    assert (meta["qualiface.input_size"], meta["qualiface.embedding_dim"]) == ("[3, 16, 16]", "512")
+    card = json.loads(onnx_model.info["metadata"]["qualiface.card"])
+    assert (onnx_model.quality_method, card["architecture"]) == ("feature_norm", "iresnet18")
+    assert (card["preprocessing"]["channel_order"], card["preprocessing"]["mean"]) == ("BGR", [0.0, 0.0, 0.0])
+    assert (card["preprocessing"]["input_size"], card["embedding_dim"]) == ([3, 16, 16], 512)
+    assert card["provenance"]["exported_from"] == "magface"
     images = np.random.default_rng(0).integers(0, 256, size=(5, SIDE, SIDE, 3), dtype=np.uint8)
     emb, quality = model.embed_and_quality(images)
     emb2, quality2 = onnx_model.embed_and_quality(images, batch_size=3)
@@ -141,7 +143,7 @@ def test_safetensors_of_a_loaded_official_model_keeps_family_preprocessing(tmp_p
     assert (loaded.preprocessing, loaded.quality_method, loaded.threshold) == (model.preprocessing, "cr_fiqa", 0.3)
     assert loaded.info["source_format"] == "crfiqa"
     images = np.random.default_rng(0).integers(0, 256, size=(2, SIDE, SIDE, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(loaded.quality(images), model.quality(images))
+    np.testing.assert_allclose(loaded.quality(images), model.quality(images), rtol=1e-5)
 
 
 def test_foreign_safetensors_state_dict_is_detected(tmp_path):
@@ -176,7 +178,9 @@ def test_foreign_onnx_gets_insightface_normalisation_or_an_override(tmp_path):
     proto = onnx.load(str(path))
     del proto.metadata_props[:]  # as arcface_torch's torch2onnx.py writes it: no metadata
     onnx.save(proto, str(path))
-    model = load_model(path)
+    with pytest.raises(ModelLoadError, match=r"does not know .* --preprocessing"):
+        load_model(path)  # unknown weights, no normalisation in the graph: never guessed
+    model = load_model(path, preprocessing="arcface")
     prep = model.preprocessing
     assert (prep.channel_order, prep.mean, prep.std, prep.input_size) == ("RGB", (0.5,) * 3, (0.5,) * 3, (3, 16, 16))
     assert (model.quality_method, model.embedding_dim) == (None, 512)

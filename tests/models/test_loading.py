@@ -3,6 +3,7 @@ loading, identical outputs with each family's own preprocessing, clear errors, a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,8 +13,15 @@ import torch
 
 import qualiface
 from _helpers import official_checkpoints as oc
-from qualiface.models import FaceModel, ModelLoadError, guess_format, load_model, save_calibration
-from qualiface.models.loading import calibration_path
+from qualiface.models import (
+    FaceModel,
+    ModelCard,
+    ModelLoadError,
+    calibration_path,
+    guess_format,
+    load_model,
+    save_calibration,
+)
 
 SIDE = 16
 
@@ -309,8 +317,15 @@ def test_image_checks_and_list_input(tmp_path, images):
     whole = model.embed(images)  # other batch sizes may pick other kernels: equal up to rounding
     np.testing.assert_allclose(model.embed(list(images), batch_size=2), whole, atol=1e-5 * np.abs(whole).max())
     assert model.embed(images[:0]).shape == (0, 512)
-    with pytest.raises(ValueError, match=r"images are 8x8 pixels .* takes 16x16"):
-        model.embed(np.zeros((1, 8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"image 0 is 8x12 pixels, not a square aligned face crop"):
+        model.embed(np.zeros((1, 12, 8, 3), np.uint8))
+    # a square crop of another size is resized as the card says (area by default) ...
+    big = np.repeat(np.repeat(images, 2, axis=1), 2, axis=2)  # each pixel a 2x2 block: area-resizes back exactly
+    np.testing.assert_allclose(model.embed(big), whole, rtol=1e-5, atol=1e-5 * np.abs(whole).max())
+    # ... or refused when it says none
+    model.preprocessing = dataclasses.replace(model.preprocessing, resize="none")
+    with pytest.raises(ValueError, match=r"image 0 is 32x32 pixels but the model takes 16x16 .* resize none"):
+        model.embed(big)
     with pytest.raises(ValueError, match="RGB uint8"):
         model.embed(images.astype(np.float32))
     with pytest.raises(ValueError, match="one image"):
@@ -337,12 +352,7 @@ def test_calibration_sidecar_round_trip(tmp_path, images):
 
 def test_face_model_needs_one_backend():
     with pytest.raises(ValueError, match="exactly one"):
-        FaceModel(
-            name="x",
-            source_format="x",
-            preprocessing=oc.make_backbone("iresnet18", 16).preprocessing,
-            embedding_dim=512,
-        )
+        FaceModel(ModelCard("x", "x", 512, oc.make_backbone("iresnet18", 16).preprocessing))
 
 
 def test_model_path_environment_lookup(tmp_path, monkeypatch):

@@ -79,9 +79,9 @@ class IR(BranchedBackbone):
         dropout: Dropout probability before the Linear (AdaFace: 0.4).
         input_size: Side of the square input (AdaFace: 112 or 224); the Linear input is
             ``512 * (input_size / 16) ** 2``.
-        quality_branch: ``None``, ``"cr_fiqa"`` or ``"scaleface"`` (see :class:`BranchedBackbone`).
-        scale_activation: ScaleFace head activation.
-        scale_coefficient: ScaleFace head coefficient ``c``.
+        quality_branch: ``None`` or a registered quality branch (``"cr_fiqa"``, ``"scaleface"``; see
+            :mod:`qualiface.quality.branches`).
+        quality_options: The branch's options (ScaleFace: ``scale_activation``, ``scale_coefficient``).
     """
 
     def __init__(
@@ -94,8 +94,7 @@ class IR(BranchedBackbone):
         dropout: float = 0.4,
         input_size: int = 112,
         quality_branch: str | None = None,
-        scale_activation: str = "sigm_mul",
-        scale_coefficient: float = 32.0,
+        **quality_options: Any,
     ) -> None:
         super().__init__()
         self._describe(arch, layers, embedding_dim, input_size, "BGR", "adaface")
@@ -120,7 +119,7 @@ class IR(BranchedBackbone):
             nn.BatchNorm1d(embedding_dim, affine=False),
         )
         kaiming_init_(self)
-        self._add_quality_branch(quality_branch, scale_activation, scale_coefficient)
+        self._add_quality_branch(quality_branch, **quality_options)
 
     def forward_bottleneck(self, images: Tensor) -> Tensor:
         x = self.body(self.input_layer(images))

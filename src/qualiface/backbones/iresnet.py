@@ -69,9 +69,9 @@ class IResNet(BranchedBackbone):
         features_weight_trainable: Train ``features.weight`` (CR-FIQA, MagFace) instead of freezing it.
         zero_init_residual: Zero each block's ``bn2.weight``, as arcface_torch does.
         input_size: Side of the square input; the ``fc`` input is ``512 * (input_size / 16) ** 2``.
-        quality_branch: ``None``, ``"cr_fiqa"`` or ``"scaleface"`` (see :class:`BranchedBackbone`).
-        scale_activation: ScaleFace head activation.
-        scale_coefficient: ScaleFace head coefficient ``c``.
+        quality_branch: ``None`` or a registered quality branch (``"cr_fiqa"``, ``"scaleface"``; see
+            :mod:`qualiface.quality.branches`).
+        quality_options: The branch's options (ScaleFace: ``scale_activation``, ``scale_coefficient``).
     """
 
     def __init__(
@@ -87,8 +87,7 @@ class IResNet(BranchedBackbone):
         zero_init_residual: bool = False,
         input_size: int = 112,
         quality_branch: str | None = None,
-        scale_activation: str = "sigm_mul",
-        scale_coefficient: float = 32.0,
+        **quality_options: Any,
     ) -> None:
         super().__init__()
         self._describe(arch, layers, embedding_dim, input_size, "RGB", "insightface")
@@ -107,7 +106,7 @@ class IResNet(BranchedBackbone):
         self.features = nn.BatchNorm1d(embedding_dim, eps=bn_eps, momentum=bn_momentum)
         self._init_weights(zero_init_residual)
         self.features.weight.requires_grad_(features_weight_trainable)
-        self._add_quality_branch(quality_branch, scale_activation, scale_coefficient)
+        self._add_quality_branch(quality_branch, **quality_options)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         for module in self.modules():

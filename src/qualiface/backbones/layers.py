@@ -1,8 +1,9 @@
-"""Building blocks shared by the backbones: the quality branches (CR-FIQA ``qs``, ScaleFace scale head).
+"""Building blocks shared by the backbones: ScaleFace's scale head (the module of the ``scaleface`` quality
+branch), the iResNet / IR description, initialisers.
 
-:class:`BranchedBackbone` factors the part of iResNet and IR that the quality branches hook into: both
-end in ``flatten -> dropout -> Linear -> BatchNorm1d``, the flattened map is the ScaleFace *bottleneck*
-and the ``BatchNorm1d`` output is the embedding that CR-FIQA's ``qs`` reads.
+:class:`BranchedBackbone` factors what iResNet and IR share: both end in ``flatten -> dropout -> Linear ->
+BatchNorm1d``; the flattened map is the *bottleneck* a ScaleFace branch reads and the ``BatchNorm1d`` output the
+embedding a CR-FIQA ``qs`` reads (see :mod:`qualiface.quality.branches`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ from torch import Tensor, nn
 
 from qualiface.backbones.base import Backbone, Preprocessing
 
-QualityBranch = Literal["cr_fiqa", "scaleface"]
 ScaleActivation = Literal["exp", "sigm", "sigm_mul", "sigm_sum", "sigm_sum_mul", "relu", "lin"]
 
-QUALITY_BRANCHES: tuple[str, ...] = ("cr_fiqa", "scaleface")
 SCALE_ACTIVATIONS: tuple[str, ...] = ("exp", "sigm", "sigm_mul", "sigm_sum", "sigm_sum_mul", "relu", "lin")
 
 
@@ -98,19 +97,10 @@ class MLPScaleHead(nn.Module):
 
 
 class BranchedBackbone(Backbone):
-    """A backbone ending in ``flatten -> dropout -> fc -> BatchNorm1d``, with an optional quality branch.
-
-    Subclasses implement :meth:`forward_bottleneck` (images to the flattened, dropped-out feature map)
-    and :meth:`embed` (bottleneck to the raw embedding), and call :meth:`_add_quality_branch` last in
-    ``__init__`` so that the branch keys follow the backbone keys, as in the official checkpoints.
-
-    Branches:
-        ``"cr_fiqa"``: ``qs`` = Linear(embedding_dim, 1) on the raw embedding (not detached); aux key
-        ``quality``.
-        ``"scaleface"``: ``scale_predictor`` = :class:`MLPScaleHead` on the fp32 bottleneck; aux key ``scale``.
+    """The iResNet and IR families: ``flatten -> dropout -> fc -> BatchNorm1d`` after the last stage, a square
+    input whose side is a multiple of 16, and the shared preprocessing ``(x/255 − 0.5)/0.5``. Any registered
+    quality branch attaches through :meth:`Backbone._add_quality_branch`.
     """
-
-    bottleneck_dim: int
 
     def _describe(
         self,
@@ -136,43 +126,6 @@ class BranchedBackbone(Backbone):
             std=(0.5, 0.5, 0.5),
             source=source,
         )
-
-    def forward_bottleneck(self, images: Tensor) -> Tensor:
-        """Flattened final feature map after dropout, ``(B, bottleneck_dim)``."""
-        raise NotImplementedError
-
-    def embed(self, bottleneck: Tensor) -> Tensor:
-        """Raw embedding ``(B, embedding_dim)`` from the bottleneck."""
-        raise NotImplementedError
-
-    def forward(self, images: Tensor) -> Tensor:
-        """Raw (un-normalised) embeddings ``(B, embedding_dim)``."""
-        return self.embed(self.forward_bottleneck(images))
-
-    def forward_aux(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Embeddings and the quality branch output (``quality`` or ``scale``, shape ``(B,)``)."""
-        bottleneck = self.forward_bottleneck(images)
-        embeddings = self.embed(bottleneck)
-        if self.quality_branch == "cr_fiqa":
-            return embeddings, {"quality": self.qs(embeddings).squeeze(1)}
-        if self.quality_branch == "scaleface":
-            return embeddings, {"scale": self.scale_predictor(bottleneck.float()).squeeze(1)}
-        return embeddings, {}
-
-    def _add_quality_branch(
-        self, quality_branch: str | None, scale_activation: str = "sigm_mul", scale_coefficient: float = 32.0
-    ) -> None:
-        if quality_branch is not None and quality_branch not in QUALITY_BRANCHES:
-            raise ValueError(
-                f"unknown quality_branch {quality_branch!r}; expected None or one of {', '.join(QUALITY_BRANCHES)}"
-            )
-        self.quality_branch = quality_branch
-        if quality_branch == "cr_fiqa":
-            self.qs = nn.Linear(self.embedding_dim, 1)
-        elif quality_branch == "scaleface":
-            self.scale_predictor = MLPScaleHead(
-                (self.bottleneck_dim, 512, 1), activation=scale_activation, coefficient=scale_coefficient
-            )
 
 
 def kaiming_init_(model: nn.Module) -> None:

@@ -68,6 +68,9 @@ class LResNetXEIR(Backbone):
         input_size: side of the square input, a multiple of 16 (``fc5``'s kernel is ``input_size / 16``).
         dropout: dropout before ``fc5`` (0.4).
         zero_init_residual: zero every block's ``bn2.weight`` at initialisation (official ``True``).
+        quality_branch: ``None`` or a registered quality branch (see :mod:`qualiface.quality.branches`); it reads
+            the map after ``bn4`` and dropout (512 × side × side, the bottleneck) or the embedding.
+        quality_options: The branch's options.
 
     Initialisation as the official code: convolutions Kaiming-normal (``a = 1``, fan-in: std ``1/sqrt(fan_in)``),
     PReLU slopes 0.25, BatchNorm weight 1 / bias 0.
@@ -82,6 +85,8 @@ class LResNetXEIR(Backbone):
         input_size: int = 112,
         dropout: float = 0.4,
         zero_init_residual: bool = True,
+        quality_branch: str | None = None,
+        **quality_options: Any,
     ) -> None:
         super().__init__()
         if len(layers) != 4:
@@ -110,7 +115,9 @@ class LResNetXEIR(Backbone):
         self.fc5 = nn.Conv2d(512, embedding_dim, side, bias=False)
         self.bn5 = nn.BatchNorm1d(embedding_dim)
         self.bn5.weight.requires_grad_(False)
+        self.bottleneck_dim = 512 * side * side
         self._initialise(zero_init_residual)
+        self._add_quality_branch(quality_branch, **quality_options)
 
     def _initialise(self, zero_init_residual: bool) -> None:
         for module in self.modules():
@@ -126,11 +133,15 @@ class LResNetXEIR(Backbone):
                 if isinstance(module, IRBlock):
                     nn.init.zeros_(module.bn2.weight)
 
-    def forward(self, images: Tensor) -> Tensor:
+    def forward_bottleneck(self, images: Tensor) -> Tensor:
+        """The map after ``bn4`` and dropout, ``(B, 512, side, side)``."""
         x = self.prelu(self.bn1(self.conv1(images)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        x = self.fc5(self.dropout(self.bn4(x)))
-        return self.bn5(torch.flatten(x, 1))
+        return self.dropout(self.bn4(x))
+
+    def embed(self, bottleneck: Tensor) -> Tensor:
+        """Raw embedding of one view: ``bn5(flatten(fc5(bottleneck)))``."""
+        return self.bn5(torch.flatten(self.fc5(bottleneck), 1))
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:

@@ -105,6 +105,9 @@ class MobileFaceNet(Backbone):
         scale: Width multiplier (``mbf``: 2, ``mbf_large``: 4).
         arch: Registered name, used in messages.
         embedding_dim: Output width (arcface_torch ``num_features``).
+        quality_branch: ``None`` or a registered quality branch (see :mod:`qualiface.quality.branches`); it reads
+            the ``conv_sep`` output (512 × 7 × 7, the bottleneck) or the embedding.
+        quality_options: The branch's options.
     """
 
     def __init__(
@@ -114,6 +117,8 @@ class MobileFaceNet(Backbone):
         *,
         arch: str = "mobilefacenet",
         embedding_dim: int = 512,
+        quality_branch: str | None = None,
+        **quality_options: Any,
     ) -> None:
         super().__init__()
         if len(blocks) != 4:
@@ -147,14 +152,20 @@ class MobileFaceNet(Backbone):
         )
         self.conv_sep = ConvBlock(c2, 512)
         self.features = GDC(embedding_dim)
+        self.bottleneck_dim = 512 * 7 * 7
         kaiming_init_(self)
+        self._add_quality_branch(quality_branch, **quality_options)
 
-    def forward(self, images: Tensor) -> Tensor:
-        """Raw (un-normalised) embeddings ``(B, embedding_dim)``."""
+    def forward_bottleneck(self, images: Tensor) -> Tensor:
+        """The ``conv_sep`` output ``(B, 512, 7, 7)``."""
         x = images
         for layer in self.layers:
             x = layer(x)
-        return self.features(self.conv_sep(x))
+        return self.conv_sep(x)
+
+    def embed(self, bottleneck: Tensor) -> Tensor:
+        """Raw (un-normalised) embeddings ``(B, embedding_dim)``: the GDC head ``features``."""
+        return self.features(bottleneck)
 
 
 @BACKBONES.register("mobilefacenet")

@@ -11,6 +11,7 @@ from qualiface.cli import (  # noqa: F401  (register the commands)
     eval_report,
     eval_verify,
     export,
+    info,
     quality,
     serve,
     train,

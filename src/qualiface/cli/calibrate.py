@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from qualiface.cli.apps import app
-from qualiface.cli.photos import fail, open_model, report_failures
+from qualiface.cli.photos import PreprocessingOption, fail, open_model, report_failures
 
 
 @app.command("calibrate")
@@ -21,6 +22,7 @@ def calibrate(
     aligned: Annotated[bool, typer.Option(help="Images are aligned 112x112 crops: no detection.")] = False,
     save: Annotated[bool, typer.Option(help="Store the threshold next to the model.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    preprocessing: PreprocessingOption = None,
 ) -> None:
     """Find the cosine threshold at --fmr on labelled pairs and store it with the model (used by `verify`)."""
     from tqdm.auto import tqdm
@@ -30,7 +32,7 @@ def calibrate(
     from qualiface.use import calibrate as calibrate_pairs
     from qualiface.use import face_index, load_faces
 
-    face_model = open_model(model)
+    face_model = open_model(model, preprocessing=preprocessing)
     try:
         pair_list = load_pairs_csv(pairs, root)
     except (ValueError, FileNotFoundError) as exc:
@@ -48,10 +50,27 @@ def calibrate(
     report_failures(faces)
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    typer.echo(json.dumps(result.to_dict(), indent=2))
+    typer.echo(json.dumps(_finite(result.to_dict()), indent=2, allow_nan=False))
     if save:
         if face_model.path is None:
             raise fail("the model was not loaded from a file; nothing to store the calibration next to")
-        extra = {"quality_floor": result.quality_floor, "fnmr": result.fnmr, "n_impostor": result.n_impostor}
-        sidecar = save_calibration(face_model.path, result.threshold, fmr=fmr, pairs=str(pairs), extra=extra)
+        extra = {
+            "quality_floor": result.quality_floor,
+            "quality_range": result.quality_range,
+            "fmr_measured": result.fmr,
+            "fnmr": result.fnmr,
+            "n_genuine": result.n_genuine,
+            "n_impostor": result.n_impostor,
+        }
+        try:
+            sidecar = save_calibration(
+                face_model.path, result.threshold, fmr=fmr, pairs=str(pairs), extra=_finite(extra)
+            )
+        except ValueError as exc:
+            raise fail(str(exc), 1) from exc
         typer.echo(f"stored threshold {result.threshold:.6f} in {sidecar}")
+
+
+def _finite(record: dict[str, Any]) -> dict[str, Any]:
+    """``None`` for every value that is not a finite number where a number stood (valid JSON only)."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from qualiface.cli.apps import app
-from qualiface.cli.photos import faces_of, fail, open_model, report_failures
+from qualiface.cli.photos import PreprocessingOption, faces_of, fail, open_model, report_failures
 
 
 @app.command("embed")
@@ -20,6 +23,7 @@ def embed(
     all_faces: Annotated[bool, typer.Option(help="Every face of a photo, not only the largest.")] = False,
     normalize: Annotated[bool, typer.Option(help="Write unit-length embeddings.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    preprocessing: PreprocessingOption = None,
 ) -> None:
     """Detect, align and embed the faces in PHOTOS; writes one row per face with its file name."""
     import numpy as np
@@ -28,27 +32,32 @@ def embed(
 
     if out.suffix.lower() not in (".npz", ".npy", ".parquet"):
         raise fail(f"--out {out}: use a .npz, .npy or .parquet file")
-    face_model = open_model(model)
+    face_model = open_model(model, preprocessing=preprocessing)
     faces = faces_of(photos, aligned=aligned, all_faces=all_faces, progress=progress)
-    embeddings, quality = embed_faces(face_model, faces)
+    try:
+        embeddings, quality = embed_faces(face_model, faces)
+    except ValueError as exc:
+        raise fail(str(exc), 1) from exc
     if normalize and len(embeddings):
         embeddings = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
     files = np.array([str(p) for p, _ in faces.sources])
     face_index = np.array([i for _, i in faces.sources], dtype=np.int64)
     out.parent.mkdir(parents=True, exist_ok=True)
     suffix = out.suffix.lower()
+    stamp = json.dumps(face_model.card.stamp())
     if suffix == ".npz":
-        arrays = {"embeddings": embeddings, "files": files, "face_index": face_index}
+        arrays = {"embeddings": embeddings, "files": files, "face_index": face_index, "model": np.array(stamp)}
         if quality is not None:
             arrays["quality"] = quality
         np.savez(out, **arrays)
     elif suffix == ".npy":
         np.save(out, embeddings)
-        listing = out.with_suffix(".files.csv")
-        lines = ["row,file,face_index"] + [
-            f"{i},{f},{k}" for i, (f, k) in enumerate(zip(files, face_index, strict=True))
-        ]
-        listing.write_text("\n".join(lines) + "\n")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["row", "file", "face_index"])
+        writer.writerows((i, f, k) for i, (f, k) in enumerate(zip(files, face_index, strict=True)))
+        out.with_suffix(".files.csv").write_text(buffer.getvalue())
+        out.with_suffix(".model.json").write_text(stamp + "\n")
     else:
         try:
             import pyarrow as pa
@@ -58,6 +67,8 @@ def embed(
         columns = {"file": files.tolist(), "face_index": face_index.tolist(), "embedding": embeddings.tolist()}
         if quality is not None:
             columns["quality"] = quality.tolist()
-        pq.write_table(pa.table(columns), out)
+        pq.write_table(pa.table(columns).replace_schema_metadata({"qualiface.model": stamp}), out)
     report_failures(faces)
     typer.echo(f"wrote {len(embeddings)} embeddings ({face_model.embedding_dim}-d, {face_model.name}) to {out}")
+    if not len(embeddings):
+        raise fail("no face was embedded", 1)

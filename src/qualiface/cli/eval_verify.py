@@ -12,21 +12,12 @@ import numpy as np
 import typer
 
 from qualiface.cli.apps import eval_app
+from qualiface.cli.photos import PreprocessingOption, open_model
 from qualiface.eval.fusion import FLIP_FUSION_MODES
 from qualiface.eval.roc import check_scores_labels
 from qualiface.eval.verification import VerificationResult, contiguous_folds, evaluate_verification
 
 _LABEL_KEYS = ("issame", "same", "is_same", "label")
-
-
-def _numbers(text: str, name: str) -> float | list[float]:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise ValueError(f"--{name} must be one number or three comma-separated numbers, got {text!r}") from None
-    if len(values) not in (1, 3):
-        raise ValueError(f"--{name} must be one number or three comma-separated numbers, got {text!r}")
-    return values[0] if len(values) == 1 else values
 
 
 def _labels(path: Path, key: str | None) -> np.ndarray:
@@ -87,27 +78,19 @@ def _from_embedding_files(
 
 
 def _embed(
-    images: Any,
-    *,
-    model: Path,
-    channel_order: str,
-    mean: str,
-    std: str,
-    batch_size: int,
-    flip: bool,
-    progress: bool,
+    images: Any, *, model: Any, batch_size: int, flip: bool, progress: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    from qualiface.models.onnx_recognizer import OnnxRecognizer
+    """Embeddings (and those of the mirrored images) through the library's one inference path, exactly as
+    ``qualiface embed`` computes them."""
+    from tqdm.auto import tqdm
 
-    recognizer = OnnxRecognizer(
-        model,
-        channel_order=channel_order.upper(),
-        mean=_numbers(mean, "mean"),
-        std=_numbers(std, "std"),
-        batch_size=batch_size,
-    )
-    emb = recognizer.embed(images, progress=progress)
-    return emb, recognizer.embed(images, flip=True, progress=progress) if flip else None
+    from qualiface.models import embed_images
+
+    with tqdm(total=len(images), unit="img", desc="embed", disable=None if progress else True) as bar:
+        out = embed_images(
+            model, images, batch_size=batch_size, flip=flip, progress=lambda done, total: bar.update(done - bar.n)
+        )
+    return out.embeddings, out.flipped
 
 
 def _from_bin(path: Path, embed: Callable[[Any], tuple[np.ndarray, np.ndarray | None]]) -> dict[str, Any]:
@@ -197,12 +180,16 @@ def verify(
         typer.Option(help="Pairs CSV (path_a,path_b,same or fold,path1,path2,same); needs --model."),
     ] = None,
     root: Annotated[Path | None, typer.Option(help="Folder the --pairs image paths are relative to.")] = None,
-    model: Annotated[Path | None, typer.Option(help="ONNX recognition model for --bin / --pairs.")] = None,
-    channel_order: Annotated[str, typer.Option(help="Channel order the model expects: RGB or BGR.")] = "RGB",
-    mean: Annotated[str, typer.Option(help="Pixel mean on 0..255, one value or three (model order).")] = "0",
-    std: Annotated[str, typer.Option(help="Pixel std on 0..255, one value or three (model order).")] = "1",
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model for --bin / --pairs: a model file, run directory or ONNX recognizer (load_model)."),
+    ] = None,
+    preprocessing: PreprocessingOption = None,
     batch_size: Annotated[int, typer.Option(help="Images per model run (fixed batch sizes are honoured).")] = 64,
-    flip: Annotated[bool, typer.Option(help="Also embed horizontally flipped images and fuse (--fusion).")] = False,
+    flip: Annotated[
+        bool | None,
+        typer.Option(help="Also embed the mirrored images and fuse them (--fusion); default: as the model card says."),
+    ] = None,
     fusion: Annotated[
         str | None,
         typer.Option(help=f"Flip fusion: {', '.join(FLIP_FUSION_MODES)}; default sum_raw with flips, else none."),
@@ -234,20 +221,13 @@ def verify(
         else:
             if model is None:
                 raise ValueError(f"{sources[0]}: images need a model to embed them: give --model path.onnx")
-            if fusion not in (None, "none") and not flip:
+            if fusion not in (None, "none") and flip is False:
                 raise ValueError(f"--fusion {fusion} needs --flip")
-            embed = functools.partial(
-                _embed,
-                model=model,
-                channel_order=channel_order,
-                mean=mean,
-                std=std,
-                batch_size=batch_size,
-                flip=flip,
-                progress=progress,
-            )
+            face_model = open_model(model, preprocessing=preprocessing)
+            flip = face_model.flip_policy == "sum" if flip is None else flip
+            embed = functools.partial(_embed, model=face_model, batch_size=batch_size, flip=flip, progress=progress)
             kwargs = _from_bin(bin_pack, embed) if bin_pack is not None else _from_pairs(sources[0], root, folds, embed)
-            meta.update(model=str(model), channel_order=channel_order.upper(), mean=mean, std=std)
+            meta.update(face_model.card.stamp(), model_path=str(model))
         if kwargs.get("flip") is None:
             kwargs.pop("flip", None)
         result = evaluate_verification(**kwargs, fusion=fusion, n_folds=folds, threshold_search=threshold_search)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+
+from qualiface.models.card import PREPROCESSING_HELP
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -15,14 +17,40 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def open_model(model: str, *, fmt: str | None = None, arch: str | None = None) -> Any:
-    """:func:`qualiface.models.load_model` with its errors turned into a clean exit."""
+#: The one spelling of the preprocessing override, on every command that runs a model.
+PreprocessingOption = Annotated[
+    str | None,
+    typer.Option(
+        "--preprocessing",
+        help="State the model's preprocessing (replaces what the model file says; needed for an ONNX recognizer "
+        "qualiface does not know): " + PREPROCESSING_HELP,
+    ),
+]
+
+
+def open_model(
+    model: str,
+    *,
+    preprocessing: str | None = None,
+    fmt: str | None = None,
+    arch: str | None = None,
+    quiet: bool = False,
+) -> Any:
+    """:func:`qualiface.models.load_model` with its errors turned into a clean exit; prints (stderr) which model
+    and which preprocessing every result comes from."""
     from qualiface.models import ModelLoadError, load_model
 
     try:
-        return load_model(model, format=fmt, arch=arch)
-    except (ModelLoadError, FileNotFoundError, NotImplementedError, ImportError) as exc:
+        loaded = load_model(model, format=fmt, arch=arch, preprocessing=preprocessing)
+    except (ModelLoadError, FileNotFoundError, NotImplementedError, ImportError, ValueError) as exc:
         raise fail(str(exc)) from exc
+    if not quiet:
+        card = loaded.card
+        sha = (card.weights_sha256 or "unknown")[:16]
+        typer.echo(f"model: {card.name} ({card.source_format}, sha256 {sha}...)", err=True)
+        origin = card.provenance.get("preprocessing_from") or card.preprocessing.source
+        typer.echo(f"preprocessing: {card.preprocessing.describe()} (from: {origin})", err=True)
+    return loaded
 
 
 def faces_of(

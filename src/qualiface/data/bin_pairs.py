@@ -113,7 +113,7 @@ def decode_rgb(data: bytes, what: str, formats: Sequence[str] | None = _PACK_FOR
 
 class LazyImages:
     """A lazily decoded image list: ``images[i]`` is RGB ``uint8`` ``(H, W, 3)``, ``images[a:b]`` a stack
-    ``(n, H, W, 3)`` (a NumPy-like source for :meth:`qualiface.models.onnx_recognizer.OnnxRecognizer.embed`).
+    ``(n, H, W, 3)`` (a NumPy-like source for :func:`qualiface.models.embed_images`).
     Subclasses give ``__len__``, :meth:`decode` and :meth:`describe`; errors name the element."""
 
     def __len__(self) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -63,6 +63,8 @@ class AdaFace(Head):
         init_mean: initial ``μ``.
         init_std: initial ``σ``.
     """
+
+    trained_quality: ClassVar[str | None] = "feature_norm"
 
     batch_mean: Tensor
     batch_std: Tensor

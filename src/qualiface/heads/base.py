@@ -154,6 +154,9 @@ class Head(nn.Module):
 
     requires: ClassVar[frozenset[str]] = frozenset()
     accepts: ClassVar[frozenset[str]] = frozenset()
+    #: The quality its training produces: ``"feature_norm"`` (the embedding norm follows quality: MagFace,
+    #: AdaFace), the name of the quality branch whose output it trains (CR-FIQA, ScaleFace), or ``None``.
+    trained_quality: ClassVar[str | None] = None
     normalize_eps: ClassVar[float] = 1e-12
 
     def __init__(

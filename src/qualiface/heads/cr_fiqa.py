@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -61,6 +61,8 @@ class CRFIQA(ArcFace):
     Logs: ``crfiqa/cr_mean``, ``crfiqa/quality_mean``, ``crfiqa/regression_loss`` (mean SmoothL1, before ``α``),
     ``loss/ce`` and the shared head logs.
     """
+
+    trained_quality: ClassVar[str | None] = "cr_fiqa"
 
     requires = frozenset({"quality"})
 

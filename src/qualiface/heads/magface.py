@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -55,6 +55,8 @@ class MagFace(MarginSoftmaxHead):
         eps: ``arccos`` clamp of the target cosine (the official code clamps to ``[−1, 1]``; both agree
             for ``|cos θ_y| < 1 − eps``).
     """
+
+    trained_quality: ClassVar[str | None] = "feature_norm"
 
     def __init__(
         self,

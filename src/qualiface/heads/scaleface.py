@@ -35,6 +35,8 @@ class ScaleFace(MarginSoftmaxHead):
         eps: ``arccos`` clamp of the target cosine.
     """
 
+    trained_quality: ClassVar[str | None] = "scaleface"
+
     requires: ClassVar[frozenset[str]] = frozenset({"scale"})
 
     def __init__(

@@ -2,18 +2,18 @@
 
 ONNX graph: input ``input`` ``(N, 3, H, W)`` float32, already normalised as the model's preprocessing says (no
 normalisation inside the graph, as arcface_torch's ``torch2onnx.py``); outputs ``embedding`` ``(N, D)`` (raw, not
-normalised) and, for a CR-FIQA or ScaleFace branch, ``quality`` ``(N,)``. The preprocessing, the embedding width
-and the quality method are written to the model's ``metadata_props`` (keys ``qualiface.*``).
+normalised) and, for a quality branch, ``quality`` ``(N,)``. The model card is written to the model's
+``metadata_props`` as ``qualiface.card`` (JSON), with a readable ``qualiface.preprocessing`` line.
 
-safetensors: the backbone weights plus a JSON metadata header (``format`` = ``qualiface.safetensors/1``,
-``qualiface`` = backbone name / kwargs / preprocessing / quality method / threshold).
+safetensors: the backbone weights plus a metadata header (``format`` = ``qualiface.safetensors/1``,
+``qualiface.card`` = the model card as JSON).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,10 @@ from torch import Tensor, nn
 
 from qualiface.atomic import atomic_path
 from qualiface.backbones.base import Backbone
+from qualiface.models.card import ModelCard
 from qualiface.models.face_model import FaceModel
-from qualiface.models.loading import ONNX_FORMAT, SAFETENSORS_FORMAT
-
-_AUX_KEYS = {"cr_fiqa": "quality", "scaleface": "scale"}
+from qualiface.models.formats.safetensors_file import safetensors_metadata
+from qualiface.quality.branches import get_branch
 
 
 class _OnnxWrapper(nn.Module):
@@ -43,38 +43,21 @@ class _OnnxWrapper(nn.Module):
         return embeddings, aux[self.aux_key].float()
 
 
-def describe(model: FaceModel | Backbone) -> dict[str, Any]:
-    """Everything needed to rebuild ``model``: backbone name and kwargs, preprocessing, quality method, threshold."""
+def export_card(model: FaceModel | Backbone, container: str) -> tuple[ModelCard, nn.Module]:
+    """The card an export carries (the model's, with the container as its format and where it came from) and
+    the PyTorch module to export."""
     if isinstance(model, FaceModel):
         if model.module is None:
             raise ValueError(f"{model.name} is an ONNX model; only PyTorch models can be exported")
-        backbone = model.module
-        name = model.info.get("backbone") or getattr(backbone, "arch", "")
-        kwargs = dict(model.info.get("backbone_kwargs") or _backbone_kwargs(backbone))
-        return {
-            "backbone": name,
-            "backbone_kwargs": kwargs,
-            "embedding_dim": model.embedding_dim,
-            "preprocessing": model.preprocessing.to_dict(),
-            "quality_method": model.quality_method,
-            "threshold": model.threshold,
-            "source_format": model.source_format,
-            "name": name,
-        }
-    if not isinstance(model, Backbone):
+        card, module = model.card, model.module
+    elif isinstance(model, Backbone):
+        card, module = FaceModel.from_backbone(model).card, model
+    else:
         raise TypeError(f"expected a FaceModel or a Backbone, got {type(model).__name__}")
-    kwargs = dict(getattr(model, "_qualiface_kwargs", None) or _backbone_kwargs(model))
-    branch = getattr(model, "quality_branch", None)
-    return {
-        "backbone": model.arch,
-        "backbone_kwargs": kwargs,
-        "embedding_dim": model.embedding_dim,
-        "preprocessing": model.preprocessing.to_dict(),
-        "quality_method": branch if branch in _AUX_KEYS else None,
-        "threshold": None,
-        "source_format": "qualiface",
-        "name": model.arch,
-    }
+    provenance = {**card.provenance, "exported_from": card.source_format}
+    if card.weights_sha256:
+        provenance["exported_from_sha256"] = card.weights_sha256
+    return replace(card, source_format=container, provenance=provenance, weights_sha256=None), module
 
 
 def export_onnx(
@@ -98,14 +81,12 @@ def export_onnx(
         import onnx
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("ONNX export needs onnx: pip install onnx onnxruntime") from exc
-    info = describe(model)
-    backbone = model.module if isinstance(model, FaceModel) else model
-    assert backbone is not None
+    card, backbone = export_card(model, "onnx")
     branch = getattr(backbone, "quality_branch", None)
-    aux_key = _AUX_KEYS.get(branch) if with_quality and branch in _AUX_KEYS else None
-    if aux_key is None and info["quality_method"] in _AUX_KEYS:
-        info["quality_method"] = None  # the quality output is left out
-    _, height, width = info["preprocessing"]["input_size"]
+    aux_key = get_branch(branch).aux_key if with_quality and branch is not None else None
+    if branch is not None and aux_key is None:  # the quality output is left out
+        card = replace(card, quality=tuple(q for q in card.quality if q.source != "branch"))
+    _, height, width = card.preprocessing.input_size
     device = next(backbone.parameters()).device
     was_training = backbone.training
     backbone.eval()
@@ -121,7 +102,7 @@ def export_onnx(
                 warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
                 _torch_onnx_export(wrapper, dummy, tmp, opset, outputs, dynamic_axes)
             proto = onnx.load(str(tmp))
-            _set_metadata(proto, info)
+            _set_metadata(proto, card)
             onnx.checker.check_model(proto)
             onnx.save(proto, str(tmp))
     finally:
@@ -162,23 +143,13 @@ def _torch_onnx_export(
     program.save(str(path))  # pragma: no cover
 
 
-def _set_metadata(proto: Any, info: dict[str, Any]) -> None:
-    prep = info["preprocessing"]
+def _set_metadata(proto: Any, card: ModelCard) -> None:
+    """The card (``qualiface.card``) and a few human-readable keys in the model's ``metadata_props``."""
     entries = {
-        "qualiface.format": ONNX_FORMAT,
-        "qualiface.name": str(info["name"]),
-        "qualiface.backbone": str(info["backbone"]),
-        "qualiface.source_format": str(info["source_format"]),
-        "qualiface.preprocessing": json.dumps(prep),
-        "qualiface.channel_order": prep["channel_order"],
-        "qualiface.mean": json.dumps(list(prep["mean"])),
-        "qualiface.std": json.dumps(list(prep["std"])),
+        "qualiface.card": card.to_json(),
+        "qualiface.name": card.name,
+        "qualiface.preprocessing": card.preprocessing.describe(),
         "qualiface.pixel_scaling": "input = (pixel / 255 - mean) / std, pixel in 0..255",
-        "qualiface.input_size": json.dumps(list(prep["input_size"])),
-        "qualiface.flip_fusion": prep["flip_fusion"],
-        "qualiface.embedding_dim": str(info["embedding_dim"]),
-        "qualiface.quality_method": info["quality_method"] or "",
-        "qualiface.threshold": "" if info["threshold"] is None else repr(float(info["threshold"])),
     }
     existing = {p.key: p for p in proto.metadata_props}
     for key, value in entries.items():
@@ -193,31 +164,11 @@ def export_safetensors(model: FaceModel | Backbone, path: str | os.PathLike[str]
         from safetensors.torch import save_file
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("safetensors export needs safetensors: pip install safetensors") from exc
-    info = describe(model)
-    backbone = model.module if isinstance(model, FaceModel) else model
-    assert backbone is not None
+    card, backbone = export_card(model, "safetensors")
     state = {k: v.detach().cpu().contiguous().clone() for k, v in backbone.state_dict().items()}
-    metadata = {"format": SAFETENSORS_FORMAT, "qualiface": json.dumps(info)}
+    metadata = safetensors_metadata(card)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, fsync=False) as tmp:
         save_file(state, str(tmp), metadata=metadata)
     return path
-
-
-def _backbone_kwargs(backbone: nn.Module) -> dict[str, Any]:
-    """Constructor kwargs recovered from a built backbone (for one not made by ``load_model``)."""
-    kwargs: dict[str, Any] = {"embedding_dim": int(getattr(backbone, "embedding_dim", 512))}
-    if hasattr(backbone, "bottleneck_dim"):
-        kwargs["input_size"] = int(backbone.preprocessing.input_size[1])
-    branch = getattr(backbone, "quality_branch", None)
-    if branch is not None:
-        kwargs["quality_branch"] = branch
-    head = getattr(backbone, "scale_predictor", None)
-    if head is not None:
-        kwargs["scale_activation"] = head.activation
-        kwargs["scale_coefficient"] = head.coefficient
-    bn1 = getattr(backbone, "bn1", None)
-    if isinstance(bn1, nn.BatchNorm2d) and bn1.eps != 1e-5:
-        kwargs["bn_eps"] = bn1.eps
-    return kwargs

@@ -1,72 +1,62 @@
 """One face model object over every supported source: RGB ``uint8`` images in, raw embeddings and quality out.
 
-A :class:`FaceModel` wraps either a PyTorch backbone (``module``) or an onnxruntime session (``session``) and
-applies the model's own :class:`~qualiface.backbones.base.Preprocessing` (channel order, ``(x/255 − mean)/std``,
-input size), so callers always pass RGB ``uint8`` arrays ``(N, H, W, 3)`` (what Pillow decodes). Build one with
-:func:`qualiface.models.load_model`.
+A :class:`FaceModel` holds the model's :class:`~qualiface.models.card.ModelCard` and either a PyTorch backbone
+(``module``) or an onnxruntime session (``session``); batches go through the one inference path
+(:func:`qualiface.models.inference.embed_images`), which applies the card's preprocessing, so callers always pass
+RGB ``uint8`` arrays ``(N, H, W, 3)`` (what Pillow decodes). Build one with :func:`qualiface.models.load_model` or
+:meth:`FaceModel.from_backbone`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from qualiface.backbones.base import Preprocessing
+from qualiface.models.card import ModelCard, QualityInfo, ThresholdInfo
+from qualiface.quality.branches import get_branch
 
 QUALITY_METHODS: tuple[str, ...] = ("feature_norm", "cr_fiqa", "scaleface")
-_AUX_KEYS = {"cr_fiqa": "quality", "scaleface": "scale"}
 _ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
 class FaceModel:
-    """A loaded face recognition model: embeddings, quality scores and the preprocessing they need.
+    """A loaded face recognition model: its :class:`~qualiface.models.card.ModelCard` and the network.
 
     Attributes:
-        name: Human-readable model name (architecture and file), used in messages.
-        source_format: The adapter that loaded it (``"qualiface"``, ``"insightface"``, ``"magface"``,
-            ``"adaface"``, ``"crfiqa"``, ``"scaleface"``, ``"safetensors"``, ``"onnx"``).
-        preprocessing: Channel order, mean/std on 0..1 pixels, input size, flip fusion (methods.md §1.2).
-        embedding_dim: Width of the raw embedding.
-        quality_method: ``"feature_norm"`` (MagFace, AdaFace), ``"cr_fiqa"`` (the ``qs`` output),
-            ``"scaleface"`` (the predicted scale) or ``None`` (no quality output).
-        threshold: Cosine decision threshold (a UniTSFace-trained model's learned threshold or a calibration).
-        calibration: The calibration sidecar's content, when there is one.
-        flip_policy: ``"sum"`` when the family fuses ``f(x) + f(flip x)`` at test time, else ``"none"``.
+        card: What the model is (name, format, architecture, preprocessing, quality, thresholds, SHA-256, ...).
         module: The PyTorch backbone (eval mode) or ``None``.
         session: The onnxruntime session or ``None``.
         path: The file it was loaded from, when any.
-        info: Extra facts from the source (architecture, keys dropped, ...).
+        calibration: The calibration file's content, when there is one.
+        info: Extra facts from the source (architecture, keys dropped, ONNX metadata, ...).
+
+    ``name``, ``source_format``, ``preprocessing``, ``embedding_dim``, ``quality_method`` and ``threshold`` read
+    the card; setting ``preprocessing`` or ``threshold`` updates it.
     """
 
     def __init__(
         self,
+        card: ModelCard,
         *,
-        name: str,
-        source_format: str,
-        preprocessing: Preprocessing,
-        embedding_dim: int,
         module: torch.nn.Module | None = None,
         session: Any = None,
-        quality_method: str | None = None,
-        threshold: float | None = None,
-        calibration: dict[str, Any] | None = None,
         device: str | torch.device = "cpu",
         path: str | None = None,
         info: dict[str, Any] | None = None,
+        calibration: dict[str, Any] | None = None,
     ) -> None:
         if (module is None) == (session is None):
             raise ValueError("FaceModel needs exactly one of module= and session=")
-        if quality_method is not None and quality_method not in QUALITY_METHODS:
-            raise ValueError(f"unknown quality_method {quality_method!r}; expected None or one of {QUALITY_METHODS}")
-        self.name = name
-        self.source_format = source_format
-        self.preprocessing = preprocessing
-        self.embedding_dim = int(embedding_dim)
-        self.quality_method = quality_method
-        self.threshold = threshold
+        for quality in card.quality:
+            if quality.method not in QUALITY_METHODS:
+                raise ValueError(f"unknown quality method {quality.method!r}; expected one of {QUALITY_METHODS}")
+        self.card = card
         self.calibration = calibration
         self.path = path
         self.info = dict(info or {})
@@ -74,12 +64,95 @@ class FaceModel:
         self.module = module
         self.session = session
         if module is not None:
-            module.to(self.device).eval()
+            module.to(self.device)
+        self.autocast_dtype: torch.dtype | None = None  # the trainer's evaluation runs under its autocast
+        self.channels_last = False
         self._onnx_io: dict[str, Any] = {}
         if session is not None:
             self._describe_session()
 
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone: torch.nn.Module,
+        *,
+        name: str | None = None,
+        head: str | None = None,
+        device: str | torch.device | None = None,
+    ) -> FaceModel:
+        """A model over a backbone built in Python (or being trained): its card from the backbone's description,
+        quality from its branch or from the ``head`` it is trained with (MagFace, AdaFace: the norm)."""
+        from qualiface.models.formats.common import branch_quality, head_quality
+
+        arch = getattr(backbone, "arch", "") or type(backbone).__name__
+        card = ModelCard(
+            name=name or arch,
+            source_format="qualiface",
+            embedding_dim=int(backbone.embedding_dim),
+            preprocessing=backbone.preprocessing,
+            architecture=arch,
+            architecture_kwargs=dict(getattr(backbone, "arch_kwargs", {}) or {}),
+            quality=branch_quality(getattr(backbone, "quality_branch", None)) or head_quality(head),
+        )
+        if device is None:
+            first = next(iter(backbone.parameters()), None)
+            device = first.device if first is not None else "cpu"
+        return cls(card, module=backbone, device=device)
+
     # ------------------------------------------------------------------------------------------------ description
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def source_format(self) -> str:
+        return self.card.source_format
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.card.embedding_dim
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.card.preprocessing
+
+    @preprocessing.setter
+    def preprocessing(self, value: Preprocessing) -> None:
+        self.card = replace(self.card, preprocessing=value)
+        if self.module is not None:
+            self.module.preprocessing = value
+
+    @property
+    def quality_method(self) -> str | None:
+        """The trained quality method (``"feature_norm"`` of a MagFace/AdaFace model, ``"cr_fiqa"``,
+        ``"scaleface"``) or ``None``; see :meth:`quality_info` for the untrained embedding-norm fallback."""
+        return self.card.quality_method
+
+    @property
+    def threshold(self) -> float | None:
+        """The cosine decision threshold (the card's calibrated one, else its learned one), or ``None``."""
+        decision = self.card.decision_threshold
+        return None if decision is None else decision.value
+
+    @threshold.setter
+    def threshold(self, value: float | None) -> None:
+        kept = tuple(t for t in self.card.thresholds if t.kind != "learned")
+        added = () if value is None else (ThresholdInfo(value=float(value), kind="learned", source="set in Python"),)
+        self.card = replace(self.card, thresholds=(*kept, *added))
+
+    def quality_info(self, *, allow_untrained: bool = False) -> QualityInfo | None:
+        """The quality the model outputs; with ``allow_untrained`` a recognizer without one gets the norm of its
+        raw embedding, labelled ``source="embedding_norm"`` (refused at scoring time if the output is unit-length)."""
+        if self.card.quality:
+            return self.card.quality[0]
+        if not allow_untrained:
+            return None
+        return QualityInfo(
+            method="feature_norm",
+            source="embedding_norm",
+            description="norm of the raw embedding (the model was not trained for quality)",
+        )
 
     @property
     def flip_policy(self) -> str:
@@ -93,36 +166,20 @@ class FaceModel:
         return int(height), int(width)
 
     def __repr__(self) -> str:
-        p = self.preprocessing
         backend = "torch" if self.module is not None else "onnxruntime"
         return (
             f"FaceModel({self.name!r}, format={self.source_format!r}, backend={backend}, dim={self.embedding_dim}, "
-            f"quality={self.quality_method!r}, {p.channel_order} mean={list(p.mean)} std={list(p.std)} "
-            f"size={self.input_size}, flip={self.flip_policy!r}, threshold={self.threshold})"
+            f"quality={self.quality_method!r}, {self.preprocessing.describe()}, threshold={self.threshold})"
         )
 
-    # ------------------------------------------------------------------------------------------------ preprocessing
+    # ------------------------------------------------------------------------------------------------ inference
 
     def preprocess(self, images: np.ndarray | Sequence[np.ndarray], *, flip: bool = False) -> np.ndarray:
         """RGB ``uint8`` ``(N, H, W, 3)`` (or a list of ``(H, W, 3)``) to the network input ``(N, 3, H, W)``
-        float32: optional horizontal flip, the model's channel order, ``(x / 255 − mean) / std``."""
-        array = _stack(images)
-        height, width = self.input_size
-        if array.shape[1:3] != (height, width):
-            raise ValueError(
-                f"{self.name}: images are {array.shape[2]}x{array.shape[1]} pixels (WxH) but the model takes "
-                f"{width}x{height}; align and crop the faces first"
-            )
-        if flip:
-            array = array[:, :, ::-1]
-        if self.preprocessing.channel_order == "BGR":
-            array = array[..., ::-1]
-        mean = np.asarray(self.preprocessing.mean, dtype=np.float32)
-        std = np.asarray(self.preprocessing.std, dtype=np.float32)
-        x = (array.astype(np.float32) / np.float32(255.0) - mean) / std
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
+        float32 (see :func:`qualiface.models.inference.prepare_batch`)."""
+        from qualiface.models.inference import prepare_batch
 
-    # ------------------------------------------------------------------------------------------------ inference
+        return prepare_batch(list(_stack(images)), self.preprocessing, self.name, flip=flip)
 
     def embed(
         self, images: np.ndarray | Sequence[np.ndarray], *, batch_size: int = 64, flip: bool = False
@@ -130,13 +187,14 @@ class FaceModel:
         """Raw (not normalised) embeddings ``(N, embedding_dim)`` float32.
 
         Args:
-            images: RGB ``uint8`` ``(N, H, W, 3)`` or a list of ``(H, W, 3)`` arrays at the model's input size.
+            images: RGB ``uint8`` ``(N, H, W, 3)`` or a list of ``(H, W, 3)`` aligned crops.
             batch_size: Images per forward pass.
             flip: Return ``f(x) + f(flip x)`` (arcface_torch / AdaFace / UniTSFace flip fusion; for AdaFace this
                 is its ``pre_norm_vector_add``).
         """
-        embeddings, _ = self._run_all(images, batch_size=batch_size, flip=flip, want_quality=False)
-        return embeddings
+        from qualiface.models.inference import embed_images
+
+        return embed_images(self, _stack(images), batch_size=batch_size, flip=flip).fused()
 
     def quality(self, images: np.ndarray | Sequence[np.ndarray], *, batch_size: int = 64) -> np.ndarray:
         """Quality scores ``(N,)`` float32, higher = better, on the single non-flipped view.
@@ -144,8 +202,9 @@ class FaceModel:
         Raises:
             ValueError: The model has no quality output (:attr:`quality_method` is ``None``).
         """
-        self._require_quality()
-        _, scores = self._run_all(images, batch_size=batch_size, flip=False, want_quality=True)
+        from qualiface.models.inference import embed_images
+
+        scores = embed_images(self, _stack(images), batch_size=batch_size, flip=False, quality=True).quality
         assert scores is not None
         return scores
 
@@ -154,64 +213,51 @@ class FaceModel:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings (as :meth:`embed`) and quality (as :meth:`quality`) from one forward pass per batch
         (plus one on the flipped images when ``flip``)."""
-        self._require_quality()
-        embeddings, scores = self._run_all(images, batch_size=batch_size, flip=flip, want_quality=True)
-        assert scores is not None
-        return embeddings, scores
+        from qualiface.models.inference import embed_images
+
+        out = embed_images(self, _stack(images), batch_size=batch_size, flip=flip, quality=True)
+        assert out.quality is not None
+        return out.fused(), out.quality
+
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[None]:
+        """The PyTorch module in eval mode for the duration (its previous mode restored afterwards)."""
+        if self.module is None:
+            yield
+            return
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            yield
+        finally:
+            self.module.train(was_training)
 
     def forward_array(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Run preprocessed input ``(N, 3, H, W)`` float32: raw embeddings and (when available) quality."""
+        """Run preprocessed input ``(N, 3, H, W)`` float32: raw embeddings and (for a quality branch) its output."""
         if self.module is not None:
             return self._forward_torch(x)
         return self._forward_onnx(x)
 
     # ------------------------------------------------------------------------------------------------ internals
 
-    def _require_quality(self) -> None:
-        if self.quality_method is None:
-            raise ValueError(
-                f"{self.name} ({self.source_format}) has no quality output; quality scores come from MagFace/AdaFace "
-                f"feature norms, a CR-FIQA 'qs' branch or a ScaleFace scale predictor"
-            )
-
-    def _run_all(
-        self, images: np.ndarray | Sequence[np.ndarray], *, batch_size: int, flip: bool, want_quality: bool
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        n = len(images)
-        embeddings: list[np.ndarray] = []
-        scores: list[np.ndarray] = []
-        for start in range(0, n, batch_size):
-            chunk = images[start : start + batch_size]
-            emb, q = self.forward_array(self.preprocess(chunk))
-            if flip:
-                emb = emb + self.forward_array(self.preprocess(chunk, flip=True))[0]
-            embeddings.append(emb)
-            if want_quality:
-                if q is None:  # pragma: no cover - guarded by _require_quality
-                    raise ValueError(f"{self.name}: no quality output")
-                scores.append(q)
-        emb_out = (
-            np.concatenate(embeddings).astype(np.float32, copy=False)
-            if embeddings
-            else np.zeros((0, self.embedding_dim), dtype=np.float32)
-        )
-        if not want_quality:
-            return emb_out, None
-        q_out = np.concatenate(scores).astype(np.float32, copy=False) if scores else np.zeros(0, dtype=np.float32)
-        return emb_out, q_out
-
     def _forward_torch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         assert self.module is not None
-        with torch.inference_mode():
+        amp = (
+            torch.autocast(self.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), amp:
             tensor = torch.from_numpy(x).to(self.device)
-            if self.quality_method in _AUX_KEYS:
+            if self.channels_last:
+                tensor = tensor.contiguous(memory_format=torch.channels_last)
+            branch = getattr(self.module, "quality_branch", None)
+            if branch is not None:
                 emb, aux = self.module.forward_aux(tensor)
-                q: torch.Tensor | None = aux[_AUX_KEYS[self.quality_method]].float()
+                q: torch.Tensor | None = aux[get_branch(branch).aux_key].float()
             else:
                 emb = self.module(tensor)
-                q = torch.linalg.vector_norm(emb.float(), dim=1) if self.quality_method == "feature_norm" else None
+                q = None
             emb_np = emb.float().cpu().numpy()
             return emb_np, None if q is None else q.cpu().numpy()
 
@@ -232,7 +278,7 @@ class FaceModel:
             "embedding": emb_name,
             "quality": quality_name,
         }
-        if self.quality_method in _AUX_KEYS and quality_name is None:
+        if self.quality_method not in (None, "feature_norm") and quality_name is None:
             raise ValueError(
                 f"{self.name}: quality_method {self.quality_method!r} but the graph has no 'quality' output"
             )
@@ -260,8 +306,6 @@ class FaceModel:
                 parts.append((e[:n], None if qq is None else qq[:n]))
             emb = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, self.embedding_dim), np.float32)
             q = None if not parts or parts[0][1] is None else np.concatenate([p[1] for p in parts])  # type: ignore[misc]
-        if q is None and self.quality_method == "feature_norm":
-            q = np.linalg.norm(emb.astype(np.float32), axis=1)
         return emb, q
 
 

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from qualiface.backbones.base import Backbone
 from qualiface.quality.base import QualityEstimator
+from qualiface.quality.branches import get_branch
 from qualiface.registry import QUALITY
 
 
@@ -21,7 +22,6 @@ class _BranchQuality(QualityEstimator):
     """Reads one auxiliary output of a backbone built with a quality branch."""
 
     branch: ClassVar[str]
-    aux_key: ClassVar[str]
     backbone: Backbone
 
     def __init__(self, backbone: Backbone) -> None:
@@ -35,7 +35,7 @@ class _BranchQuality(QualityEstimator):
 
     def forward(self, images: Tensor) -> Tensor:
         _, aux = self.backbone.forward_aux(images)
-        return aux[self.aux_key].float()
+        return aux[get_branch(self.branch).aux_key].float()
 
 
 @QUALITY.register("feature_norm")
@@ -59,7 +59,6 @@ class CRFIQAQuality(_BranchQuality):
 
     name: ClassVar[str] = "cr_fiqa"
     branch: ClassVar[str] = "cr_fiqa"
-    aux_key: ClassVar[str] = "quality"
 
 
 @QUALITY.register("scaleface")
@@ -71,4 +70,3 @@ class ScaleFaceQuality(_BranchQuality):
 
     name: ClassVar[str] = "scaleface"
     branch: ClassVar[str] = "scaleface"
-    aux_key: ClassVar[str] = "scale"

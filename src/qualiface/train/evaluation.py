@@ -6,7 +6,6 @@ synthetic identities (a seed disjoint from the training identities). Runs on ran
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -15,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from qualiface.backbones.base import Preprocessing
 from qualiface.config.schema import EvalConfig, PairsSource, SyntheticConfig
-from qualiface.data.transforms import hflip, normalize, to_tensor
+from qualiface.models.face_model import FaceModel
+from qualiface.models.inference import Embedded, embed_images
 
 #: Added to the training seed for the held-out synthetic identities.
 HELD_OUT_SEED_OFFSET = 1_000_003
@@ -105,58 +104,22 @@ def _stem(path: str | None) -> str:
     return Path(path or "pairs").stem
 
 
-@torch.no_grad()
-def embed_images(
+def embed_set(
     model: nn.Module,
     images: ImageSequence,
-    preprocessing: Preprocessing,
     *,
     batch_size: int = 128,
     flip: bool = False,
-    device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
-) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
-    """Raw embeddings ``(N, D)`` of every image, those of the flipped images (or ``None``) and the auxiliary
-    outputs (e.g. ``quality``) of ``model.forward_aux``, all float32. The model is put in eval mode and back."""
-    was_training = model.training
-    model.eval()
-    device = torch.device(device)
-    expected = tuple(preprocessing.input_size[1:])
-    chunks: list[np.ndarray] = []
-    flip_chunks: list[np.ndarray] = []
-    aux_chunks: dict[str, list[np.ndarray]] = {}
-    try:
-        for begin in range(0, len(images), batch_size):
-            batch = []
-            for i in range(begin, min(begin + batch_size, len(images))):
-                image = images[i]
-                if tuple(image.shape[:2]) != expected:
-                    raise ValueError(f"image {i} is {image.shape[1]}x{image.shape[0]}, the backbone takes {expected}")
-                batch.append(to_tensor(image))
-            x = normalize(torch.stack(batch), preprocessing).to(device)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            views = [x, hflip(x)] if flip else [x]
-            for view_index, view in enumerate(views):
-                amp = (
-                    torch.autocast(device.type, dtype=autocast_dtype)
-                    if autocast_dtype is not None
-                    else contextlib.nullcontext()
-                )
-                with amp:
-                    emb, aux = model.forward_aux(view)
-                if view_index == 0:
-                    chunks.append(emb.float().cpu().numpy())
-                    for key, value in aux.items():
-                        aux_chunks.setdefault(key, []).append(value.float().reshape(-1).cpu().numpy())
-                else:
-                    flip_chunks.append(emb.float().cpu().numpy())
-    finally:
-        model.train(was_training)
-    embeddings = np.concatenate(chunks)
-    flipped = np.concatenate(flip_chunks) if flip else None
-    return embeddings, flipped, {k: np.concatenate(v) for k, v in aux_chunks.items()}
+) -> Embedded:
+    """Embed a set with the backbone being trained, through the library's one inference path
+    (:func:`qualiface.models.inference.embed_images`): the backbone's preprocessing, eval mode for the duration,
+    the trainer's autocast and memory format."""
+    face_model = FaceModel.from_backbone(model)
+    face_model.autocast_dtype = autocast_dtype
+    face_model.channels_last = channels_last
+    return embed_images(face_model, images, batch_size=batch_size, flip=flip)
 
 
 def evaluate_set(
@@ -165,9 +128,8 @@ def evaluate_set(
     """``{"eval/<name>/accuracy": ..., ".../accuracy_std": ..., ".../threshold": ...}`` for one set."""
     from qualiface.eval.verification import evaluate_verification
 
-    emb, flipped, _ = embed_images(
-        model, vset.images, model.preprocessing, batch_size=cfg.batch_size, flip=cfg.flip, device=device, **embed_kwargs
-    )
+    embedded = embed_set(model, vset.images, batch_size=cfg.batch_size, flip=cfg.flip, **embed_kwargs)
+    emb, flipped = embedded.embeddings, embedded.flipped
     result = evaluate_verification(
         emb[vset.index_a],
         vset.issame,

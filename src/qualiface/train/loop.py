@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,11 @@ from torch.utils.data import DataLoader
 import qualiface
 from qualiface.config.io import dump_config, to_dict
 from qualiface.config.schema import ExperimentConfig
+from qualiface.models.card import ThresholdInfo
+from qualiface.models.face_model import FaceModel
+from qualiface.models.model_file import write_model_file
+from qualiface.quality.branches import branch_for_aux_key, branch_modules, get_branch
+from qualiface.run_layout import RunLayout
 from qualiface.train import checkpoint as ckpt
 from qualiface.train.data import ShardedBatchSampler, build_train_samples
 from qualiface.train.distributed import (
@@ -35,15 +40,12 @@ from qualiface.train.distributed import (
     sum_gradients_hook,
 )
 from qualiface.train.evaluation import VerificationSet, build_verification_set, evaluate_sets
+from qualiface.train.init_from import gather_centres, read_init_source
 from qualiface.train.metrics_log import MetricsLog
 from qualiface.train.optim import build_optimizer, build_scheduler, clip_gradients
 from qualiface.train.precision import grad_scaler, resolve_precision
 
 logger = logging.getLogger(__name__)
-
-#: Module names of the quality branches (trained even with ``model.freeze_backbone``).
-QUALITY_BRANCH_MODULES = ("qs", "scale_predictor")
-MODEL_FORMAT = "qualiface.model/1"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -78,7 +80,9 @@ class _AuxForward(nn.Module):
 
 
 def _aux_keys(backbone: nn.Module) -> set[str]:
-    return {"cr_fiqa": {"quality"}, "scaleface": {"scale"}}.get(getattr(backbone, "quality_branch", None) or "", set())
+    """The ``forward_aux`` keywords of the backbone's quality branch (none without one)."""
+    name = getattr(backbone, "quality_branch", None)
+    return {get_branch(name).aux_key} if name else set()
 
 
 class Trainer:
@@ -89,6 +93,7 @@ class Trainer:
         self.info = info
         self.device = info.device
         self.run_dir = Path(cfg.train.out_dir)
+        self.layout = RunLayout(self.run_dir)
         if info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         barrier(info)
@@ -126,7 +131,7 @@ class Trainer:
             self.backbone.to(memory_format=torch.channels_last)
         if cfg.model.freeze_backbone:
             for name, param in self.backbone.named_parameters():
-                param.requires_grad_(name.split(".")[0] in QUALITY_BRANCH_MODULES)
+                param.requires_grad_(name.split(".")[0] in branch_modules())
         if cfg.model.sync_batchnorm and info.distributed:
             if self.device.type != "cuda":
                 raise ValueError("model.sync_batchnorm needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel)")
@@ -162,8 +167,8 @@ class Trainer:
             MetricsLog(self.run_dir, tensorboard=cfg.log.tensorboard, resume_step=self.step) if info.is_main else None
         )
         if info.is_main:
-            dump_config(cfg, self.run_dir / "config.yaml")
-            (self.run_dir / "run.json").write_text(json.dumps(self.describe(), indent=2) + "\n")
+            dump_config(cfg, self.layout.config)
+            self.layout.run_json.write_text(json.dumps(self.describe(), indent=2) + "\n")
 
     # ------------------------------------------------------------------------------------------------ set-up
 
@@ -193,11 +198,9 @@ class Trainer:
         usable = needed | set(head.accepts)
         missing = needed - provided
         if missing:
-            branch = {"quality": "cr_fiqa", "scale": "scaleface"}[sorted(missing)[0]]
-            raise ValueError(
-                f"head {self.cfg.head.name!r} needs the backbone output {sorted(missing)}: set "
-                f"model.kwargs.quality_branch: {branch}"
-            )
+            branch = branch_for_aux_key(sorted(missing)[0])
+            fix = f"set model.kwargs.quality_branch: {branch.name}" if branch else "no quality branch provides it"
+            raise ValueError(f"head {self.cfg.head.name!r} needs the backbone output {sorted(missing)}: {fix}")
         unused = provided - usable
         if unused:
             raise ValueError(
@@ -207,35 +210,35 @@ class Trainer:
         self.aux_keys = provided
 
     def _init_from(self, path: Path) -> None:
-        """Backbone (and, when the class count matches and the run is not sharded, the head) from a previous run."""
-        source = path / "model.pt" if (path / "model.pt").is_file() else path
-        if source.is_dir():
-            folder = ckpt.latest_checkpoint(source) or source
-            files = sorted(Path(folder).glob("rank*.pt"))
-            if not files:
-                raise FileNotFoundError(f"model.init_from {path}: no model.pt and no checkpoint found")
-            state = torch.load(files[0], map_location="cpu", weights_only=True)
-            backbone_state = state["backbone"]
-            head_states = [torch.load(f, map_location="cpu", weights_only=True)["head"] for f in files]
-        else:
-            state = torch.load(source, map_location="cpu", weights_only=True)
-            if state.get("format") != MODEL_FORMAT:
-                raise ValueError(f"model.init_from {source}: not a qualiface model file (format {state.get('format')})")
-            backbone_state = state["state_dict"]
-            head_states = [state["head_state"]] if state.get("head_state") is not None else []
+        """Backbone and class centres from a previous run (any number of processes): a ``model.pt`` holds the
+        gathered centres, a checkpoint folder one shard per rank. Logs what was loaded; with
+        ``head.freeze_centres`` a source without centres for this class count is refused."""
+        backbone_state, centres, source = read_init_source(path)
         missing, unexpected = self.backbone.load_state_dict(backbone_state, strict=False)
-        if unexpected or [k for k in missing if k.split(".")[0] not in QUALITY_BRANCH_MODULES]:
+        if unexpected or [k for k in missing if k.split(".")[0] not in branch_modules()]:
             raise ValueError(
                 f"model.init_from {path}: backbone keys do not match {self.cfg.model.backbone}: missing {missing[:5]}, "
                 f"unexpected {unexpected[:5]}"
             )
-        if head_states:
-            weight = torch.cat([h["weight"] for h in head_states])
-            if weight.shape[0] == self.num_classes:
-                start = getattr(self.head, "class_start", 0)
-                with torch.no_grad():
-                    self.head.weight.copy_(weight[start : start + self.head.weight.shape[0]])
-                logger.info("init_from %s: class centres loaded", path)
+        logger.info("init_from %s: backbone loaded (%d tensors)", source, len(backbone_state))
+        usable = centres is not None and tuple(centres.shape) == (self.num_classes, self.head.weight.shape[1])
+        if usable:
+            assert centres is not None
+            start = int(getattr(self.head, "class_start", 0))
+            with torch.no_grad():
+                self.head.weight.copy_(centres[start : start + self.head.weight.shape[0]])
+            logger.info("init_from %s: %d class centres loaded", source, centres.shape[0])
+        else:
+            what = "no class centres" if centres is None else f"class centres of shape {tuple(centres.shape)}"
+            needed = (self.num_classes, self.head.weight.shape[1])
+            if self.cfg.head.freeze_centres:
+                raise ValueError(
+                    f"model.init_from {path}: {what}, but head.freeze_centres needs the trained centres {needed}; "
+                    f"point init_from at the run that trained them"
+                )
+            logger.warning("init_from %s: %s for %s; the head starts from its own initialisation", source, what, needed)
+        if self.cfg.head.freeze_centres:
+            self.head.weight.requires_grad_(False)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -288,7 +291,7 @@ class Trainer:
         if changed:
             raise ckpt.CheckpointError(
                 f"{folder}: the config sections {changed} differ from the checkpoint's; resume with the saved "
-                f"{self.run_dir / 'config.yaml'}"
+                f"{self.layout.config}"
             )
         self.backbone.load_state_dict(state["backbone"])
         self.head.load_state_dict(state["head"])
@@ -301,28 +304,52 @@ class Trainer:
         self.last_checkpoint = folder
         logger.info("resumed from %s at step %d", folder, self.step)
 
-    def export(self) -> Path:
-        """``run_dir/model.pt``: backbone weights, its description and preprocessing (rank 0)."""
+    def export(self) -> Path | None:
+        """``run_dir/model.pt`` (rank 0): backbone weights, model card, and every class centre (gathered from the
+        ranks of a multi-process run). Collective: every rank calls it."""
+        centres = gather_centres(self.head, self.info)
+        if not self.info.is_main:
+            return None
         head_info: dict[str, Any] = {"name": self.cfg.head.name, "num_classes": self.num_classes}
         threshold = getattr(self.head, "threshold", None)
         if isinstance(threshold, Tensor):
             head_info["threshold"] = float(threshold)
-        model = {
-            "format": MODEL_FORMAT,
-            "backbone": self.cfg.model.backbone,
-            "backbone_kwargs": dict(self.cfg.model.kwargs),
-            "embedding_dim": self.backbone.embedding_dim,
-            "preprocessing": self.backbone.preprocessing.to_dict(),
-            "state_dict": {k: v.detach().cpu() for k, v in self.backbone.state_dict().items()},
-            "head": head_info,
-            "head_state": None if self.info.distributed else {"weight": self.head.weight.detach().cpu()},
-            "step": self.step,
-            "config": to_dict(self.cfg),
-            "qualiface_version": qualiface.__version__,
-        }
-        path = self.run_dir / "model.pt"
-        ckpt.atomic_save(model, path)
-        return path
+        card = FaceModel.from_backbone(
+            self.backbone,
+            name=f"{self.cfg.model.backbone} ({self.cfg.name or self.run_dir.name}, step {self.step})",
+            head=self.cfg.head.name,
+        ).card
+        card = replace(
+            card,
+            architecture_kwargs=dict(self.cfg.model.kwargs),
+            provenance={
+                "trained_by": f"qualiface {qualiface.__version__}",
+                "run": str(self.run_dir),
+                "step": self.step,
+                "head": self.cfg.head.name,
+                "data": self.cfg.data.source
+                if self.cfg.data.path is None
+                else f"{self.cfg.data.source}: {self.cfg.data.path}",
+                "num_classes": self.num_classes,
+            },
+        )
+        if "threshold" in head_info:
+            learned = ThresholdInfo(head_info["threshold"], kind="learned", source=f"{self.cfg.head.name} head")
+            card = card.with_threshold(learned)
+        return write_model_file(
+            self.layout.model_file,
+            backbone=self.cfg.model.backbone,
+            backbone_kwargs=self.cfg.model.kwargs,
+            state_dict=self.backbone.state_dict(),
+            preprocessing=self.backbone.preprocessing.to_dict(),
+            embedding_dim=self.backbone.embedding_dim,
+            card=card.to_dict(),
+            head=head_info,
+            head_state={"weight": centres},
+            step=self.step,
+            config=to_dict(self.cfg),
+            version=qualiface.__version__,
+        )
 
     # ------------------------------------------------------------------------------------------------ the loop
 
@@ -417,7 +444,7 @@ class Trainer:
         tick = time.perf_counter()
         if self.cfg.model.freeze_backbone:
             self.backbone.eval()
-            for name in QUALITY_BRANCH_MODULES:
+            for name in branch_modules():
                 branch = getattr(self.backbone, name, None)
                 if branch is not None:
                     branch.train()
@@ -469,8 +496,7 @@ class Trainer:
                 result.eval_metrics = self.evaluate()
                 if self.log is not None and result.eval_metrics:
                     self.log.log({"step": self.step, **result.eval_metrics})
-            if self.info.is_main:
-                result.model_path = self.export()
+            result.model_path = self.export()
             barrier(self.info)
         finally:
             bar.close()

@@ -1,0 +1,354 @@
+"""The model card: one typed, versioned record of what a face model is.
+
+A :class:`ModelCard` says everything a result depends on: the model's name and source format, its architecture
+and constructor arguments, the embedding size, the preprocessing (channel order, input size, resize policy,
+mean/std in one unit, flip fusion), the quality it outputs (method, where it comes from, direction, observed
+range), its decision thresholds with their provenance (learned in training, calibrated at an FMR on N pairs),
+the SHA-256 of the weights file, and provenance and licence fields.
+
+Training writes the card into ``model.pt``; ``qualiface export`` writes it into the ONNX metadata
+(``qualiface.card``) and the safetensors header; ``qualiface calibrate`` adds a calibrated threshold (stored in
+the calibration file next to the model, bound to the weights' SHA-256); :func:`qualiface.models.load_model` reads
+it and ``qualiface info MODEL`` prints it. Outputs of ``embed``, ``quality``, ``verify`` and ``eval verify`` carry
+:meth:`ModelCard.stamp` (name, SHA-256, preprocessing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from qualiface.backbones.base import Preprocessing
+
+CARD_FORMAT = "qualiface.card/1"
+
+QualitySource = Literal["branch", "head", "embedding_norm"]
+ThresholdKind = Literal["learned", "calibrated"]
+
+#: Named preprocessings, in the one unit of :class:`Preprocessing` (mean/std on pixel / 255).
+PREPROCESSING_PRESETS: dict[str, dict[str, Any]] = {
+    "arcface": {"channel_order": "RGB", "mean": (0.5,) * 3, "std": (0.5,) * 3},  # insightface, CR-FIQA, UniTSFace
+    "raw": {"channel_order": "RGB", "mean": (0.0,) * 3, "std": (1 / 255,) * 3},  # 0..255 pixels as they are (SFace)
+    "raw_bgr": {"channel_order": "BGR", "mean": (0.0,) * 3, "std": (1 / 255,) * 3},
+    "adaface": {"channel_order": "BGR", "mean": (0.5,) * 3, "std": (0.5,) * 3},
+    "magface": {"channel_order": "BGR", "mean": (0.0,) * 3, "std": (1.0,) * 3},
+    "scaleface": {"channel_order": "RGB", "mean": (0.5,) * 3, "std": (128 / 255,) * 3},
+}
+_PREPROCESSING_KEYS = {
+    "channel_order": "channel_order",
+    "order": "channel_order",
+    "mean": "mean",
+    "std": "std",
+    "size": "input_size",
+    "input_size": "input_size",
+    "flip": "flip_fusion",
+    "flip_fusion": "flip_fusion",
+    "resize": "resize",
+}
+PREPROCESSING_HELP = (
+    "a preset (" + ", ".join(PREPROCESSING_PRESETS) + ") and/or comma-separated key=value among channel_order=RGB|BGR, "
+    "mean=M or M1/M2/M3, std=S or S1/S2/S3 (on pixel/255: input = (pixel/255 - mean)/std), size=112 or HxW, "
+    "flip=none|sum, resize=area|bilinear|none; e.g. 'raw' (0..255 RGB) or 'arcface,flip=sum'"
+)
+
+
+class CardError(ValueError):
+    """A model card, preprocessing specification or threshold that is not valid; names the field."""
+
+
+# ------------------------------------------------------------------------------------------------ preprocessing
+
+
+def preprocessing_from_dict(value: Mapping[str, Any], base: Preprocessing | None = None) -> Preprocessing:
+    """A :class:`Preprocessing` from its dict form (lists become tuples, one number becomes three, unknown fields
+    are an error), on top of ``base``."""
+    known = {f.name for f in fields(Preprocessing)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise CardError(f"unknown preprocessing fields {unknown}; expected some of {sorted(known)}")
+    items = {k: (tuple(v) if isinstance(v, list) else v) for k, v in value.items()}
+    for key in ("mean", "std"):
+        if key in items and isinstance(items[key], int | float):
+            items[key] = (float(items[key]),) * 3
+    try:
+        return replace(base or Preprocessing(), **items)
+    except (TypeError, ValueError) as exc:
+        raise CardError(str(exc)) from None
+
+
+def parse_preprocessing(text: str, base: Preprocessing | None = None) -> Preprocessing:
+    """The preprocessing that ``--preprocessing TEXT`` states (see :data:`PREPROCESSING_HELP`), on top of
+    ``base`` (the model's own, when it has one)."""
+    return preprocessing_from_dict(preprocessing_items(text), base)
+
+
+def preprocessing_items(text: str) -> dict[str, Any]:
+    """The :class:`Preprocessing` fields that ``--preprocessing TEXT`` states (unchecked until applied)."""
+    items: dict[str, Any] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if "=" not in part:
+            if part.lower() not in PREPROCESSING_PRESETS:
+                raise CardError(f"--preprocessing: unknown preset {part!r}; {PREPROCESSING_HELP}")
+            items.update(PREPROCESSING_PRESETS[part.lower()])
+            continue
+        key, raw = (s.strip() for s in part.split("=", 1))
+        field_name = _PREPROCESSING_KEYS.get(key.lower())
+        if field_name is None:
+            raise CardError(f"--preprocessing: unknown key {key!r}; {PREPROCESSING_HELP}")
+        items[field_name] = _preprocessing_value(field_name, raw, key)
+    if not items:
+        raise CardError(f"--preprocessing: empty; {PREPROCESSING_HELP}")
+    return items
+
+
+def _preprocessing_value(field_name: str, raw: str, key: str) -> Any:
+    if field_name in ("mean", "std"):
+        try:
+            values = [_number(v) for v in raw.split("/")] if raw.count("/") == 2 else [_number(raw)]
+        except ValueError:
+            raise CardError(f"--preprocessing: {key}={raw!r} is not one number or three separated by '/'") from None
+        return tuple(values * 3 if len(values) == 1 else values)
+    if field_name == "input_size":
+        sides = raw.lower().split("x")
+        try:
+            height, width = (int(sides[0]), int(sides[-1])) if len(sides) <= 2 else (0, 0)
+        except ValueError:
+            height = width = 0
+        if height <= 0 or width <= 0:
+            raise CardError(f"--preprocessing: size={raw!r} is not N or HxW")
+        return (3, height, width)
+    if field_name == "channel_order":
+        return raw.upper()
+    return raw.lower()
+
+
+def _number(text: str) -> float:
+    """A float, also written as a fraction such as ``1/255`` is not allowed here (``/`` separates channels)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+# ------------------------------------------------------------------------------------------------ card records
+
+
+@dataclass(frozen=True)
+class QualityInfo:
+    """The quality a model outputs.
+
+    Attributes:
+        method: ``"cr_fiqa"``, ``"scaleface"`` (a quality branch's output) or ``"feature_norm"``.
+        source: ``"branch"`` (a trained quality branch), ``"head"`` (the embedding norm that a MagFace or AdaFace
+            head trains to follow quality) or ``"embedding_norm"`` (the norm of a recognizer's raw output, which
+            its training did not aim at quality: a heuristic, labelled as such).
+        higher_is_better: Direction of the score (always ``True`` for the methods here).
+        observed_range: ``(min, max)`` of the scores on the calibration images, when calibrated.
+        description: One line for people.
+    """
+
+    method: str
+    source: QualitySource
+    higher_is_better: bool = True
+    observed_range: tuple[float, float] | None = None
+    description: str = ""
+
+    @property
+    def label(self) -> str:
+        """``method`` with ``(untrained)`` appended for a plain embedding norm."""
+        return f"{self.method} (untrained)" if self.source == "embedding_norm" else self.method
+
+
+@dataclass(frozen=True)
+class ThresholdInfo:
+    """A cosine decision threshold and where it comes from (``similarity >= value`` is a match).
+
+    Attributes:
+        value: The threshold, finite and within [-1, 1].
+        kind: ``"learned"`` (in training, e.g. UniTSFace's ``b / γ``) or ``"calibrated"`` (at a false-match rate).
+        fmr: Target false-match rate of a calibration.
+        fmr_measured / fnmr: What the threshold gives on the calibration pairs.
+        n_genuine / n_impostor: Calibration pairs used.
+        pairs: The pair list it was calibrated on.
+        created: ISO time of the calibration.
+        source: Free text (e.g. the checkpoint key a learned threshold was read from).
+    """
+
+    value: float
+    kind: ThresholdKind
+    metric: str = "cosine"
+    fmr: float | None = None
+    fmr_measured: float | None = None
+    fnmr: float | None = None
+    n_genuine: int | None = None
+    n_impostor: int | None = None
+    pairs: str | None = None
+    created: str | None = None
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        check_threshold(self.value, "threshold")
+        if self.kind not in ("learned", "calibrated"):
+            raise CardError(f"threshold kind {self.kind!r}: expected learned or calibrated")
+        if self.fmr is not None and not (isinstance(self.fmr, int | float) and 0.0 < self.fmr < 1.0):
+            raise CardError(f"threshold fmr {self.fmr!r}: expected a number in (0, 1)")
+
+    def describe(self) -> str:
+        if self.kind == "calibrated":
+            return (
+                f"{self.value:.6f} calibrated at FMR {self.fmr:g} on {self.n_impostor} impostor / {self.n_genuine} "
+                f"genuine pairs ({self.pairs})"
+            )
+        return f"{self.value:.6f} learned in training ({self.source or 'model'})"
+
+
+def check_threshold(value: Any, what: str) -> float:
+    """``value`` as a float if it is a finite cosine threshold in [-1, 1]; else :class:`CardError` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CardError(f"{what} {value!r}: expected a number")
+    if not math.isfinite(value) or not -1.0 <= value <= 1.0:
+        raise CardError(f"{what} {value!r}: a cosine threshold must be finite and within [-1, 1]")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a face model is (see the module docstring). Build one with the loaders; read it with
+    ``model.card`` or ``qualiface info``."""
+
+    name: str
+    source_format: str
+    embedding_dim: int
+    preprocessing: Preprocessing
+    architecture: str | None = None
+    architecture_kwargs: dict[str, Any] = field(default_factory=dict)
+    quality: tuple[QualityInfo, ...] = ()
+    thresholds: tuple[ThresholdInfo, ...] = ()
+    weights_sha256: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    licence: str | None = None
+    version: str = CARD_FORMAT
+
+    # -------------------------------------------------------------------------------------------- derived facts
+
+    @property
+    def quality_method(self) -> str | None:
+        """The primary quality method, or ``None``."""
+        return self.quality[0].method if self.quality else None
+
+    @property
+    def decision_threshold(self) -> ThresholdInfo | None:
+        """The threshold decisions use: the newest calibration, else a learned one, else ``None``."""
+        calibrated = [t for t in self.thresholds if t.kind == "calibrated"]
+        if calibrated:
+            return calibrated[-1]
+        learned = [t for t in self.thresholds if t.kind == "learned"]
+        return learned[-1] if learned else None
+
+    def with_threshold(self, threshold: ThresholdInfo) -> ModelCard:
+        """A copy with ``threshold`` added (a calibration replaces earlier calibrations)."""
+        kept = tuple(t for t in self.thresholds if t.kind != threshold.kind or t.kind == "learned")
+        return replace(self, thresholds=(*kept, threshold))
+
+    def stamp(self) -> dict[str, Any]:
+        """What every output carries about the model that made it: name, format, SHA-256, preprocessing."""
+        return {
+            "model": self.name,
+            "model_format": self.source_format,
+            "model_sha256": self.weights_sha256,
+            "preprocessing": self.preprocessing.describe(),
+        }
+
+    # -------------------------------------------------------------------------------------------- plain data
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["preprocessing"] = self.preprocessing.to_dict()
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "model card") -> ModelCard:
+        """Read and validate a card; :class:`CardError` names ``where`` and the field."""
+        if not isinstance(data, Mapping):
+            raise CardError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        version = data.get("version")
+        if version != CARD_FORMAT:
+            raise CardError(f"{where}: card version {version!r} is not {CARD_FORMAT!r}; upgrade qualiface to read it")
+        try:
+            preprocessing = preprocessing_from_dict(dict(data.get("preprocessing") or {}))
+            quality = tuple(
+                QualityInfo(**{**q, "observed_range": tuple(q["observed_range"]) if q.get("observed_range") else None})
+                for q in data.get("quality") or ()
+            )
+            thresholds = tuple(ThresholdInfo(**t) for t in data.get("thresholds") or ())
+            known = {f.name for f in fields(cls)} - {"preprocessing", "quality", "thresholds"}
+            unknown = sorted(set(data) - known - {"preprocessing", "quality", "thresholds"})
+            if unknown:
+                raise CardError(f"unknown fields {unknown}")
+            rest = {k: data[k] for k in known if k in data}
+            card = cls(preprocessing=preprocessing, quality=quality, thresholds=thresholds, **rest)
+        except CardError as exc:
+            raise CardError(f"{where}: {exc}") from None
+        except (TypeError, ValueError, KeyError) as exc:
+            raise CardError(f"{where}: invalid card ({exc})") from None
+        if not isinstance(card.embedding_dim, int) or card.embedding_dim <= 0:
+            raise CardError(f"{where}: embedding_dim {card.embedding_dim!r} is not a positive integer")
+        return card
+
+    @classmethod
+    def from_json(cls, text: str, *, where: str = "model card") -> ModelCard:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CardError(f"{where}: not valid JSON ({exc})") from None
+        return cls.from_dict(data, where=where)
+
+    def summary(self) -> str:
+        """Several lines for people (``qualiface info``)."""
+        lines = [
+            f"name            {self.name}",
+            f"format          {self.source_format}",
+            f"architecture    {self.architecture or 'unknown'}"
+            + (f" {json.dumps(self.architecture_kwargs, sort_keys=True)}" if self.architecture_kwargs else ""),
+            f"embedding       {self.embedding_dim}-d, raw (compare with cosine)",
+            f"preprocessing   {self.preprocessing.describe()} (source: {self.preprocessing.source})",
+        ]
+        if self.quality:
+            for q in self.quality:
+                span = f", observed {q.observed_range[0]:.4g}..{q.observed_range[1]:.4g}" if q.observed_range else ""
+                lines.append(f"quality         {q.label}: {q.description or q.source}, higher is better{span}")
+        else:
+            lines.append("quality         none")
+        if self.thresholds:
+            decision = self.decision_threshold
+            for t in self.thresholds:
+                mark = " (decides)" if t is decision else ""
+                lines.append(f"threshold       {t.describe()}{mark}")
+        else:
+            lines.append("threshold       none (qualiface calibrate stores one)")
+        lines.append(f"weights sha256  {self.weights_sha256 or 'unknown'}")
+        for key, value in sorted(self.provenance.items()):
+            lines.append(f"provenance      {key}: {value}")
+        lines.append(f"licence         {self.licence or 'not stated'}")
+        return "\n".join(lines)
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes (for a directory: of its ``model.pt``)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

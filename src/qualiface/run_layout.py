@@ -1,0 +1,86 @@
+"""Where a training run keeps its files: the one place that knows the run-directory layout.
+
+::
+
+    run_dir/config.yaml                       the resolved experiment config
+    run_dir/run.json                          world size, device, precision, sizes
+    run_dir/metrics.csv                       one row per logged step
+    run_dir/model.pt                          the trained model (weights + model card), see qualiface.models.model_file
+    run_dir/checkpoints/step_00000100/        one folder per checkpoint: rank0.pt, rank1.pt, ..., COMPLETE
+
+The trainer writes through it, the loader and ``model.init_from`` read through it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+CHECKPOINT_DIR = "checkpoints"
+COMPLETE_MARKER = "COMPLETE"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The files of the run in ``root``."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def model_file(self) -> Path:
+        return self.root / "model.pt"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINT_DIR
+
+    def step_dir(self, step: int) -> Path:
+        return self.checkpoints / f"step_{step:08d}"
+
+    def list_checkpoints(self) -> list[tuple[int, Path]]:
+        """Complete checkpoint folders, oldest first."""
+        if not self.checkpoints.is_dir():
+            return []
+        found = []
+        for entry in self.checkpoints.iterdir():
+            match = _STEP_DIR.match(entry.name)
+            if match and is_checkpoint_dir(entry):
+                found.append((int(match.group(1)), entry))
+        return sorted(found)
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint folder, or ``None``."""
+        done = self.list_checkpoints()
+        return done[-1][1] if done else None
+
+    def is_run(self) -> bool:
+        """Whether ``root`` looks like a run directory (a model file or a checkpoints folder)."""
+        return self.model_file.is_file() or self.checkpoints.is_dir()
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    """A complete checkpoint folder: ``rank*.pt`` files and the ``COMPLETE`` marker."""
+    return (path / COMPLETE_MARKER).is_file() and any(path.glob("rank*.pt"))
+
+
+def rank_files(folder: Path) -> list[Path]:
+    """``rank0.pt``, ``rank1.pt``, ... of a checkpoint folder, in rank order."""
+    files = [p for p in folder.glob("rank*.pt") if p.stem[4:].isdigit()]
+    return sorted(files, key=lambda p: int(p.stem[4:]))
