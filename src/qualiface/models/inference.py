@@ -66,10 +66,12 @@ def prepare_batch(images: list[np.ndarray], preprocessing: Preprocessing, name: 
         array = array[:, :, ::-1]
     if preprocessing.channel_order == "BGR":
         array = array[..., ::-1]
-    # float64, rounded once to float32: "raw 0..255" (mean 0, std 1/255) gives the pixel values exactly
     mean = np.asarray(preprocessing.mean, dtype=np.float64)
     std = np.asarray(preprocessing.std, dtype=np.float64)
-    x = (array.astype(np.float64) / 255.0 - mean) / std
+    if np.all(mean == 0) and np.all(np.abs(std * 255.0 - 1.0) < 1e-12):
+        x = array.astype(np.float32)  # "raw 0..255 pixels": the values exactly, as the model's own code feeds them
+    else:  # in float32, in this order, as the official inference scripts (bit-identical inputs)
+        x = (array.astype(np.float32) / np.float32(255.0) - mean.astype(np.float32)) / std.astype(np.float32)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
 
 

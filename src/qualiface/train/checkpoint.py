@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,8 @@ import numpy as np
 import torch
 
 from qualiface.atomic import atomic_path
+from qualiface.run_layout import COMPLETE_MARKER, RunLayout, rank_files
 from qualiface.train.distributed import DistInfo, barrier
-
-CHECKPOINT_DIR = "checkpoints"
-_STEP_DIR = re.compile(r"^step_(\d{8,})$")
 
 
 class CheckpointError(RuntimeError):
@@ -70,25 +67,17 @@ def _to_tuple(value: Any) -> Any:
 
 
 def step_dir(run_dir: Path, step: int) -> Path:
-    return run_dir / CHECKPOINT_DIR / f"step_{step:08d}"
+    return RunLayout(run_dir).step_dir(step)
 
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints of a run, oldest first."""
-    root = Path(run_dir) / CHECKPOINT_DIR
-    found = []
-    if root.is_dir():
-        for entry in root.iterdir():
-            match = _STEP_DIR.match(entry.name)
-            if match and (entry / "COMPLETE").is_file():
-                found.append((int(match.group(1)), entry))
-    return sorted(found)
+    return RunLayout(run_dir).list_checkpoints()
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoint folder, or ``None``."""
-    found = list_checkpoints(run_dir)
-    return found[-1][1] if found else None
+    return RunLayout(run_dir).latest_checkpoint()
 
 
 def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], info: DistInfo, keep: int) -> Path:
@@ -103,7 +92,7 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], info: DistI
     atomic_save(state, partial / f"rank{info.rank}.pt")
     barrier(info)
     if info.is_main:
-        (partial / "COMPLETE").write_text(f"step {step}\nworld_size {info.world_size}\n")
+        (partial / COMPLETE_MARKER).write_text(f"step {step}\nworld_size {info.world_size}\n")
         if final.exists():
             shutil.rmtree(final)
         os.replace(partial, final)
@@ -116,9 +105,9 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], info: DistI
 def load_rank_state(folder: Path, info: DistInfo, map_location: torch.device | str = "cpu") -> dict[str, Any]:
     """This rank's state from a complete checkpoint folder; checks the world size it was written with."""
     folder = Path(folder)
-    if not (folder / "COMPLETE").is_file():
+    if not (folder / COMPLETE_MARKER).is_file():
         raise CheckpointError(f"{folder}: not a complete checkpoint (no COMPLETE marker; the save was interrupted)")
-    files = sorted(folder.glob("rank*.pt"))
+    files = rank_files(folder)
     if len(files) != info.world_size:
         raise CheckpointError(
             f"{folder}: written by {len(files)} process(es) but this run has {info.world_size}; resume with the "

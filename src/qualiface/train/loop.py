@@ -282,7 +282,7 @@ class Trainer:
         folder = ckpt.latest_checkpoint(self.run_dir)
         if folder is None:
             raise ckpt.CheckpointError(
-                f"{self.run_dir / ckpt.CHECKPOINT_DIR}: no complete checkpoint to resume from; start without --resume"
+                f"{self.layout.checkpoints}: no complete checkpoint to resume from; start without --resume"
             )
         state = ckpt.load_rank_state(folder, self.info)
         saved = state["config"]
@@ -334,8 +334,12 @@ class Trainer:
             },
         )
         if "threshold" in head_info:
-            learned = ThresholdInfo(head_info["threshold"], kind="learned", source=f"{self.cfg.head.name} head")
-            card = card.with_threshold(learned)
+            value = head_info["threshold"]
+            if math.isfinite(value) and -1.0 <= value <= 1.0:
+                card = card.with_threshold(ThresholdInfo(value, kind="learned", source=f"{self.cfg.head.name} head"))
+            else:  # not a cosine: kept out of the card and the file (a decision with it would be meaningless)
+                logger.warning("the learned threshold %s is not within [-1, 1]; model.pt records none", value)
+                del head_info["threshold"]
         return write_model_file(
             self.layout.model_file,
             backbone=self.cfg.model.backbone,

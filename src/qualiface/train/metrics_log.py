@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from qualiface.atomic import atomic_path
+from qualiface.run_layout import RunLayout
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ class MetricsLog:
     """Append rows of ``{name: number}`` to ``run_dir/metrics.csv`` and, optionally, TensorBoard."""
 
     def __init__(self, run_dir: Path, *, tensorboard: bool = False, resume_step: int | None = None) -> None:
-        self.path = Path(run_dir) / "metrics.csv"
+        self.path = RunLayout(Path(run_dir)).metrics_csv
         self.columns: list[str] = []
         self.rows: list[dict[str, Any]] = []
         if resume_step is not None and self.path.is_file():
