@@ -72,7 +72,7 @@ def preprocessing_from_dict(value: Mapping[str, Any], base: Preprocessing | None
     unknown = sorted(set(value) - known)
     if unknown:
         raise CardError(f"unknown preprocessing fields {unknown}; expected some of {sorted(known)}")
-    items = {k: (tuple(v) if isinstance(v, list) else v) for k, v in value.items()}
+    items: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in value.items()}
     for key in ("mean", "std"):
         if key in items and isinstance(items[key], int | float):
             items[key] = (float(items[key]),) * 3

@@ -31,7 +31,7 @@ from qualiface.quality.branches import get_branch
 class _OnnxWrapper(nn.Module):
     """``input -> (embedding, quality)`` or ``input -> embedding``."""
 
-    def __init__(self, backbone: nn.Module, aux_key: str | None) -> None:
+    def __init__(self, backbone: Any, aux_key: str | None) -> None:
         super().__init__()
         self.backbone = backbone
         self.aux_key = aux_key

@@ -44,7 +44,7 @@ class FaceModel:
         self,
         card: ModelCard,
         *,
-        module: torch.nn.Module | None = None,
+        module: Any = None,
         session: Any = None,
         device: str | torch.device = "cpu",
         path: str | None = None,
@@ -74,7 +74,7 @@ class FaceModel:
     @classmethod
     def from_backbone(
         cls,
-        backbone: torch.nn.Module,
+        backbone: Any,
         *,
         name: str | None = None,
         head: str | None = None,

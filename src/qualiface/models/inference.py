@@ -68,6 +68,7 @@ def prepare_batch(images: list[np.ndarray], preprocessing: Preprocessing, name: 
         array = array[..., ::-1]
     mean = np.asarray(preprocessing.mean, dtype=np.float64)
     std = np.asarray(preprocessing.std, dtype=np.float64)
+    x: np.ndarray
     if np.all(mean == 0) and np.all(np.abs(std * 255.0 - 1.0) < 1e-12):
         x = array.astype(np.float32)  # "raw 0..255 pixels": the values exactly, as the model's own code feeds them
     else:  # in float32, in this order, as the official inference scripts (bit-identical inputs)

@@ -101,8 +101,8 @@ def parse_model_file(obj: Any, path: Path) -> ModelFile:
     state = obj["state_dict"]
     if not isinstance(state, Mapping):
         raise ModelFileError(f"{path}: state_dict is a {type(state).__name__}, not a dict of tensors")
-    head = obj.get("head") if isinstance(obj.get("head"), Mapping) else {}
-    head_state = obj.get("head_state") if isinstance(obj.get("head_state"), Mapping) else None
+    head: Mapping[str, Any] = obj["head"] if isinstance(obj.get("head"), Mapping) else {}
+    head_state: Mapping[str, Any] | None = obj["head_state"] if isinstance(obj.get("head_state"), Mapping) else None
     return ModelFile(
         backbone=str(obj["backbone"]),
         backbone_kwargs=dict(obj.get("backbone_kwargs") or {}),

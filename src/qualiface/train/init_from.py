@@ -8,10 +8,11 @@ any number of processes.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import Tensor
 
 from qualiface.models.model_file import ModelFileError, read_model_file
 from qualiface.run_layout import RunLayout, is_checkpoint_dir, rank_files
@@ -49,7 +50,7 @@ def read_init_source(path: Path) -> tuple[dict[str, Tensor], Tensor | None, Path
     return backbone, torch.cat(shards) if shards else None, folder
 
 
-def gather_centres(head: nn.Module, info: DistInfo) -> Tensor:
+def gather_centres(head: Any, info: DistInfo) -> Tensor:
     """Every class centre ``(C, D)`` on CPU: this rank's ``head.weight`` alone, or the shards of all ranks in
     rank order (collective under DDP: every rank calls it; shards may differ in size by one row)."""
     weight = head.weight.detach()

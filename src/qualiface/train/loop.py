@@ -321,6 +321,7 @@ class Trainer:
         ).card
         card = replace(
             card,
+            preprocessing=replace(card.preprocessing, source="qualiface training"),
             architecture_kwargs=dict(self.cfg.model.kwargs),
             provenance={
                 "trained_by": f"qualiface {qualiface.__version__}",

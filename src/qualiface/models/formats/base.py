@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 from qualiface.models.face_model import FaceModel
 from qualiface.models.formats.common import LoadRequest, ModelLoadError, flat_keys, mismatch
@@ -61,7 +61,7 @@ def get_format(name: str) -> type[ModelFormat]:
     """The registered format ``name`` or one of its aliases (:class:`ModelLoadError` otherwise)."""
     key = name.lower()
     for fmt_name in MODEL_FORMATS.names():
-        fmt: type[ModelFormat] = MODEL_FORMATS.get(fmt_name)
+        fmt = cast(type[ModelFormat], MODEL_FORMATS.get(fmt_name))
         if key == fmt_name or key in fmt.aliases:
             return fmt
     raise ModelLoadError(f"unknown format {name!r}; expected one of {', '.join(format_names())}")
@@ -73,7 +73,8 @@ def format_names() -> list[str]:
 
 
 def torch_formats() -> list[type[ModelFormat]]:
-    return [f for f in (MODEL_FORMATS.get(n) for n in format_names()) if f.container == "torch"]
+    found = [cast(type[ModelFormat], MODEL_FORMATS.get(n)) for n in format_names()]
+    return [f for f in found if f.container == "torch"]
 
 
 def guess_format(keys: Iterable[str], obj: Any = None) -> list[tuple[str, float]]:

@@ -157,13 +157,8 @@ def infer_iresnet(state: Mapping[str, Tensor], path: Path, arch: str | None, fmt
     kwargs = embedding_kwargs(state.get("fc.weight"))
     if arch is not None:
         return arch, kwargs
-    counts = [0, 0, 0, 0]
-    for key in state:
-        match = re.match(r"^layer([1-4])\.(\d+)\.", key)
-        if match:
-            stage = int(match.group(1)) - 1
-            counts[stage] = max(counts[stage], int(match.group(2)) + 1)
-    name = IRESNET_ARCHS.get(tuple(counts))  # type: ignore[arg-type]
+    counts = blocks_per_stage(state)
+    name = IRESNET_ARCHS.get(counts)
     if name is None:
         keys = list(state)
         raise mismatch(
@@ -356,7 +351,7 @@ def finish(
         quality=tuple(quality),
         thresholds=tuple(thresholds),
         weights_sha256=request.sha256,
-        provenance={"file": request.path.name, **dict(provenance or {})},
+        provenance={**dict(provenance or {}), "file": request.path.name},
         licence=licence,
     )
     return FaceModel(

@@ -14,6 +14,7 @@ Otherwise loading fails with a message that says how to state it.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -61,7 +62,7 @@ class Onnx(ModelFormat):
         card = _recorded_card(meta, path)
         if card is None:
             card = _foreign_card(request, meta, (height, width), dim, outputs)
-        card = ModelCard(**{**card.__dict__, "weights_sha256": request.sha256})
+        card = replace(card, weights_sha256=request.sha256, provenance={**card.provenance, "file": path.name})
         return FaceModel(card, session=session, device=request.device, path=str(path), info={"metadata": meta})
 
 
