@@ -42,7 +42,8 @@ def _need(*paths: Path) -> None:
 
 @pytest.fixture(scope="module")
 def quality_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A qualiface ``model.pt`` (iresnet18 with CR-FIQA's quality branch, random weights) as the trainer writes."""
+    """A qualiface ``model.pt`` (iresnet18 with CR-FIQA's quality branch, random weights) in the layout written
+    before model cards existed: still read, its card rebuilt from the other fields."""
     torch.manual_seed(0)
     backbone = qualiface.create_backbone("iresnet18", quality_branch="cr_fiqa", embedding_dim=64)
     path = tmp_path_factory.mktemp("model") / "model.pt"

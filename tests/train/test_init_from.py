@@ -28,11 +28,12 @@ def arcface_two_processes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
     return out, torch.cat([s["head"]["weight"] for s in shards])
 
 
-def _finetune(out: Path, source: Path, **changes: Any) -> dict[str, Any]:
+def _finetune(out: Path, source: Path, freeze_centres: bool | None = True, **changes: Any) -> dict[str, Any]:
     data = ddp_config(str(out), "scaleface", 8, 3)
     data["model"]["kwargs"]["quality_branch"] = "scaleface"
     data["model"].update(init_from=str(source), freeze_backbone=True)
-    data["head"]["freeze_centres"] = True
+    if freeze_centres is not None:  # None: the default, frozen with a frozen backbone
+        data["head"]["freeze_centres"] = freeze_centres
     for section, values in changes.items():
         data[section].update(values)
     return data
@@ -60,7 +61,7 @@ def test_model_pt_of_a_two_process_run_holds_every_centre(arcface_two_processes)
 def test_scaleface_finetune_starts_and_ends_with_the_trained_centres(tmp_path, arcface_two_processes, source):
     run, centres = arcface_two_processes
     path = {"run": run, "model.pt": run / "model.pt", "checkpoint": run / "checkpoints" / "step_00000002"}[source]
-    seen, model_path = _centres_seen(_finetune(tmp_path / "scale", path))
+    seen, model_path = _centres_seen(_finetune(tmp_path / "scale", path, None if source == "run" else True))
     assert len(seen) == 3
     for weight in seen:  # every step of the fine-tune
         assert torch.equal(weight, centres)
@@ -87,3 +88,14 @@ def test_frozen_centres_without_trained_centres_are_refused(tmp_path, arcface_tw
     torch.save(model, stripped)
     with pytest.raises(ValueError, match="no class centres"):
         train(config_from_dict(_finetune(tmp_path / "scale2", stripped)))
+
+
+def test_centres_train_when_asked(tmp_path, arcface_two_processes) -> None:
+    run, centres = arcface_two_processes
+    seen, _ = _centres_seen(_finetune(tmp_path / "scale", run, freeze_centres=False))
+    assert torch.equal(seen[0], centres) is False  # loaded, then trained by the first step
+    assert (seen[-1] - centres).abs().max() > 0
+    with pytest.raises(ValueError, match="freeze_centres needs model.init_from"):
+        data = _finetune(tmp_path / "scale2", run)
+        data["model"]["init_from"] = None
+        train(config_from_dict(data))

@@ -41,14 +41,15 @@ class HeadConfig:
         name: registered name (``qualiface.list_heads()``).
         sample_rate: Partial FC rate of class centres per step (positives always kept).
         kwargs: passed to ``create_head`` (e.g. ``margin: 0.5``).
-        freeze_centres: keep the class centres as ``model.init_from`` gives them (ScaleFace's fine-tune); a run
-            whose ``init_from`` has no centres for this class count is refused.
+        freeze_centres: keep the class centres as ``model.init_from`` gives them; a run whose ``init_from`` has no
+            centres for this class count is refused. ``None`` (default): frozen when the run fine-tunes a frozen
+            backbone from ``init_from`` (``model.freeze_backbone``), as ScaleFace's official fine-tune does.
     """
 
     name: str = "arcface"
     sample_rate: float = 1.0
     kwargs: dict[str, Any] = field(default_factory=dict)
-    freeze_centres: bool = False
+    freeze_centres: bool | None = None
 
 
 @dataclass

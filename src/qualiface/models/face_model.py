@@ -19,9 +19,8 @@ import torch
 
 from qualiface.backbones.base import Preprocessing
 from qualiface.models.card import ModelCard, QualityInfo, ThresholdInfo
-from qualiface.quality.branches import get_branch
+from qualiface.quality.branches import branch_names, get_branch
 
-QUALITY_METHODS: tuple[str, ...] = ("feature_norm", "cr_fiqa", "scaleface")
 _ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
@@ -53,9 +52,10 @@ class FaceModel:
     ) -> None:
         if (module is None) == (session is None):
             raise ValueError("FaceModel needs exactly one of module= and session=")
+        known = ("feature_norm", *branch_names())  # the embedding norm, or a registered quality branch's output
         for quality in card.quality:
-            if quality.method not in QUALITY_METHODS:
-                raise ValueError(f"unknown quality method {quality.method!r}; expected one of {QUALITY_METHODS}")
+            if quality.method not in known:
+                raise ValueError(f"unknown quality method {quality.method!r}; expected one of {known}")
         self.card = card
         self.calibration = calibration
         self.path = path
@@ -91,7 +91,7 @@ class FaceModel:
             embedding_dim=int(backbone.embedding_dim),
             preprocessing=backbone.preprocessing,
             architecture=arch,
-            architecture_kwargs=dict(getattr(backbone, "arch_kwargs", {}) or {}),
+            architecture_kwargs=dict(getattr(backbone, "arch_kwargs", {}) or _recovered_kwargs(backbone)),
             quality=branch_quality(getattr(backbone, "quality_branch", None)) or head_quality(head),
         )
         if device is None:
@@ -307,6 +307,30 @@ class FaceModel:
             emb = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, self.embedding_dim), np.float32)
             q = None if not parts or parts[0][1] is None else np.concatenate([p[1] for p in parts])  # type: ignore[misc]
         return emb, q
+
+
+def _recovered_kwargs(backbone: Any) -> dict[str, Any]:
+    """Constructor arguments read back from a backbone built without ``create_backbone`` (which records them):
+    the embedding width, the input side, the quality branch and its options."""
+    import inspect
+
+    kwargs: dict[str, Any] = {"embedding_dim": int(backbone.embedding_dim)}
+    accepted = inspect.signature(type(backbone).__init__).parameters
+    side = int(backbone.preprocessing.input_size[1])
+    if "input_size" in accepted and side != 112:
+        kwargs["input_size"] = side
+    bn1 = getattr(backbone, "bn1", None)
+    if "bn_eps" in accepted and isinstance(bn1, torch.nn.BatchNorm2d) and bn1.eps != 1e-5:
+        kwargs["bn_eps"] = bn1.eps  # MagFace's iResNet
+    branch = getattr(backbone, "quality_branch", None)
+    if branch is not None:
+        kwargs["quality_branch"] = branch
+        module = getattr(backbone, get_branch(branch).module_name)
+        for option in get_branch(branch).options:  # e.g. scale_activation is stored as the head's .activation
+            value = getattr(module, option.removeprefix("scale_"), None)
+            if value is not None:
+                kwargs[option] = value
+    return kwargs
 
 
 def _stack(images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:

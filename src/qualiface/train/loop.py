@@ -117,6 +117,13 @@ class Trainer:
         self.head = self._build_head()
         init_centres_blockwise(self.head, cfg.train.seed)
         self._check_aux()
+        self.freeze_centres = (
+            cfg.head.freeze_centres
+            if cfg.head.freeze_centres is not None
+            else bool(cfg.model.freeze_backbone and cfg.model.init_from)
+        )
+        if self.freeze_centres and not cfg.model.init_from:
+            raise ValueError("head.freeze_centres needs model.init_from: frozen centres must come from a trained run")
         if cfg.model.init_from:
             self._init_from(Path(cfg.model.init_from))
         self.backbone.to(self.device)
@@ -212,7 +219,7 @@ class Trainer:
     def _init_from(self, path: Path) -> None:
         """Backbone and class centres from a previous run (any number of processes): a ``model.pt`` holds the
         gathered centres, a checkpoint folder one shard per rank. Logs what was loaded; with
-        ``head.freeze_centres`` a source without centres for this class count is refused."""
+        frozen centres (``head.freeze_centres``) a source without centres for this class count is refused."""
         backbone_state, centres, source = read_init_source(path)
         missing, unexpected = self.backbone.load_state_dict(backbone_state, strict=False)
         if unexpected or [k for k in missing if k.split(".")[0] not in branch_modules()]:
@@ -231,13 +238,13 @@ class Trainer:
         else:
             what = "no class centres" if centres is None else f"class centres of shape {tuple(centres.shape)}"
             needed = (self.num_classes, self.head.weight.shape[1])
-            if self.cfg.head.freeze_centres:
+            if self.freeze_centres:
                 raise ValueError(
                     f"model.init_from {path}: {what}, but head.freeze_centres needs the trained centres {needed}; "
                     f"point init_from at the run that trained them"
                 )
             logger.warning("init_from %s: %s for %s; the head starts from its own initialisation", source, what, needed)
-        if self.cfg.head.freeze_centres:
+        if self.freeze_centres:
             self.head.weight.requires_grad_(False)
 
     def describe(self) -> dict[str, Any]:
