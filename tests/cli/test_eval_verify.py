@@ -4,7 +4,6 @@ import csv
 import io
 import json
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,14 +11,14 @@ from typer.testing import CliRunner
 
 import qualiface.cli.eval_verify  # noqa: F401  (registers the command)
 from _helpers.reference_verification import t4_vectors
+from _helpers.shared_data import SHARED_DATA, need
 from qualiface.cli.apps import app
 from qualiface.eval.verification import evaluate_verification
 from qualiface.models.card import file_sha256
 
-SHARED = Path(__file__).parents[2] / ".." / "shared"
-SMALL_LFW = SHARED / "data" / "insightface-small" / "small_lfw.bin"  # 10 pairs, all genuine
-SFACE = SHARED / "data" / "models" / "face_recognition_sface_2021dec_fp32_dequantized.onnx"
-GLINT = SHARED / "data" / "glint360k-sample"
+SMALL_LFW = SHARED_DATA / "insightface-small" / "small_lfw.bin"  # 10 pairs, all genuine
+SFACE = SHARED_DATA / "models" / "face_recognition_sface_2021dec_fp32_dequantized.onnx"
+GLINT = SHARED_DATA / "glint360k-sample"
 
 runner = CliRunner()
 
@@ -30,12 +29,6 @@ def _run(*args):
 
 def _json(out):
     return json.loads((out / "verification.json").read_text())
-
-
-def _need(*paths):
-    for path in paths:
-        if not path.exists():
-            pytest.skip(f"shared test data not present: {path}")
 
 
 def test_help_lists_the_three_inputs():
@@ -118,7 +111,7 @@ def test_bad_input_exits_non_zero_with_a_message(tmp_path, make, message):
 
 
 def test_real_small_lfw_pack_is_refused_as_single_class(tmp_path):
-    _need(SMALL_LFW, SFACE)
+    need(SMALL_LFW, SFACE)
     result = _run("--bin", SMALL_LFW, "--model", SFACE, "-o", tmp_path / "o")
     assert result.exit_code == 2
     assert "single class" in result.output
@@ -132,7 +125,7 @@ def _glint_rows():
 
 
 def test_bin_pack_with_model_and_flip_then_saved_embeddings(tmp_path):
-    _need(GLINT / "pairs_10fold.csv", SFACE)
+    need(GLINT / "pairs_10fold.csv", SFACE)
     _, chosen = _glint_rows()  # pack 20 real pairs as an insightface .bin of JPEG bytes
     blobs = [(GLINT / row[k]).read_bytes() for row in chosen for k in (1, 2)]
     issame = [row[3] == "1" for row in chosen]
@@ -155,7 +148,7 @@ def test_bin_pack_with_model_and_flip_then_saved_embeddings(tmp_path):
 
 
 def test_pairs_csv_with_model(tmp_path):
-    _need(GLINT / "pairs_10fold.csv", SFACE)
+    need(GLINT / "pairs_10fold.csv", SFACE)
     header, chosen = _glint_rows()
     buffer = io.StringIO()
     csv.writer(buffer).writerows([header, *chosen])

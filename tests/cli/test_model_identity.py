@@ -22,21 +22,15 @@ from typer.testing import CliRunner
 
 import qualiface
 from _helpers import official_checkpoints as oc
+from _helpers.shared_data import SHARED_DATA, need
 from qualiface.cli.app import app
 from qualiface.models import load_model
 from qualiface.models.card import file_sha256
 
-SHARED = Path(__file__).parents[2] / ".." / "shared"
-ORL = SHARED / "data" / "orl"
-GLINT = SHARED / "data" / "glint360k-sample"
-SFACE = SHARED / "data" / "models" / "face_recognition_sface_2021dec_fp32_dequantized.onnx"
+ORL = SHARED_DATA / "orl"
+GLINT = SHARED_DATA / "glint360k-sample"
+SFACE = SHARED_DATA / "models" / "face_recognition_sface_2021dec_fp32_dequantized.onnx"
 runner = CliRunner()
-
-
-def _need(*paths: Path) -> None:
-    for path in paths:
-        if not path.exists():
-            pytest.skip(f"shared test data not present: {path}")
 
 
 def _glint_pairs(tmp_path: Path, count: int) -> tuple[Path, list[Path]]:
@@ -74,7 +68,7 @@ def _with_metadata(source: Path, target: Path) -> Path:
 
 
 def test_a_foreign_onnx_under_another_name_gives_identical_embeddings(tmp_path: Path) -> None:
-    _need(SFACE, GLINT)
+    need(SFACE, GLINT)
     _, photos = _glint_pairs(tmp_path, 3)
     renamed = shutil.copy(SFACE, tmp_path / "my_recognizer.onnx")
     reference = _embed(SFACE, photos, tmp_path / "a.npz", "--aligned")
@@ -122,7 +116,7 @@ def test_an_unknown_onnx_is_refused_naming_the_preprocessing_then_stated(tmp_pat
 
 
 def test_eval_verify_and_embed_give_identical_embeddings(tmp_path: Path) -> None:
-    _need(SFACE, GLINT)
+    need(SFACE, GLINT)
     pairs, photos = _glint_pairs(tmp_path, 8)
     embedded = _embed(SFACE, photos, tmp_path / "e.npz", "--aligned")
     by_file = dict(zip(embedded["files"].tolist(), embedded["embeddings"], strict=True))
@@ -146,7 +140,7 @@ def test_eval_verify_and_embed_give_identical_embeddings(tmp_path: Path) -> None
 
 
 def test_a_threshold_belongs_to_its_model(tmp_path: Path) -> None:
-    _need(SFACE, GLINT)
+    need(SFACE, GLINT)
     pairs, photos = _glint_pairs(tmp_path, 40)
     model = Path(shutil.copy(SFACE, tmp_path / "model.onnx"))
     result = runner.invoke(
@@ -185,7 +179,7 @@ def test_a_threshold_belongs_to_its_model(tmp_path: Path) -> None:
 
 
 def test_quality_of_a_plain_recognizer_is_its_labelled_feature_norm(tmp_path: Path) -> None:
-    _need(SFACE, GLINT)
+    need(SFACE, GLINT)
     _, photos = _glint_pairs(tmp_path, 6)
     result = runner.invoke(app, ["quality", *map(str, photos), "--model", str(SFACE), "--aligned"])
     assert result.exit_code == 0, result.output
@@ -214,7 +208,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_demo_model_embeds_verifies_and_serves_photos(tmp_path: Path, demo_run: Path) -> None:
-    _need(ORL / "s1")
+    need(ORL / "s1")
     photos = [ORL / "s1" / "1.pgm", ORL / "s1" / "6.pgm", ORL / "s2" / "1.pgm"]
     card = load_model(demo_run).card
     assert card.preprocessing.input_size == (3, 32, 32)

@@ -24,20 +24,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import qualiface
+from _helpers.shared_data import SHARED_DATA, need
 from qualiface.cli.app import app
 from qualiface.models import load_model
 
-SHARED = Path(__file__).parents[2] / ".." / "shared"
-ORL = SHARED / "data" / "orl"
-GLINT = SHARED / "data" / "glint360k-sample"
-SFACE = SHARED / "data" / "models" / "face_recognition_sface_2021dec_fp32_dequantized.onnx"
+ORL = SHARED_DATA / "orl"
+GLINT = SHARED_DATA / "glint360k-sample"
+SFACE = SHARED_DATA / "models" / "face_recognition_sface_2021dec_fp32_dequantized.onnx"
 runner = CliRunner()
-
-
-def _need(*paths: Path) -> None:
-    for path in paths:
-        if not path.exists():
-            pytest.skip(f"shared test data not present: {path}")
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +69,7 @@ def test_help_of_every_photo_command() -> None:
 
 
 def test_verify_tells_same_person_from_different_people(tmp_path: Path) -> None:
-    _need(ORL / "s1", SFACE)
+    need(ORL / "s1", SFACE)
     same = runner.invoke(app, ["verify", str(_orl(1, 1)), str(_orl(1, 6)), "--model", str(SFACE), "--json"])
     other = runner.invoke(app, ["verify", str(_orl(1, 1)), str(_orl(2, 1)), "--model", str(SFACE), "--json"])
     assert same.exit_code == 0, same.output
@@ -92,7 +86,7 @@ def test_verify_tells_same_person_from_different_people(tmp_path: Path) -> None:
 
 
 def test_verify_reports_a_photo_without_a_face(tmp_path: Path) -> None:
-    _need(ORL / "s1", SFACE)
+    need(ORL / "s1", SFACE)
     blank = tmp_path / "blank.png"
     Image.fromarray(np.full((120, 100, 3), 128, np.uint8)).save(blank)
     result = runner.invoke(app, ["verify", str(_orl(1, 1)), str(blank), "--model", str(SFACE)])
@@ -101,7 +95,7 @@ def test_verify_reports_a_photo_without_a_face(tmp_path: Path) -> None:
 
 
 def test_embed_writes_rows_with_file_names_and_reports_failures(tmp_path: Path) -> None:
-    _need(ORL / "s3", SFACE)
+    need(ORL / "s3", SFACE)
     folder = tmp_path / "photos"
     folder.mkdir()
     for photo in (1, 2, 3):
@@ -131,7 +125,7 @@ def test_embed_writes_rows_with_file_names_and_reports_failures(tmp_path: Path) 
 
 
 def test_quality_writes_one_score_per_face(tmp_path: Path, quality_model: Path) -> None:
-    _need(GLINT / "images")
+    need(GLINT / "images")
     files = sorted((GLINT / "images" / "Tom_Hanks").glob("*.jpg"))[:4]
     out = tmp_path / "q.csv"
     result = runner.invoke(
@@ -147,7 +141,7 @@ def test_quality_writes_one_score_per_face(tmp_path: Path, quality_model: Path) 
 
 
 def test_quality_of_a_model_without_quality_output_is_its_labelled_embedding_norm() -> None:
-    _need(SFACE, GLINT / "images")
+    need(SFACE, GLINT / "images")
     one = next((GLINT / "images" / "Tom_Hanks").glob("*.jpg"))
     result = runner.invoke(app, ["quality", str(one), "--model", str(SFACE), "--aligned"])
     assert result.exit_code == 0, result.output
@@ -157,7 +151,7 @@ def test_quality_of_a_model_without_quality_output_is_its_labelled_embedding_nor
 
 
 def test_calibrate_stores_a_threshold_that_verify_then_uses(tmp_path: Path) -> None:
-    _need(SFACE, GLINT / "pairs_10fold.csv")
+    need(SFACE, GLINT / "pairs_10fold.csv")
     model = tmp_path / "sface.onnx"
     model.write_bytes(SFACE.read_bytes())
     pairs = tmp_path / "pairs.csv"
@@ -207,7 +201,7 @@ def _post(url: str, data: bytes, content_type: str = "application/octet-stream")
 
 
 def test_serve_embed_quality_verify_and_errors(quality_model: Path) -> None:
-    _need(ORL / "s1")
+    need(ORL / "s1")
     from qualiface.serve import FaceService, make_server
 
     server = make_server(FaceService(load_model(quality_model), max_pixels=2_000_000), port=0, max_bytes=200_000)
@@ -257,7 +251,7 @@ def test_serve_embed_quality_verify_and_errors(quality_model: Path) -> None:
 
 
 def test_verify_warns_below_the_calibrated_quality_range(tmp_path: Path, quality_model: Path) -> None:
-    _need(GLINT / "images")
+    need(GLINT / "images")
     from qualiface.models import save_calibration
 
     model = tmp_path / "model.pt"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _helpers.shared_data import SHARED_DATA
 from qualiface.data.align import (
     ARCFACE_TEMPLATE_112,
     SPHEREFACE_TEMPLATE_96X112,
@@ -19,8 +20,7 @@ from qualiface.data.align import (
     warp_affine,
 )
 
-SHARED = Path(__file__).parents[2] / ".." / "shared"
-MTFL = SHARED / "data" / "mtfl-landmarks"
+MTFL = SHARED_DATA / "mtfl-landmarks"
 
 
 def _reference_lstsq(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -175,7 +175,7 @@ def _mtfl_slice(n: int) -> list[tuple[Path, np.ndarray]]:
     return out
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="/work/shared (MTFL landmark data) is absent")
+@pytest.mark.skipif(not MTFL.is_dir(), reason=f"shared test data not present: {MTFL}")
 def test_align_real_mtfl_faces() -> None:
     """Landmarks mapped by the fitted transform land near the template; the crop is a plausible, non-black face."""
     errors = []
@@ -203,7 +203,7 @@ def _pillow_align(img: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(pil)
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="/work/shared (MTFL landmark data) is absent")
+@pytest.mark.skipif(not MTFL.is_dir(), reason=f"shared test data not present: {MTFL}")
 def test_align_matches_pillow_on_real_faces() -> None:
     for path, lmk in _mtfl_slice(10):
         img = np.asarray(Image.open(path).convert("RGB"))
@@ -222,7 +222,7 @@ def _reference_normal_equations(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.column_stack([lin, dst.mean(axis=0) - lin @ src.mean(axis=0)])
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="/work/shared (MTFL landmark data) is absent")
+@pytest.mark.skipif(not MTFL.is_dir(), reason=f"shared test data not present: {MTFL}")
 def test_similarity_on_real_mtfl_landmarks_equals_float64_references() -> None:
     """On 200 annotated LFW and AFLW faces the Umeyama fit equals two independent float64 least-squares solutions
     (``lstsq`` on the 4-parameter system and the centred normal equations), and its residual is the minimum."""

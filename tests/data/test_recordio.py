@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from _helpers.shared_data import SHARED_DATA
 from qualiface.data.recordio import (
     IRHeader,
     RecordIOError,
@@ -30,7 +31,7 @@ from qualiface.data.recordio import (
 )
 
 MAGIC_LE = bytes.fromhex("0a23d7ce")
-REAL_DIR = Path("/work/shared/data/insightface-small")
+REAL_DIR = SHARED_DATA / "insightface-small"
 
 
 def _image_bytes(fmt: str, seed: int, size: int = 8) -> bytes:
@@ -362,7 +363,7 @@ def test_jpeg_fast_path_gives_pillow_pixels_on_real_faces() -> None:
 
     from PIL import Image
 
-    root = Path(__file__).parents[3] / "shared" / "data" / "glint360k-sample"
+    root = SHARED_DATA / "glint360k-sample"
     files = sorted(root.rglob("*.jpg"))[:20]
     if not files:
         pytest.skip(f"no JPEG faces under {root}")

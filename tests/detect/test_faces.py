@@ -16,22 +16,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _helpers.shared_data import SHARED_DATA, need
 from qualiface.data.align import ARCFACE_TEMPLATE_112, align_face, similarity_transform, transform_points
 from qualiface.detect import Detection
 from qualiface.detect.faces import FaceAlignError, FaceSet, align_detection, align_faces
 
-SHARED = Path(__file__).parents[2] / ".." / "shared"
-DATA = SHARED / "data"
+DATA = SHARED_DATA
 GLINT = DATA / "glint360k-sample"
 ORL = DATA / "orl"
 MTFL = DATA / "mtfl-landmarks"
 SFACE = DATA / "models" / "face_recognition_sface_2021dec_fp32_dequantized.onnx"
-
-
-def _need(*paths: Path) -> None:
-    for path in paths:
-        if not path.exists():
-            pytest.skip(f"shared test data not present: {path}")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +39,7 @@ def detector():
 @pytest.fixture(scope="module")
 def sface():
     pytest.importorskip("onnxruntime")
-    _need(SFACE)
+    need(SFACE)
     from qualiface.models import load_model
 
     return load_model(SFACE)
@@ -195,7 +189,7 @@ def test_align_detection_equals_full_image_warp() -> None:
 
 
 def test_blank_two_faces_and_all_faces(tmp_path: Path, detector) -> None:
-    _need(GLINT / "images")
+    need(GLINT / "images")
     blank = tmp_path / "blank.png"
     Image.fromarray(np.full((360, 480, 3), 200, np.uint8)).save(blank)
     rng = np.random.default_rng(5)
@@ -225,7 +219,7 @@ def test_detected_landmarks_align_onto_the_template(detector) -> None:
     annotated points near the template.
 
     Measured on these 30 faces: median 3.2 px, mean 3.7 px, max 12 px (in 112x112 template pixels)."""
-    _need(MTFL / "lfw_5590_landmarks.txt")
+    need(MTFL / "lfw_5590_landmarks.txt")
     errs = []
     for line in (MTFL / "lfw_5590_landmarks.txt").read_text().split("\n")[100:130]:
         parts = line.split()
@@ -254,7 +248,7 @@ def test_pasted_glint_faces_detect_align_and_verify(tmp_path: Path, detector, sf
     median 4.0, mean 4.3, max 29 (112-pixel units; YuNet on the unpasted 112x112 crops is already 3.5 / 3.9 / 13 from
     the template, since Glint was aligned by another detector); 22 genuine + 18 impostor pairs: AUC 1.000 (original
     crops 1.000), mean genuine - impostor cosine 0.45. Detection + alignment of the 80 canvases: ~7.5 s on 2 cores."""
-    _need(GLINT / "pairs_10fold.csv")
+    need(GLINT / "pairs_10fold.csv")
     with (GLINT / "pairs_10fold.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     rng = np.random.default_rng(20261123)
@@ -308,7 +302,7 @@ def test_orl_photos_detect_align_and_verify(detector, sface) -> None:
 
     Measured: 40 of 41 photos give one face, ``s34/6.pgm`` is reported as ``no_face``; 20 genuine + 760 impostor
     pairs: AUC 1.000, mean genuine cosine 0.83 vs impostor 0.07 (all 40 people, photos 1 and 6: also AUC 1.000)."""
-    _need(ORL / "s1")
+    need(ORL / "s1")
     hard = ORL / "s34" / "6.pgm"
     paths = [ORL / f"s{i}" / f"{j}.pgm" for i in range(1, 41, 2) for j in (1, 6)] + [hard]
     result = align_faces(paths, detector=detector)

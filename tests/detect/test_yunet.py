@@ -9,17 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _helpers.shared_data import SHARED_DATA, need
 from qualiface.detect import Detection, Detector, YuNetDetector, default_yunet_path
 from qualiface.detect.yunet import STRIDES, decode_yunet, nms
 
-SHARED = Path(__file__).parents[2] / ".." / "shared"
-MTFL = SHARED / "data" / "mtfl-landmarks"
-
-
-def _need(*paths: Path) -> None:
-    for path in paths:
-        if not path.exists():
-            pytest.skip(f"shared test data not present: {path}")
+MTFL = SHARED_DATA / "mtfl-landmarks"
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +140,7 @@ def test_detector_protocol_lazy_session_and_pickle(detector: YuNetDetector) -> N
 
 
 def _mtfl(name: str, n: int) -> list[tuple[Path, np.ndarray]]:
-    _need(MTFL / name)
+    need(MTFL / name)
     out = []
     for line in (MTFL / name).read_text().split("\n")[:n]:
         parts = line.split()

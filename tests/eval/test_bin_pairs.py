@@ -5,17 +5,16 @@ import io
 import os
 import pickle
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from _helpers.shared_data import SHARED_DATA
 from qualiface.data.bin_pairs import UnsafePickleError, load_bin
 from qualiface.data.pairs import load_pairs_csv
 
-SHARED = Path(__file__).parents[2] / ".." / "shared"
-SMALL_LFW = SHARED / "data" / "insightface-small" / "small_lfw.bin"
+SMALL_LFW = SHARED_DATA / "insightface-small" / "small_lfw.bin"
 
 
 def _jpeg(seed, size=(112, 112), fmt="JPEG"):
@@ -261,7 +260,7 @@ def test_pairs_csv_errors(tmp_path):
 
 
 def test_real_pairs_csv_is_read(tmp_path):
-    csv_path = SHARED / "data" / "glint360k-sample" / "pairs_10fold.csv"
+    csv_path = SHARED_DATA / "glint360k-sample" / "pairs_10fold.csv"
     if not csv_path.is_file():
         pytest.skip(f"shared test data not present: {csv_path}")
     pairs = load_pairs_csv(csv_path)

@@ -7,37 +7,30 @@ direct session run, and its batching and preprocessing paths on a tiny linear ON
 """
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from _helpers.reference_verification import calculate_roc
+from _helpers.shared_data import SHARED_DATA, need
 from qualiface.data.pairs import load_pairs_csv
 from qualiface.eval.verification import evaluate_verification
 from qualiface.models import ModelLoadError, embed_images, load_model
 
-SHARED = Path(__file__).parents[2] / ".." / "shared"
-GLINT_PAIRS = SHARED / "data" / "glint360k-sample" / "pairs_10fold.csv"
-SFACE = SHARED / "data" / "models" / "face_recognition_sface_2021dec_fp32_dequantized.onnx"
-
-
-def _need(*paths):
-    for path in paths:
-        if not path.is_file():
-            pytest.skip(f"shared test data not present: {path}")
+GLINT_PAIRS = SHARED_DATA / "glint360k-sample" / "pairs_10fold.csv"
+SFACE = SHARED_DATA / "models" / "face_recognition_sface_2021dec_fp32_dequantized.onnx"
 
 
 @pytest.fixture(scope="module")
 def sface():
-    _need(SFACE)
+    need(SFACE)
     return load_model(SFACE)  # a known model: RGB 0..255 from the SHA-256 table
 
 
 @pytest.fixture(scope="module")
 def glint(sface):
     """The pair list and SFace embeddings of its distinct images (embedded once for the module)."""
-    _need(GLINT_PAIRS)
+    need(GLINT_PAIRS)
     pairs = load_pairs_csv(GLINT_PAIRS)
     files, index_a, index_b = pairs.unique_images()
     start = time.perf_counter()
@@ -95,7 +88,7 @@ def test_sface_contract_is_read_from_the_session(sface):
 
 
 def test_sface_embedding_equals_a_direct_session_run(sface):
-    _need(GLINT_PAIRS)
+    need(GLINT_PAIRS)
     files, _, _ = load_pairs_csv(GLINT_PAIRS).unique_images()
     images = files[0:3]
     ours = embed_images(sface, images).embeddings

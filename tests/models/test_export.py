@@ -12,6 +12,7 @@ import torch
 
 import qualiface
 from _helpers import official_checkpoints as oc
+from _helpers.shared_data import SHARED_DATA
 from qualiface.models import ModelLoadError, export_onnx, export_safetensors, load_model
 
 pytest.importorskip("onnx")
@@ -33,7 +34,7 @@ HEAVY = {
     "lresnet200eir",
 }
 FAMILY_NAMES = [n for n in qualiface.list_backbones() if n.startswith(("iresnet", "ir_", "mobilefacenet", "lresnet"))]
-SFACE = Path("/work/shared/data/models/face_recognition_sface_2021dec_fp32_dequantized.onnx")
+SFACE = SHARED_DATA / "models" / "face_recognition_sface_2021dec_fp32_dequantized.onnx"
 
 
 def torch_outputs(backbone: torch.nn.Module, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
