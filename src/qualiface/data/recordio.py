@@ -30,7 +30,7 @@ import io
 import math
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -239,11 +239,6 @@ def scan_index(rec_path: str | os.PathLike[str]) -> list[tuple[int, int]]:
     return pairs
 
 
-def write_idx(idx_path: str | os.PathLike[str], pairs: Sequence[tuple[int, int]]) -> None:
-    """Write ``(key, offset)`` pairs as a ``.idx`` file (e.g. after :func:`scan_index`)."""
-    Path(idx_path).write_text("".join(f"{key}\t{offset}\n" for key, offset in pairs), encoding="utf-8")
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Reader
 
@@ -361,12 +356,6 @@ class RecordIOReader:
     def read(self, key: int) -> tuple[IRHeader, bytes]:
         """Read record ``key`` and return its :class:`IRHeader` and image bytes."""
         return unpack_record(self.read_raw(key), source=f"{self.rec_path} (key {key})")
-
-    def iter_records(self) -> Iterator[tuple[int, IRHeader, bytes]]:
-        """Yield ``(key, header, payload)`` for every record in index order."""
-        for key in self.keys:
-            header, payload = self.read(key)
-            yield key, header, payload
 
     # -- images and labels --
 

@@ -89,24 +89,6 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def all_true(flag: bool, info: DistInfo) -> bool:
-    """``True`` when ``flag`` holds on every rank (one all-reduce; every rank gets the same answer)."""
-    if not info.distributed:
-        return flag
-    value = torch.tensor([0 if flag else 1], dtype=torch.int64, device=info.device)
-    dist.all_reduce(value)
-    return int(value.item()) == 0
-
-
-def broadcast_object(obj: Any, info: DistInfo) -> Any:
-    """Rank 0's ``obj`` on every rank."""
-    if not info.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def sum_gradients_hook(state: Any, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
     """DDP communication hook that SUMS gradients over ranks (the default averages).
 
