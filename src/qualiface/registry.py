@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
+import pkgutil
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -67,3 +69,11 @@ HEADS: Registry[Any] = Registry("head")
 QUALITY: Registry[Any] = Registry("quality estimator")
 QUALITY_BRANCHES: Registry[Any] = Registry("quality branch")
 MODEL_FORMATS: Registry[Any] = Registry("model format")
+
+
+def import_submodules(package: str, path: list[str], *, skip: tuple[str, ...] = ()) -> None:
+    """Import every module of ``package`` (its ``__path__``), so that each registers what it defines: a new
+    component is one new module, and no module can be left out of an import list."""
+    for module in pkgutil.iter_modules(path):
+        if module.name not in skip:
+            importlib.import_module(f"{package}.{module.name}")

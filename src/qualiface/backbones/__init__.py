@@ -1,6 +1,8 @@
 """Backbones: insightface iResNet and MobileFaceNet, AdaFace IR / IR-SE, UniTSFace LResNet-E-IR."""
 
-from qualiface.backbones import ir, iresnet, lresnet, mobilefacenet  # noqa: F401  (registers the entrypoints)
 from qualiface.backbones.base import Backbone, Preprocessing
+from qualiface.registry import import_submodules
+
+import_submodules(__name__, __path__)  # every module registers its entrypoints
 
 __all__ = ["Backbone", "Preprocessing"]

@@ -1,6 +1,8 @@
 """Quality and uncertainty estimators: one score per image, higher = better."""
 
-from qualiface.quality import branches, estimators  # noqa: F401  (registers the branches and estimators)
 from qualiface.quality.base import QualityEstimator
+from qualiface.registry import import_submodules
+
+import_submodules(__name__, __path__)  # every module registers its branches and estimators
 
 __all__ = ["QualityEstimator"]

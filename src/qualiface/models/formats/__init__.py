@@ -1,15 +1,11 @@
 """The registered model formats: every module of this package defines one (see :mod:`.base`); importing the
 package imports them all, so a new format is one new module here."""
 
-import importlib
-import pkgutil
-
 from qualiface.models.formats.base import ModelFormat, detect_torch_format, format_names, get_format, guess_format
 from qualiface.models.formats.common import LoadRequest, ModelLoadError
+from qualiface.registry import import_submodules
 
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in ("base", "common"):
-        importlib.import_module(f"{__name__}.{_module.name}")
+import_submodules(__name__, __path__)  # every module defines one format
 
 __all__ = [
     "LoadRequest",
