@@ -106,6 +106,11 @@ def test_an_unknown_onnx_is_refused_naming_the_preprocessing_then_stated(tmp_pat
     assert refused.exit_code == 2
     assert "--preprocessing" in refused.output
     assert "Traceback" not in refused.output
+    described = json.loads(runner.invoke(app, ["info", str(path), "--json"]).stdout)  # info describes, never runs
+    assert (described["preprocessing"]["source"], described["embedding_dim"]) == ("unknown", 512)
+    assert described["provenance"]["preprocessing_from"] == "unknown: state it with --preprocessing"
+    with pytest.raises(ValueError, match="preprocessing is unknown"):
+        load_model(path, describe_only=True).embed(np.zeros((1, 16, 16, 3), np.uint8))
     stated = runner.invoke(app, [*command, "--preprocessing", "arcface"])
     assert stated.exit_code == 0, stated.output
     assert "preprocessing: RGB, (x/255 − 0.5)/0.5, 16x16, resize area, flip none (from: stated by the user)" in (

@@ -33,7 +33,7 @@ def info(
         return
     if model is None:
         raise typer.BadParameter("give a MODEL (or --formats)")
-    card = open_model(model, preprocessing=preprocessing, fmt=fmt, quiet=True).card
+    card = open_model(model, preprocessing=preprocessing, fmt=fmt, quiet=True, describe_only=True).card
     if as_json:
         typer.echo(json.dumps(card.to_dict(), indent=2, allow_nan=False))
     else:

@@ -35,13 +35,14 @@ def open_model(
     fmt: str | None = None,
     arch: str | None = None,
     quiet: bool = False,
+    describe_only: bool = False,
 ) -> Any:
     """:func:`qualiface.models.load_model` with its errors turned into a clean exit; prints (stderr) which model
     and which preprocessing every result comes from."""
     from qualiface.models import ModelLoadError, load_model
 
     try:
-        loaded = load_model(model, format=fmt, arch=arch, preprocessing=preprocessing)
+        loaded = load_model(model, format=fmt, arch=arch, preprocessing=preprocessing, describe_only=describe_only)
     except (ModelLoadError, FileNotFoundError, NotImplementedError, ImportError, ValueError) as exc:
         raise fail(str(exc)) from exc
     if not quiet:

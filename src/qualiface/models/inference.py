@@ -123,6 +123,8 @@ def embed_images(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if model.preprocessing.source == "unknown":
+        raise ValueError(f"{model.name}: its preprocessing is unknown; state it with --preprocessing (load_model(...))")
     flip = model.flip_policy == "sum" if flip is None else flip
     info = model.quality_info(allow_untrained=allow_untrained_quality) if quality else None
     if quality and info is None:

@@ -42,6 +42,7 @@ def load_model(
     device: str | torch.device = "cpu",
     preprocessing: Preprocessing | Mapping[str, Any] | None = None,
     backbone_kwargs: Mapping[str, Any] | None = None,
+    describe_only: bool = False,
 ) -> FaceModel:
     """Load a face model from a file, a qualiface run directory or a checkpoint folder.
 
@@ -57,6 +58,8 @@ def load_model(
             qualiface export, nor a known public model, nor normalises its input in the graph.
         backbone_kwargs: Extra backbone constructor arguments, e.g. ``{"scale_activation": "exp",
             "scale_coefficient": 64}`` for a ScaleFace head (the activation is not stored in its checkpoint).
+        describe_only: Load to describe the model (``qualiface info``): an ONNX file whose preprocessing cannot be
+            known loads with it marked ``unknown`` instead of being refused; such a model refuses to embed.
 
     Raises:
         ModelLoadError: Unknown format, keys or shapes that do not fit, a pickled module, an unreadable file, a
@@ -67,7 +70,12 @@ def load_model(
     fmt = get_format(format) if format is not None else None
     stated = _stated_preprocessing(preprocessing)
     request = LoadRequest(
-        path=path, arch=arch, overrides=dict(backbone_kwargs or {}), device=device, preprocessing=stated
+        path=path,
+        arch=arch,
+        overrides=dict(backbone_kwargs or {}),
+        device=device,
+        preprocessing=stated,
+        describe_only=describe_only,
     )
     if path.is_dir():
         model = _load_directory(path, request)

@@ -36,6 +36,7 @@ class LoadRequest:
     device: Any = "cpu"
     preprocessing: Callable[[Preprocessing], Preprocessing] | None = None  # the caller's statement
     hash_path: Path | None = None  # the file whose bytes identify the model (default: ``path``)
+    describe_only: bool = False  # qualiface info: an unknowable preprocessing is marked unknown, not refused
     _sha256: str | None = None
 
     @property

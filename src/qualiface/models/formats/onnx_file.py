@@ -29,6 +29,8 @@ from qualiface.models.known_models import KNOWN_MODELS
 from qualiface.registry import MODEL_FORMATS
 
 ONNX_FORMAT = "qualiface.onnx/1"
+#: ``Preprocessing.source`` of a model loaded only to be described (``qualiface info``) whose preprocessing is unknown.
+UNKNOWN_PREPROCESSING = "unknown"
 _NORMALISING_OPS = {"Sub", "Add", "Mul", "Div"}
 
 
@@ -119,15 +121,20 @@ def _foreign_card(
     else:
         proof = graph_normalisation(path)
         if proof is None:
-            raise ModelLoadError(
+            message = (
                 f"{path}: an ONNX recognizer that qualiface does not know (SHA-256 {request.sha256}) and whose graph "
                 f"does not normalise its input: its preprocessing cannot be known. State it with "
                 f"--preprocessing (Python: load_model(..., preprocessing=...)): {PREPROCESSING_HELP}"
             )
-        prep = preprocessing_from_dict(
-            {"channel_order": "RGB", "mean": (0.0,) * 3, "std": (1 / 255,) * 3, "source": "onnx graph"}, base
-        )
-        provenance["preprocessing_from"] = f"the graph normalises its input ({proof}); RGB 0..255 fed as they are"
+            if not request.describe_only:
+                raise ModelLoadError(message)
+            prep = replace(base, source=UNKNOWN_PREPROCESSING)  # described, never run (embed_images refuses it)
+            provenance["preprocessing_from"] = "unknown: state it with --preprocessing"
+        else:
+            prep = preprocessing_from_dict(
+                {"channel_order": "RGB", "mean": (0.0,) * 3, "std": (1 / 255,) * 3, "source": "onnx graph"}, base
+            )
+            provenance["preprocessing_from"] = f"the graph normalises its input ({proof}); RGB 0..255 fed as is"
     quality: tuple[QualityInfo, ...] = ()
     if "quality" in outputs:
         quality = (QualityInfo(method="cr_fiqa", source="branch", description="the graph's 'quality' output"),)
