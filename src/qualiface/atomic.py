@@ -30,3 +30,11 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_torch_save(obj: object, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` to ``path`` through :func:`atomic_path` (checkpoints, model files)."""
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)

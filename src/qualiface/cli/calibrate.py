@@ -64,7 +64,12 @@ def calibrate(
         }
         try:
             sidecar = save_calibration(
-                face_model.path, result.threshold, fmr=fmr, pairs=str(pairs), extra=_finite(extra)
+                face_model.path,
+                result.threshold,
+                fmr=fmr,
+                pairs=str(pairs),
+                extra=_finite(extra),
+                model_sha256=face_model.card.weights_sha256,
             )
         except ValueError as exc:
             raise fail(str(exc), 1) from exc

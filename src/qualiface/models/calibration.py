@@ -57,10 +57,12 @@ def save_calibration(
     pairs: str,
     metric: str = "cosine",
     extra: Mapping[str, Any] | None = None,
+    model_sha256: str | None = None,
 ) -> Path:
     """Write the threshold calibrated on ``pairs`` at false-match rate ``fmr`` next to the model (atomically),
     with the SHA-256 of the model's weights file. ``extra`` adds JSON fields (``quality_floor``, ``fnmr``,
-    ``n_genuine``, ``n_impostor``, ``quality_range``...). Returns the path."""
+    ``n_genuine``, ``n_impostor``, ``quality_range``...); ``model_sha256`` is the weights' hash when the caller
+    already has it (a loaded model's card), else it is computed. Returns the path."""
     value = check_threshold(threshold, "threshold")
     if not (isinstance(fmr, int | float) and 0.0 < float(fmr) < 1.0):
         raise ValueError(f"fmr must be in (0, 1), got {fmr}")
@@ -75,7 +77,7 @@ def save_calibration(
         "pairs": str(pairs),
         "metric": metric,
         "model": weights.name,
-        "model_sha256": file_sha256(weights),
+        "model_sha256": model_sha256 or file_sha256(weights),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **dict(extra or {}),
     }

@@ -27,6 +27,8 @@ from typing import Any, Literal
 from qualiface.backbones.base import Preprocessing
 
 CARD_FORMAT = "qualiface.card/1"
+#: ``Preprocessing.source`` of a model loaded only to be described (``qualiface info``) whose preprocessing is unknown.
+UNKNOWN_PREPROCESSING = "unknown"
 
 QualitySource = Literal["branch", "head", "embedding_norm"]
 ThresholdKind = Literal["learned", "calibrated"]

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from qualiface.backbones.base import Preprocessing
-from qualiface.models.card import QualityInfo
+from qualiface.models.card import UNKNOWN_PREPROCESSING, QualityInfo
 from qualiface.models.face_model import FaceModel
 
 #: A raw embedding whose norm is within this of 1 for every image is taken as unit-length (no norm quality).
@@ -123,7 +123,7 @@ def embed_images(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if model.preprocessing.source == "unknown":
+    if model.preprocessing.source == UNKNOWN_PREPROCESSING:
         raise ValueError(f"{model.name}: its preprocessing is unknown; state it with --preprocessing (load_model(...))")
     flip = model.flip_policy == "sum" if flip is None else flip
     info = model.quality_info(allow_untrained=allow_untrained_quality) if quality else None

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
+
+from qualiface.atomic import atomic_torch_save
 
 MODEL_FORMAT = "qualiface.model/1"
 
@@ -62,8 +63,6 @@ def write_model_file(
     version: str = "",
 ) -> Path:
     """Write a model file atomically (temporary file + rename); returns ``path``."""
-    from qualiface.atomic import atomic_path
-
     obj = {
         "format": MODEL_FORMAT,
         "card": dict(card),
@@ -78,8 +77,7 @@ def write_model_file(
         "config": None if config is None else dict(config),
         "qualiface_version": version,
     }
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(obj, fh)
+    atomic_torch_save(obj, path)
     return path
 
 

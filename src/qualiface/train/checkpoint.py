@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qualiface.atomic import atomic_path
+from qualiface.atomic import atomic_torch_save
 from qualiface.run_layout import COMPLETE_MARKER, RunLayout, rank_files
 from qualiface.train.distributed import DistInfo, barrier
 
@@ -32,10 +32,7 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: names the path and what is wrong."""
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` through a temporary file in the same folder and an atomic rename."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(obj, fh)
+atomic_save = atomic_torch_save  # the name the trainer and its tests use
 
 
 def rng_state() -> dict[str, Any]:

@@ -21,7 +21,14 @@ import numpy as np
 import torch
 
 from qualiface.backbones.base import Preprocessing
-from qualiface.models.card import PREPROCESSING_HELP, CardError, ModelCard, QualityInfo, preprocessing_from_dict
+from qualiface.models.card import (
+    PREPROCESSING_HELP,
+    UNKNOWN_PREPROCESSING,
+    CardError,
+    ModelCard,
+    QualityInfo,
+    preprocessing_from_dict,
+)
 from qualiface.models.face_model import FaceModel
 from qualiface.models.formats.base import ModelFormat
 from qualiface.models.formats.common import LoadRequest, ModelLoadError
@@ -29,8 +36,6 @@ from qualiface.models.known_models import KNOWN_MODELS
 from qualiface.registry import MODEL_FORMATS
 
 ONNX_FORMAT = "qualiface.onnx/1"
-#: ``Preprocessing.source`` of a model loaded only to be described (``qualiface info``) whose preprocessing is unknown.
-UNKNOWN_PREPROCESSING = "unknown"
 _NORMALISING_OPS = {"Sub", "Add", "Mul", "Div"}
 
 
