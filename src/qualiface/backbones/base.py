@@ -44,14 +44,17 @@ class Preprocessing:
             problems.append(f"flip_fusion {self.flip_fusion!r} (none or sum)")
         if self.resize not in RESIZE_POLICIES:
             problems.append(f"resize {self.resize!r} ({', '.join(RESIZE_POLICIES)})")
-        size = tuple(self.input_size)
+        # The fields hold whatever a config or a checkpoint gave (lists, strings, wrong lengths): check them as
+        # plain objects, not as the declared types.
+        size: tuple[object, ...] = tuple(self.input_size)
         if len(size) != 3 or size[0] != 3 or not all(isinstance(v, int) and 0 < v <= 4096 for v in size):
             problems.append(f"input_size {self.input_size!r} (3, height, width)")
         for name in ("mean", "std"):
             values = getattr(self, name)
             if len(values) != 3 or not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
                 problems.append(f"{name} {values!r} (three finite numbers)")
-        if len(self.std) == 3 and any(v == 0 for v in self.std):
+        std: tuple[object, ...] = tuple(self.std)
+        if len(std) == 3 and any(v == 0 for v in std):
             problems.append(f"std {self.std!r} (no zero)")
         if problems:
             raise ValueError("invalid preprocessing: " + "; ".join(problems))

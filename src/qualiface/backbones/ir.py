@@ -123,7 +123,7 @@ class IR(BranchedBackbone):
 
     def forward_bottleneck(self, images: Tensor) -> Tensor:
         x = self.body(self.input_layer(images))
-        bn, dropout, flatten = self.output_layer[:3]
+        bn, dropout, flatten = self.output_layer[0], self.output_layer[1], self.output_layer[2]
         return flatten(dropout(bn(x)))
 
     def embed(self, bottleneck: Tensor) -> Tensor:

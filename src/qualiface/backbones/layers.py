@@ -89,7 +89,9 @@ class MLPScaleHead(nn.Module):
 
         The input is cast to the head's parameter dtype (autocast, if active, still decides the matmul dtype).
         """
-        z = self.mlp(bottleneck.to(self.mlp[0].weight.dtype))
+        first = self.mlp[0]
+        assert isinstance(first, nn.Linear)  # __init__ builds the MLP so
+        z = self.mlp(bottleneck.to(first.weight.dtype))
         return scale_activation(z, self.activation, self.coefficient)
 
     def extra_repr(self) -> str:

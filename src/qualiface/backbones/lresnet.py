@@ -76,6 +76,12 @@ class LResNetXEIR(Backbone):
     PReLU slopes 0.25, BatchNorm weight 1 / bias 0.
     """
 
+    # The four stages, set by name (``setattr``) in ``__init__``.
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(
         self,
         layers: Sequence[int],
