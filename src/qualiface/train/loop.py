@@ -12,8 +12,7 @@ import contextlib
 import json
 import logging
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,17 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 import qualiface
+from qualiface.backbones.base import Backbone
 from qualiface.config.io import dump_config, to_dict
 from qualiface.config.schema import ExperimentConfig
+from qualiface.heads.base import Head
 from qualiface.models.card import ThresholdInfo
 from qualiface.models.face_model import FaceModel
 from qualiface.models.model_file import write_model_file
 from qualiface.quality.branches import branch_for_aux_key, branch_modules, get_branch
 from qualiface.run_layout import RunLayout
 from qualiface.train import checkpoint as ckpt
+from qualiface.train.callbacks import Callback, LoopState, loop_callbacks
 from qualiface.train.data import ShardedBatchSampler, build_train_samples
 from qualiface.train.distributed import (
     DistInfo,
@@ -65,13 +67,10 @@ class TrainResult:
     checkpoint: Path | None = None
 
 
-Callback = Callable[["Trainer", int, dict[str, float]], None]
-
-
 class _AuxForward(nn.Module):
     """``forward = backbone.forward_aux``, so that DDP sees the quality branch as part of the forward pass."""
 
-    def __init__(self, backbone: nn.Module) -> None:
+    def __init__(self, backbone: Backbone) -> None:
         super().__init__()
         self.backbone = backbone
 
@@ -135,7 +134,7 @@ class Trainer:
             else self.device.type == "cpu" or self.autocast_dtype is not None
         )
         if self.channels_last:
-            self.backbone.to(memory_format=torch.channels_last)
+            self.backbone.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in the stubs
         if cfg.model.freeze_backbone:
             for name, param in self.backbone.named_parameters():
                 param.requires_grad_(name.split(".")[0] in branch_modules())
@@ -186,7 +185,7 @@ class Trainer:
             probe = qualiface.create_backbone(self.cfg.model.backbone, **self.cfg.model.kwargs)
         return probe.preprocessing
 
-    def _build_head(self) -> nn.Module:
+    def _build_head(self) -> Head:
         cfg = self.cfg
         kwargs: dict[str, Any] = dict(cfg.head.kwargs)
         kwargs.setdefault("sample_rate", cfg.head.sample_rate)
@@ -438,22 +437,8 @@ class Trainer:
         barrier(self.info)
         return metrics
 
-    def run(self, callbacks: Sequence[Callback] = ()) -> TrainResult:
-        from tqdm.auto import tqdm
-
-        cfg = self.cfg
-        result = TrainResult(self.run_dir, self.step, self.total_steps)
-        bar = tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            disable=not (self.info.is_main and cfg.log.progress),
-            desc=f"train {cfg.head.name}",
-            unit="step",
-            dynamic_ncols=True,
-        )
-        sums: dict[str, float] = {}
-        count = 0
-        tick = time.perf_counter()
+    def _set_train_mode(self) -> None:
+        """Training mode, except a frozen backbone, which stays in eval mode but for its quality branch."""
         if self.cfg.model.freeze_backbone:
             self.backbone.eval()
             for name in branch_modules():
@@ -463,62 +448,32 @@ class Trainer:
         else:
             self.backbone.train()
         self.head.train()
+
+    def run(self, callbacks: Sequence[Callback] = ()) -> TrainResult:
+        """Train to ``total_steps``; after each step, and at the end, the bookkeeping of :mod:`.callbacks` runs in
+        its order (logs, evaluation, checkpoints, ``callbacks``, the final checkpoint, evaluation and export)."""
+        state = LoopState(self, TrainResult(self.run_dir, self.step, self.total_steps))
+        hooks = loop_callbacks(self, callbacks)
+        self._set_train_mode()
         try:
             if self.step < self.total_steps:
                 for images, labels in self._loader():
                     lr = self.optimizer.param_groups[0]["lr"]
-                    loss, logs, grad_norm = self.train_step(images, labels)
-                    values = {"loss": loss, **logs}
-                    if grad_norm is not None:
-                        values["grad_norm"] = grad_norm
-                    for key, value in values.items():
-                        sums[key] = sums.get(key, 0.0) + float(value)
-                    count += 1
-                    bar.update(1)
-                    row: dict[str, float] = {}
-                    if self.step % cfg.train.log_every == 0 or self.step == self.total_steps:
-                        elapsed = time.perf_counter() - tick
-                        row = {
-                            "step": self.step,
-                            "epoch": self.step / self.steps_per_epoch,
-                            "lr": lr,
-                            **{k: v / count for k, v in sums.items()},
-                            "images_per_s": count * cfg.data.batch_size * self.info.world_size / max(elapsed, 1e-9),
-                        }
-                        bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{lr:.3g}")
-                        sums, count, tick = {}, 0, time.perf_counter()
-                    if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < self.total_steps:
-                        row = {"step": self.step, **row, **self.evaluate()}
-                    if row and self.log is not None:
-                        self.log.log(row)
-                    if row:
-                        result.last_metrics = {k: v for k, v in row.items() if not k.startswith("eval/")}
-                    if self.step % cfg.train.checkpoint_every == 0 and self.step < self.total_steps:
-                        self.save()
-                    for callback in callbacks:
-                        callback(self, self.step, row)
+                    state.begin_step(lr, *self.train_step(images, labels))
+                    for hook in hooks:
+                        hook.on_step_end(state)
                     if self.step >= self.total_steps:
                         break
-            result.checkpoint = (
-                self.save()
-                if self.last_checkpoint is None or self.step != _step_of(self.last_checkpoint)
-                else self.last_checkpoint
-            )
-            if cfg.eval.sets:
-                result.eval_metrics = self.evaluate()
-                if self.log is not None and result.eval_metrics:
-                    self.log.log({"step": self.step, **result.eval_metrics})
-            result.model_path = self.export()
-            barrier(self.info)
+            for hook in hooks:
+                hook.on_train_end(state)
         finally:
-            bar.close()
-            if self.log is not None:
-                self.log.close()
-        result.step = self.step
-        return result
+            for hook in hooks:
+                hook.close()
+        state.result.step = self.step
+        return state.result
 
 
-def init_centres_blockwise(head: nn.Module, seed: int, block: int = 65_536) -> None:
+def init_centres_blockwise(head: Head, seed: int, block: int = 65_536) -> None:
     """Initialise ``head.weight`` (this rank's rows ``[class_start, class_start + rows)``) with the head's own
     initialisation, drawn per block of ``block`` global classes from a generator seeded by ``(seed, block)``:
     the centres are the same whatever the number of ranks, so a torchrun job starts where one process would."""
@@ -536,10 +491,6 @@ def init_centres_blockwise(head: nn.Module, seed: int, block: int = 65_536) -> N
                 head.init_centres_(values)
             first, last = max(low, start), min(high, start + rows)
             weight[first - start : last - start].copy_(values[first - low : last - low])
-
-
-def _step_of(folder: Path) -> int:
-    return int(folder.name.split("_")[-1])
 
 
 def _worker_init(worker_id: int) -> None:
