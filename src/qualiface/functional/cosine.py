@@ -111,13 +111,17 @@ def cosine_matrix(
     return _CosineMatrix.apply(x_hat, weight, index, sparse_grad, matmul_dtype, eps, labels)
 
 
-def sample_classes(labels: Tensor, num_classes: int, sample_rate: float) -> tuple[Tensor, Tensor]:
+def sample_classes(
+    labels: Tensor, num_classes: int, sample_rate: float, owned: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Partial FC sampling: every positive class plus random negatives, ``int(sample_rate * C)`` in all.
 
     Returns the sorted class indices to keep and the labels remapped into that index. When the batch
-    holds more positive classes than the budget, all positives are kept (as in arcface_torch).
+    holds more positive classes than the budget, all positives are kept (as in arcface_torch). With
+    ``owned`` (sharded class centres) only the labels where it is True are positives of this shard, and the
+    other labels map to ``−1``.
     """
-    positives = torch.unique(labels)
+    positives = torch.unique(labels if owned is None else labels[owned])
     num_sample = int(sample_rate * num_classes)
     if num_sample <= positives.numel():
         index = positives
@@ -125,4 +129,5 @@ def sample_classes(labels: Tensor, num_classes: int, sample_rate: float) -> tupl
         priority = torch.rand(num_classes, device=labels.device)
         priority[positives] = 2.0
         index = torch.topk(priority, k=num_sample, sorted=False).indices.sort().values
-    return index, torch.searchsorted(index, labels)
+    columns = torch.searchsorted(index, labels)
+    return index, columns if owned is None else torch.where(owned, columns, -1)

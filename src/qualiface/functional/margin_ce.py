@@ -4,18 +4,38 @@
 
 ``t_i`` (the margined target logit) and ``s_i`` (a constant or a per-sample tensor, e.g. ScaleFace's
 predicted scale) come from the caller with their own autograd graphs. The backward pass writes the
-softmax gradient once: ∂loss_i/∂cos_ij = s_i (p_ij − 0) for j ≠ y_i, ∂loss_i/∂t_i = p_iy − 1 and
+softmax gradient once: ∂loss_i/∂cos_ij = s_i p_ij for j ≠ y_i, ∂loss_i/∂t_i = p_iy − 1 and
 ∂loss_i/∂s_i = Σ_{j≠y_i} p_ij cos_ij. The target column of ``cos`` gets no gradient from here; it reaches
 ``cos_iy`` only through ``t_i``.
+
+The same function serves class centres sharded over the ranks of a process group (Partial FC model
+parallel): each rank passes the cosines of the global batch against its own classes, ``owned`` says which
+rows' target lives here, and the log-sum-exp is combined over ranks from the local ones::
+
+    L^r_i = logsumexp_j z^r_ij,   M_i = max_r L^r_i,   lse_i = M_i + log Σ_r e^{L^r_i − M_i}
+
+(two all-reduces of ``(B,)`` vectors; none in one process). ``loss_i`` is then identical on every rank, and
+the gradients to ``t_i`` and ``s_i`` are replicated: the shard sum ``Σ_r Σ_j p^r_ij c^r_ij`` is all-reduced in
+the forward pass when ``s`` needs a gradient, so no collective runs in the backward pass.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+
+def _clamped(cos: Tensor, eps: float | None) -> Tensor:
+    return cos if eps is None else cos.clamp(-1.0 + eps, 1.0 - eps)
+
+
+def _zero_owned(values: Tensor, column: Tensor, owned: Tensor | None) -> Tensor:
+    """``(B, 1)`` entries for ``values.scatter_(1, column, ·)``: 0 on the rows whose target column is here, the
+    current value elsewhere (a row whose class lives on another rank keeps its local column)."""
+    if owned is None:
+        return values.new_zeros(column.shape)
+    return torch.where(owned.unsqueeze(1), 0.0, values.gather(1, column))
 
 
 class _MarginCrossEntropy(torch.autograd.Function):
@@ -27,18 +47,36 @@ class _MarginCrossEntropy(torch.autograd.Function):
         target_logit: Tensor,
         scale: Tensor,
         clamp_eps: float | None,
+        owned: Tensor | None,
+        group: dist.ProcessGroup | None,
     ) -> tuple[Tensor, Tensor]:
-        column = labels.unsqueeze(1)
+        column = labels.clamp_min(0).unsqueeze(1) if owned is not None else labels.unsqueeze(1)
         row_scale = scale.unsqueeze(1) if scale.dim() == 1 else scale
-        if clamp_eps is not None:  # one read to find out whether any cosine needs the clamp at all
-            low, high = torch.aminmax(cos)
-            clamp_eps = clamp_eps if bool(low < -1.0 + clamp_eps) or bool(high > 1.0 - clamp_eps) else None
-        clamped = cos if clamp_eps is None else cos.clamp(-1.0 + clamp_eps, 1.0 - clamp_eps)
-        logits = cos * row_scale if clamp_eps is None else clamped.mul_(row_scale)
-        logits.scatter_(1, column, target_logit.unsqueeze(1).to(logits.dtype))
-        log_prob = torch.log_softmax(logits, dim=1)
-        loss = -log_prob.gather(1, column).squeeze(1)
-        ctx.save_for_backward(cos, labels, scale, log_prob)
+        target = target_logit.to(cos.dtype)
+        width = cos.shape[1]
+        logits = cos * row_scale if clamp_eps is None else _clamped(cos, clamp_eps).mul_(row_scale)
+        if width:
+            value = target if owned is None else torch.where(owned, target, logits.gather(1, column).squeeze(1))
+            logits.scatter_(1, column, value.unsqueeze(1))
+        lse = torch.logsumexp(logits, dim=1)  # -inf for a shard without a local column
+        if owned is not None:  # combine the ranks' log-sum-exps: every rank ends with the global one
+            row_max = lse.clone()
+            dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=group)
+            total = (lse - row_max).exp_()
+            dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
+            lse = total.log_().add_(row_max)
+        loss = lse - target
+        prob = (logits - lse.unsqueeze(1)).exp_()  # p_ij, this process's columns
+        scale_term = None
+        if scale.requires_grad:  # Σ_{j≠y} p_ij c_ij, the factor of ∂loss_i/∂s_i, summed over ranks forward
+            weighted = prob * _clamped(cos, clamp_eps)
+            if width:
+                weighted.scatter_(1, column, _zero_owned(weighted, column, owned))
+            scale_term = weighted.sum(1)
+            if owned is not None:
+                dist.all_reduce(scale_term, op=dist.ReduceOp.SUM, group=group)
+        p_target = (target - lse).exp()
+        ctx.save_for_backward(cos, labels, scale, prob, p_target, scale_term, owned)
         ctx.mark_non_differentiable(logits)
         ctx.clamp_eps = clamp_eps
         return loss, logits
@@ -47,115 +85,49 @@ class _MarginCrossEntropy(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx, grad_loss: Tensor, _grad_logits: Tensor | None
     ) -> tuple[Tensor | None, ...]:
-        cos, labels, scale, log_prob = ctx.saved_tensors
-        column = labels.unsqueeze(1)
-        prob = log_prob.exp()  # softmax
-        grad_target = (prob.gather(1, column).squeeze(1) - 1.0) * grad_loss
-        prob.scatter_(1, column, 0.0)  # p_ij for j != y_i
-        eps = ctx.clamp_eps
+        cos, labels, scale, prob, p_target, scale_term, owned = ctx.saved_tensors
+        grad_target = (p_target - 1.0) * grad_loss  # replicated: p_iy is known on every rank
         grad_scale = None
         if ctx.needs_input_grad[3]:
-            used = cos if eps is None else cos.clamp(-1.0 + eps, 1.0 - eps)
-            per_sample = (prob * used).sum(1) * grad_loss
+            per_sample = scale_term * grad_loss
             grad_scale = per_sample if scale.dim() == 1 else per_sample.sum().reshape(scale.shape)
-        if eps is not None:  # clamped cosines get no gradient
-            prob.masked_fill_((cos < -1.0 + eps) | (cos > 1.0 - eps), 0.0)
         grad_cos = None
-        if ctx.needs_input_grad[0]:
-            row_factor = grad_loss * scale  # g_i s_i, one pass over (B, C)
-            grad_cos = prob.mul_(row_factor.unsqueeze(1))
-        return grad_cos, None, grad_target, grad_scale, None
+        if ctx.needs_input_grad[0]:  # g_i s_i p_ij, the target column and clamped cosines zeroed (prob kept intact)
+            grad_cos = prob * (grad_loss * scale).unsqueeze(1)
+            if prob.shape[1]:
+                column = labels.clamp_min(0).unsqueeze(1) if owned is not None else labels.unsqueeze(1)
+                grad_cos.scatter_(1, column, _zero_owned(grad_cos, column, owned))
+                eps = ctx.clamp_eps
+                if eps is not None:  # clamped cosines get no gradient
+                    grad_cos.masked_fill_((cos < -1.0 + eps) | (cos > 1.0 - eps), 0.0)
+        return grad_cos, None, grad_target, grad_scale, None, None, None
 
 
 def margin_cross_entropy(
-    cos: Tensor, labels: Tensor, target_logit: Tensor, scale: float | Tensor, *, clamp_eps: float | None = None
+    cos: Tensor,
+    labels: Tensor,
+    target_logit: Tensor,
+    scale: float | Tensor,
+    *,
+    clamp_eps: float | None = None,
+    owned: Tensor | None = None,
+    group: dist.ProcessGroup | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Per-sample cross-entropy ``(B,)`` and the detached final logits ``(B, C)``.
 
     Args:
         cos: cosines ``(B, C)``; the target column is ignored (its value enters through ``target_logit``).
-        labels: class indices ``(B,)`` into the columns of ``cos``.
+        labels: class indices ``(B,)`` into the columns of ``cos`` (``−1`` where ``owned`` is False).
         target_logit: the scaled, margined target logit ``t_i`` ``(B,)``.
         scale: ``s``, a float or a per-sample tensor ``(B,)`` (gradient supported).
         clamp_eps: clamp the non-target cosines to ``[−1 + eps, 1 − eps]`` (``None``: no clamp).
+        owned: class centres sharded over the ranks of ``group``: ``(B,)`` bool, whether sample ``i``'s class
+            is one of this rank's columns (see the module docstring). ``None``: every class is here, no
+            collective.
+        group: the process group of the shards (``None``: the default group); used only with ``owned``.
     """
     scale_t = scale if isinstance(scale, Tensor) else torch.tensor(float(scale), dtype=cos.dtype, device=cos.device)
-    return _MarginCrossEntropy.apply(cos, labels, target_logit, scale_t.to(cos.dtype), clamp_eps)
-
-
-class _ShardedMarginCrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
-        cos: Tensor,
-        labels: Tensor,
-        target_logit: Tensor,
-        scale: Tensor,
-        clamp_eps: float | None,
-        group: dist.ProcessGroup | None,
-    ) -> tuple[Tensor, Tensor]:
-        owned = labels >= 0
-        column = labels.clamp_min(0).unsqueeze(1)
-        row_scale = scale.unsqueeze(1) if scale.dim() == 1 else scale
-        target = target_logit.to(cos.dtype)
-        batch, width = cos.shape
-        if clamp_eps is not None and width:  # the clamp changes nothing when no local cosine reaches it
-            low, high = torch.aminmax(cos)
-            clamp_eps = clamp_eps if bool(low < -1.0 + clamp_eps) or bool(high > 1.0 - clamp_eps) else None
-        clamped = cos if clamp_eps is None or not width else cos.clamp(-1.0 + clamp_eps, 1.0 - clamp_eps)
-        logits = cos * row_scale if clamped is cos else clamped.mul_(row_scale)
-        if width:
-            logits.scatter_(1, column, torch.where(owned, target, logits.gather(1, column).squeeze(1)).unsqueeze(1))
-            local_max = logits.amax(dim=1)
-        else:
-            local_max = torch.full((batch,), -math.inf, dtype=cos.dtype, device=cos.device)
-        dist.all_reduce(local_max, op=dist.ReduceOp.MAX, group=group)
-        row_max = local_max  # M_i, global
-        exp = (logits - row_max.unsqueeze(1)).exp_()  # unnormalised p, local columns
-        need_scale = scale.requires_grad
-        sums = [exp.sum(1)]
-        if need_scale:  # Σ_{j≠y} e^{z_ij − M_i} c_ij, the numerator of ∂loss_i/∂s_i
-            used = cos if clamp_eps is None else cos.clamp(-1.0 + clamp_eps, 1.0 - clamp_eps)
-            weighted = exp * used
-            if width:
-                weighted.scatter_(
-                    1, column, torch.where(owned, 0.0, weighted.gather(1, column).squeeze(1)).unsqueeze(1)
-                )
-            sums.append(weighted.sum(1))
-        reduced = torch.stack(sums)
-        dist.all_reduce(reduced, op=dist.ReduceOp.SUM, group=group)
-        total = reduced[0]  # S_i, global
-        loss = total.log() + row_max - target
-        p_target = (target - row_max).exp() / total
-        scale_term = reduced[1] / total if need_scale else None
-        exp.div_(total.unsqueeze(1))  # p_ij, local columns
-        ctx.save_for_backward(cos, labels, scale, exp, p_target, scale_term)
-        ctx.mark_non_differentiable(logits)
-        ctx.clamp_eps = clamp_eps
-        return loss, logits
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad_loss: Tensor, _grad_logits: Tensor | None
-    ) -> tuple[Tensor | None, ...]:
-        cos, labels, scale, prob, p_target, scale_term = ctx.saved_tensors
-        grad_target = (p_target - 1.0) * grad_loss  # replicated: p_iy is known on every rank
-        grad_scale = None
-        if ctx.needs_input_grad[3]:
-            per_sample = scale_term * grad_loss  # replicated (the sum over shards was all-reduced forward)
-            grad_scale = per_sample if scale.dim() == 1 else per_sample.sum().reshape(scale.shape)
-        grad_cos = None
-        if ctx.needs_input_grad[0] and prob.shape[1]:
-            owned = labels >= 0
-            column = labels.clamp_min(0).unsqueeze(1)
-            prob.scatter_(1, column, torch.where(owned, 0.0, prob.gather(1, column).squeeze(1)).unsqueeze(1))
-            eps = ctx.clamp_eps
-            if eps is not None:
-                prob.masked_fill_((cos < -1.0 + eps) | (cos > 1.0 - eps), 0.0)
-            grad_cos = prob.mul_((grad_loss * scale).unsqueeze(1))
-        elif ctx.needs_input_grad[0]:
-            grad_cos = torch.zeros_like(cos)
-        return grad_cos, None, grad_target, grad_scale, None, None
+    return _MarginCrossEntropy.apply(cos, labels, target_logit, scale_t.to(cos.dtype), clamp_eps, owned, group)
 
 
 def sharded_margin_cross_entropy(
@@ -170,20 +142,8 @@ def sharded_margin_cross_entropy(
     """:func:`margin_cross_entropy` over class centres sharded across the ranks of ``group``.
 
     Every rank passes the cosines of the GLOBAL batch against its own classes, ``cos (B_g, C_r)``, and the
-    replicated per-sample ``target_logit`` ``t_i`` and ``scale`` ``s_i``; ``labels (B_g,)`` are columns of
-    ``cos`` where the class lives on this rank and ``−1`` elsewhere. With ``z^r_ij = s_i c^r_ij`` and the target
-    column replaced by ``t_i`` on its owner::
-
-        M_i = max_r max_j z^r_ij  (all_reduce max),   S_i = Σ_r Σ_j e^{z^r_ij − M_i}  (all_reduce sum)
-        loss_i = log S_i + M_i − t_i
-
-    ``loss_i`` is identical on every rank. Backward (``g_i`` = the replicated ``∂L/∂loss_i``):
-    ``∂/∂c^r_ij = g_i s_i p^r_ij`` (``j ≠ y_i``, shard-partial, this rank's columns only),
-    ``∂/∂t_i = g_i (p_iy − 1)`` with ``p_iy = e^{t_i − M_i}/S_i`` known on every rank, and
-    ``∂/∂s_i = g_i Σ_r Σ_{j≠y_i} p^r_ij c^r_ij`` (the shard sum is all-reduced in the forward pass when
-    ``scale`` requires a gradient), both replicated. No collective runs in the backward pass.
-
-    Returns ``(loss (B_g,), logits (B_g, C_r))``, the logits detached (this rank's final logits).
+    replicated per-sample ``target_logit`` and ``scale``; ``labels (B_g,)`` are columns of ``cos`` where the
+    class lives on this rank and ``−1`` elsewhere. Returns ``(loss (B_g,), logits (B_g, C_r))``, the loss
+    identical on every rank.
     """
-    scale_t = scale if isinstance(scale, Tensor) else torch.tensor(float(scale), dtype=cos.dtype, device=cos.device)
-    return _ShardedMarginCrossEntropy.apply(cos, labels, target_logit, scale_t.to(cos.dtype), clamp_eps, group)
+    return margin_cross_entropy(cos, labels, target_logit, scale, clamp_eps=clamp_eps, owned=labels >= 0, group=group)

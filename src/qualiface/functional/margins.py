@@ -18,6 +18,11 @@ def l2_normalize(x: Tensor, eps: float = 1e-12) -> tuple[Tensor, Tensor]:
     return x / norm.clamp_min(eps), norm.squeeze(-1)
 
 
+def additive_cosine_target(cos_y: Tensor, margin: float | Tensor) -> Tensor:
+    """CosFace's margined target cosine ``cos θ_y − m`` (unscaled), ``m`` a float or per-sample ``(B,)``."""
+    return cos_y - margin
+
+
 def clamped_acos(cos: Tensor, eps: float) -> Tensor:
     """``arccos(clamp(cos, -1 + eps, 1 - eps))``: finite value and gradient everywhere."""
     return torch.acos(cos.clamp(-1.0 + eps, 1.0 - eps))

@@ -91,6 +91,7 @@ def uss_loss(
     gamma: float = 64.0,
     margin: float = 0.1,
     eps: float = 1e-5,
+    owned: Tensor | None = None,
 ) -> Tensor:
     """Per-sample USS-m loss ``(B,)``; gradients to ``x_hat`` and the scalar ``bias`` only.
 
@@ -103,8 +104,14 @@ def uss_loss(
         gamma: ``γ``, also the clamp bound.
         margin: ``m`` of USS-m (``0``: plain USS).
         eps: lower bound of the memory-row norms (UniTSFace's ``F.normalize(eps=1e-5)``).
+        owned: memory rows sharded over ranks: ``(B,)`` bool, whether sample ``i``'s class row is here
+            (``labels`` is ``−1`` elsewhere); the result is then this shard's share, whose sum over ranks is the
+            loss on the whole memory (the positive term on the owner, the negatives of this rank's rows), with
+            this shard's partial gradients. ``None``: the whole memory is here.
     """
-    return _USSLoss.apply(x_hat, bias, memory, seen, labels, gamma, margin, eps, None)
+    if owned is not None:
+        labels = labels.clamp_min(0)
+    return _USSLoss.apply(x_hat, bias, memory, seen, labels, gamma, margin, eps, owned)
 
 
 def partial_uss_loss(
@@ -118,12 +125,6 @@ def partial_uss_loss(
     margin: float = 0.1,
     eps: float = 1e-5,
 ) -> Tensor:
-    """This shard's share ``(B,)`` of :func:`uss_loss` when the memory rows are sharded over ranks.
-
-    ``memory``/``seen`` hold this rank's rows; ``labels`` is the own row where the sample's class lives here
-    and ``−1`` elsewhere. The share is the positive term (owner only) plus the sum over this rank's seen
-    negatives, so the sum of the shares over ranks is :func:`uss_loss` on the whole memory. Gradients to
-    ``x_hat`` and ``bias`` are this shard's partial ones.
-    """
-    owned = labels >= 0
-    return _USSLoss.apply(x_hat, bias, memory, seen, labels.clamp_min(0), gamma, margin, eps, owned)
+    """This shard's share ``(B,)`` of :func:`uss_loss` when the memory rows are sharded over ranks:
+    :func:`uss_loss` with ``owned = labels >= 0``."""
+    return uss_loss(x_hat, bias, memory, seen, labels, gamma=gamma, margin=margin, eps=eps, owned=labels >= 0)

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from qualiface.heads.base import Head, HeadInputs, HeadOutput, uniform_unit_rows_
+from qualiface.heads.base import Head, HeadInputs, MarginTerms, uniform_unit_rows_
 from qualiface.registry import HEADS
 
 
@@ -139,11 +139,11 @@ class AdaFace(Head):
         std = ((total_sq - total * mean) / (n - 1)).clamp_min(0.0).sqrt() if n > 1 else None
         return mean, std
 
-    def compute(self, inputs: HeadInputs) -> HeadOutput:
+    def margin_terms(self, inputs: HeadInputs) -> MarginTerms:
         cos_y = inputs.cos_target.clamp(-1.0 + self.eps, 1.0 - self.eps)
         a_hat = inputs.norms.detach().clip(self.norm_min, self.norm_max)
         if self.training:
-            self.update_statistics(*self._batch_statistics(a_hat, global_batch=inputs.shard is not None))
+            self.update_statistics(*self._batch_statistics(a_hat, global_batch=inputs.shard.distributed))
         mu = self.batch_mean.to(cos_y.dtype)
         sigma = self.batch_std.to(cos_y.dtype)
         z = (self.h * (a_hat - mu) / (sigma + self.eps)).clip(-1.0, 1.0)
@@ -151,24 +151,11 @@ class AdaFace(Head):
         g_add = self.margin + self.margin * z
         theta = torch.acos(cos_y).add(g_angle).clip(self.eps, math.pi - self.eps)
         target = self.scale * (torch.cos(theta) - g_add)
-        ce, logits = inputs.cross_entropy(target, self.scale, clamp_eps=self.eps)
-        logs = self.base_logs(inputs)
-        logs.update(
-            {
-                "loss/ce": ce.detach().mean(),
-                "head/margin_mean": g_add.mean(),
-                "adaface/g_angle_mean": g_angle.mean(),
-                "adaface/z_mean": z.mean(),
-                "adaface/norm_mean_ema": self.batch_mean.detach().squeeze(0).clone(),
-                "adaface/norm_std_ema": self.batch_std.detach().squeeze(0).clone(),
-            }
-        )
-        return HeadOutput(
-            loss=ce.mean(),
-            loss_per_sample=ce,
-            logits=logits,
-            cos_target=inputs.cos_target.detach(),
-            logs=logs,
-            class_index=inputs.class_index,
-            labels=inputs.labels,
-        )
+        logs = {
+            "head/margin_mean": g_add.mean(),
+            "adaface/g_angle_mean": g_angle.mean(),
+            "adaface/z_mean": z.mean(),
+            "adaface/norm_mean_ema": self.batch_mean.detach().squeeze(0).clone(),
+            "adaface/norm_std_ema": self.batch_std.detach().squeeze(0).clone(),
+        }
+        return MarginTerms(target, self.scale, logs=logs, clamp_eps=self.eps)

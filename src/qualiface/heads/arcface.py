@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from qualiface.functional.margins import ArcFallback, ArcGrad, additive_angular_target
-from qualiface.heads.base import HeadInputs, MarginSoftmaxHead
+from qualiface.heads.base import Head, HeadInputs, MarginTerms
 from qualiface.registry import HEADS
 
 
 @HEADS.register("arcface")
-class ArcFace(MarginSoftmaxHead):
+class ArcFace(Head):
     """``L = −log( e^{s cos(θ_y + m)} / (e^{s cos(θ_y + m)} + Σ_{j≠y} e^{s cos θ_j}) )``, ``s = 64``, ``m = 0.5``.
 
     Args:
@@ -57,7 +56,7 @@ class ArcFace(MarginSoftmaxHead):
         self.fallback: ArcFallback = fallback
         self.eps = eps
 
-    def target_logit(self, inputs: HeadInputs) -> tuple[Tensor, float, None, dict[str, Tensor]]:
+    def margin_terms(self, inputs: HeadInputs) -> MarginTerms:
         target = additive_angular_target(
             inputs.cos_target,
             self.margin,
@@ -66,4 +65,4 @@ class ArcFace(MarginSoftmaxHead):
             fallback=self.fallback,
             eps=self.eps,
         )
-        return self.scale * target, self.scale, None, {"head/margin_mean": torch.tensor(self.margin)}
+        return MarginTerms(self.scale * target, self.scale, logs={"head/margin_mean": torch.tensor(self.margin)})

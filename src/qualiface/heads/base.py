@@ -4,6 +4,11 @@ A head owns its class centres ``weight (num_classes, embedding_dim)`` and is cal
 ``head(embeddings, labels, **aux)`` with RAW embeddings. It validates its inputs, computes in float32 (or
 float64 when the head itself is float64) even under autocast, and returns a :class:`HeadOutput`.
 
+Every head is a margin-softmax head: a method implements one hook, :meth:`Head.margin_terms`, that turns the
+prepared inputs (:class:`HeadInputs`: unit embeddings, norms, cosines, the target cosine, auxiliary inputs)
+into a typed :class:`MarginTerms` (target logit, scale, extra per-sample loss, logs, clamp, hardest
+negative). The preparation, the fused cross-entropy and the :class:`HeadOutput` are written once here.
+
 With ``shard=ShardSpec(rank, world_size)`` (model parallel, Partial FC) a head holds only its block of the
 class centres and computes the loss of the all-gathered global batch; see :mod:`qualiface.heads.sharding`
 for the layout, the distributed cross-entropy and the gradient scheme.
@@ -20,14 +25,13 @@ import torch
 from torch import Tensor, nn
 
 from qualiface.functional.cosine import cosine_matrix, sample_classes
-from qualiface.functional.margin_ce import margin_cross_entropy, sharded_margin_cross_entropy
-from qualiface.functional.margins import l2_normalize
+from qualiface.functional.margin_ce import margin_cross_entropy
 from qualiface.heads.sharding import (
+    SINGLE_PROCESS,
     ShardSpec,
-    all_gather_labels,
     all_reduce_max,
     check_batch_sizes,
-    gather_batch,
+    gather_head_inputs,
     sum_partial,
 )
 
@@ -71,60 +75,81 @@ class HeadOutput:
     labels: Tensor | None = None
 
 
+@dataclass(frozen=True)
+class MarginTerms:
+    """What a head's :meth:`Head.margin_terms` returns: the pieces of its objective for one batch.
+
+    The head's per-sample loss is ``ce_weight·CE_i + extra_loss_i`` with
+    ``CE_i = logsumexp_j z_ij − t_i``, ``z_ij = s_i·cos θ_ij`` (``j ≠ y_i``), ``z_iy = t_i``.
+
+    Attributes:
+        target_logit: ``t_i`` ``(B,)``, the scaled, margined target logit.
+        scale: ``s``, a float or a per-sample tensor ``(B,)`` (its gradient is supported).
+        extra_loss: per-sample term added to the cross-entropy ``(B,)`` (a regulariser, an auxiliary loss),
+            or ``None``.
+        ce_weight: weight of the cross-entropy; ``0`` leaves it out of the loss (it is still logged).
+        logs: scalars for logging (detached by the head).
+        clamp_eps: clamp the non-target cosines to ``[−1 + eps, 1 − eps]`` before scaling (AdaFace), or ``None``.
+        cos_hardest_negative: ``(B,)`` detached ``max_{j≠y} cos θ_j`` when the method computed it.
+        ce_log: the log key of the batch-mean cross-entropy.
+    """
+
+    target_logit: Tensor
+    scale: float | Tensor
+    extra_loss: Tensor | None = None
+    ce_weight: float = 1.0
+    logs: dict[str, Tensor] = field(default_factory=dict)
+    clamp_eps: float | None = None
+    cos_hardest_negative: Tensor | None = None
+    ce_log: str = "loss/ce"
+
+
 @dataclass
 class HeadInputs:
-    """Quantities every head needs, computed once by :class:`Head` (all in the compute dtype)."""
+    """Quantities every head needs, computed once by :class:`Head` (all in the compute dtype).
+
+    Under a distributed shard every per-sample field covers the all-gathered batch; ``cos`` holds this rank's
+    (sampled) classes, ``labels`` is ``−1`` where the class lives on another rank and ``owned`` says where it
+    is here. In one process ``owned`` is ``None``: every class is here.
+    """
 
     embeddings: Tensor  # (B, D) raw
     x_hat: Tensor  # (B, D) unit embeddings, f / ||f|| with the UNCLAMPED norm
     norms: Tensor  # (B,) ||f||
     cos: Tensor  # (B, C') cosines to the (sampled) class centres
-    labels: Tensor  # (B,) columns of cos
-    cos_target: Tensor  # (B,) cos[i, labels[i]], differentiable
+    labels: Tensor  # (B,) columns of cos (-1: on another rank)
+    cos_target: Tensor  # (B,) cos[i, y_i], differentiable, replicated
     class_index: Tensor | None
     aux: dict[str, Tensor]
-    shard: ShardSpec | None = None  # set only when the centres are sharded over several ranks
-    global_labels: Tensor | None = None  # (B_g,) global class ids of the gathered batch, under a shard
+    shard: ShardSpec = SINGLE_PROCESS
+    global_labels: Tensor | None = None  # (B,) global class ids of the (gathered) batch
+    owned: Tensor | None = None  # (B,) bool under a distributed shard, else None
 
     def cross_entropy(
         self, target_logit: Tensor, scale: float | Tensor, clamp_eps: float | None = None
     ) -> tuple[Tensor, Tensor]:
-        """:func:`~qualiface.functional.margin_ce.margin_cross_entropy` of these cosines, or its sharded form."""
-        if self.shard is None:
-            return margin_cross_entropy(self.cos, self.labels, target_logit, scale, clamp_eps=clamp_eps)
-        return sharded_margin_cross_entropy(
-            self.cos, self.labels, target_logit, scale, group=self.shard.group, clamp_eps=clamp_eps
+        """:func:`~qualiface.functional.margin_ce.margin_cross_entropy` of these cosines (over every shard)."""
+        return margin_cross_entropy(
+            self.cos, self.labels, target_logit, scale, clamp_eps=clamp_eps, owned=self.owned, group=self.shard.group
         )
 
     def hardest_negative(self) -> Tensor:
         """Detached ``max_{j≠y_i} cos_ij`` ``(B,)`` (``-inf`` with a single class), over all shards.
 
-        One ``amax`` pass; only the rows whose maximum is the target itself are searched again without it.
+        One ``topk(2)`` pass and no host synchronisation: the largest cosine unless it is the target's own
+        column, then the second largest.
         """
-        if self.shard is not None:
-            return self._sharded_hardest_negative()
         cos = self.cos.detach()
-        if cos.shape[1] < 2:
-            return cos.new_full((cos.shape[0],), -math.inf)
-        best = cos.amax(dim=1)
-        rows = (best <= self.cos_target.detach()).nonzero().squeeze(1)
-        if rows.numel():
-            again = cos.index_select(0, rows).scatter_(1, self.labels[rows].unsqueeze(1), -math.inf)
-            best = best.index_copy(0, rows, again.amax(dim=1))
-        return best
-
-    def _sharded_hardest_negative(self) -> Tensor:
-        cos = self.cos.detach()
-        best = cos.new_full((cos.shape[0],), -math.inf)
-        if cos.shape[1]:
-            owned = self.labels >= 0
-            column = self.labels.clamp_min(0).unsqueeze(1)
-            best = cos.amax(dim=1)
-            rows = (owned & (best <= cos.gather(1, column).squeeze(1))).nonzero().squeeze(1)
-            if rows.numel():
-                again = cos.index_select(0, rows).scatter_(1, column[rows], -math.inf)
-                best = best.index_copy(0, rows, again.amax(dim=1))
-        assert self.shard is not None
+        batch, width = cos.shape
+        if width == 0:
+            best = cos.new_full((batch,), -math.inf)
+        else:
+            values, columns = cos.topk(min(2, width), dim=1)
+            first_is_target = columns[:, 0] == self.labels
+            if self.owned is not None:
+                first_is_target &= self.owned
+            second = values[:, 1] if width > 1 else cos.new_full((batch,), -math.inf)
+            best = torch.where(first_is_target, second, values[:, 0])
         return all_reduce_max(best, self.shard)
 
 
@@ -145,7 +170,11 @@ class Head(nn.Module):
             ``num_classes`` stays the global ``C``. The head is then called with the LOCAL batch and GLOBAL
             labels on every rank (same batch size everywhere) and computes the loss of the all-gathered
             batch. With sampling, each rank keeps its local positives plus random local negatives,
-            ``int(sample_rate·num_local)`` rows in all. ``None`` (or ``world_size == 1``): every class here.
+            ``int(sample_rate·num_local)`` rows in all. ``None`` (or ``world_size == 1``): every class here
+            (:data:`~qualiface.heads.sharding.SINGLE_PROCESS`, no collective).
+        validate_inputs: check shapes, dtypes, the label range and finiteness at every call (a few host
+            synchronisations per step, see ``bench/syncs.py``). A trainer whose data are known to be valid
+            turns it off after its first step (:attr:`validate_inputs`).
 
     Attributes:
         class_start: first global class held here (0 without a shard).
@@ -168,6 +197,7 @@ class Head(nn.Module):
         sparse_grad: bool = False,
         matmul_dtype: str | torch.dtype | None = None,
         shard: ShardSpec | None = None,
+        validate_inputs: bool = True,
     ) -> None:
         super().__init__()
         if embedding_dim < 1 or num_classes < 1:
@@ -183,9 +213,10 @@ class Head(nn.Module):
         self.sample_rate = sample_rate
         self.sparse_grad = sparse_grad
         self.matmul_dtype = getattr(torch, matmul_dtype) if isinstance(matmul_dtype, str) else matmul_dtype
-        self.shard = shard
-        self.class_start = 0 if shard is None else shard.class_start(num_classes)
-        self.num_local_classes = num_classes if shard is None else shard.num_local(num_classes)
+        self.shard: ShardSpec = SINGLE_PROCESS if shard is None else shard
+        self.validate_inputs = validate_inputs
+        self.class_start = self.shard.class_start(num_classes)
+        self.num_local_classes = self.shard.num_local(num_classes)
         self.weight = nn.Parameter(torch.empty(self.num_local_classes, embedding_dim))
         self.reset_parameters()
 
@@ -202,7 +233,7 @@ class Head(nn.Module):
 
     def extra_repr(self) -> str:
         text = f"embedding_dim={self.embedding_dim}, num_classes={self.num_classes}, sample_rate={self.sample_rate}"
-        if self.shard is not None:
+        if self.sharded:
             text += (
                 f", shard=(rank {self.shard.rank} of {self.shard.world_size}: classes "
                 f"[{self.class_start}, {self.class_start + self.num_local_classes}))"
@@ -212,84 +243,72 @@ class Head(nn.Module):
     @property
     def sharded(self) -> bool:
         """Whether the class centres are spread over several ranks (collectives in ``forward``)."""
-        return self.shard is not None and self.shard.world_size > 1
+        return self.shard.distributed
 
     def forward(self, embeddings: Tensor, labels: Tensor, **aux: Tensor) -> HeadOutput:
         """Loss and diagnostics for raw ``embeddings (B, D)`` and integer ``labels (B,)``.
 
-        Under a shard: the LOCAL batch, GLOBAL labels; the output covers the all-gathered batch.
+        Under a distributed shard: the LOCAL batch, GLOBAL labels; the output covers the all-gathered batch.
         """
-        if self.sharded:
-            return self._sharded_forward(embeddings, labels, aux)
-        self._validate(embeddings, labels, aux)
+        if self.validate_inputs:
+            self._check_inputs(embeddings, labels, aux)
         dtype = torch.float64 if self.weight.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             inputs = self._prepare(embeddings.to(dtype), labels, {k: v.to(dtype).reshape(-1) for k, v in aux.items()})
-            return self.compute(inputs)
-
-    def _sharded_forward(self, embeddings: Tensor, labels: Tensor, aux: dict[str, Tensor]) -> HeadOutput:
-        shard = self.shard
-        assert shard is not None
-        name = type(self).__name__
-        error: Exception | None = None
-        try:
-            self._validate(embeddings, labels, aux)
-        except (ValueError, TypeError) as exc:
-            error = exc
-        batch = int(embeddings.shape[0]) if embeddings.dim() else -1
-        # every rank learns of any failure before a collective whose shape depends on the batch
-        sizes, bad = check_batch_sizes(batch, error is not None, shard, self.weight.device)
-        if error is not None:
-            raise error
-        if bad:
-            raise ValueError(f"{name}: rank(s) {bad} received invalid inputs (see the error raised there)")
-        if len(set(sizes)) > 1:
-            raise ValueError(
-                f"{name}: every rank must pass the same local batch size to a sharded head, got local batch "
-                f"sizes {sizes} (ranks 0..{shard.world_size - 1}); this is rank {shard.rank} with {batch}"
-            )
-        dtype = torch.float64 if self.weight.dtype == torch.float64 else torch.float32
-        with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            inputs = self._prepare_sharded(
-                embeddings.to(dtype), labels, {k: v.to(dtype).reshape(-1) for k, v in aux.items()}, shard
-            )
-            return self.compute(inputs)
-
-    def _prepare_sharded(
-        self, embeddings: Tensor, labels: Tensor, aux: dict[str, Tensor], shard: ShardSpec
-    ) -> HeadInputs:
-        """Gather the batch, cosines of the global batch against the local shard, replicated target cosine."""
-        keys = sorted(aux)  # the same order on every rank
-        # ||f|| and the aux inputs are replicated quantities: gathered with a slicing backward (counted once);
-        # f itself feeds the shard-partial cosines: gathered with a summing backward (see sharding.py).
-        replicated = torch.stack([torch.linalg.vector_norm(embeddings, dim=1), *(aux[k] for k in keys)], dim=1)
-        emb_g, replicated_g = gather_batch(embeddings, replicated, shard)
-        labels_g = all_gather_labels(labels, shard)
-        x_hat, _ = l2_normalize(emb_g, self.normalize_eps)
-        norms = replicated_g[:, 0]
-        aux_g = {k: replicated_g[:, 1 + i] for i, k in enumerate(keys)}
-
-        local = labels_g - self.class_start
-        owned = (local >= 0) & (local < self.num_local_classes)
-        index = None
-        columns = torch.where(owned, local, -1)
-        if self.training and self.sample_rate < 1.0:
-            index, _ = sample_classes(local[owned], self.num_local_classes, self.sample_rate)
-            columns = torch.full_like(local, -1)
-            columns[owned] = torch.searchsorted(index, local[owned])
-        weight = self.weight if self.weight.dtype == embeddings.dtype else self.weight.to(embeddings.dtype)
-        if index is not None and index.numel() == 0:  # no local class sampled: keep x_hat in the graph
-            cos = x_hat.new_zeros((x_hat.shape[0], 0))
-            cos_target_local = x_hat[:, 0] * 0.0
-        else:
-            cos, cos_target_local = self._cosines(x_hat, weight, index, columns.clamp_min(0))
-            cos_target_local = torch.where(owned, cos_target_local, 0.0)
-        cos_target = sum_partial(cos_target_local, shard)  # the owner's value, replicated
-        return HeadInputs(emb_g, x_hat, norms, cos, columns, cos_target, index, aux_g, shard, labels_g)
+            return self._output(inputs, self.margin_terms(inputs))
 
     @abstractmethod
-    def compute(self, inputs: HeadInputs) -> HeadOutput:
-        """The method's objective from the prepared inputs."""
+    def margin_terms(self, inputs: HeadInputs) -> MarginTerms:
+        """The method's target logit, scale and extra loss from the prepared inputs."""
+
+    def _prepare(self, embeddings: Tensor, labels: Tensor, aux: dict[str, Tensor]) -> HeadInputs:
+        """Gather the batch over the shard, cosines against this process's (sampled) classes, the target cosine
+        taken on the owner of each class and replicated (see :mod:`qualiface.heads.sharding`)."""
+        shard = self.shard
+        batch = gather_head_inputs(embeddings, labels, aux, shard, self.normalize_eps)
+        local = batch.labels - self.class_start
+        owned = (local >= 0) & (local < self.num_local_classes) if shard.distributed else None
+        index, columns = None, local if owned is None else torch.where(owned, local, -1)
+        if self.training and self.sample_rate < 1.0:
+            index, columns = sample_classes(local, self.num_local_classes, self.sample_rate, owned)
+        x_hat = batch.x_hat
+        weight = self.weight if self.weight.dtype == x_hat.dtype else self.weight.to(x_hat.dtype)
+        if index is not None and index.numel() == 0:  # no local class sampled: keep x_hat in the graph
+            cos = x_hat.new_zeros((x_hat.shape[0], 0))
+            cos_target = x_hat[:, 0] * 0.0
+        else:
+            cos, cos_target = self._cosines(x_hat, weight, index, columns if owned is None else columns.clamp_min(0))
+            if owned is not None:
+                cos_target = torch.where(owned, cos_target, 0.0)
+        cos_target = sum_partial(cos_target, shard)  # the owner's value, replicated
+        return HeadInputs(
+            batch.embeddings, x_hat, batch.norms, cos, columns, cos_target, index, batch.aux, shard, batch.labels, owned
+        )
+
+    def _output(self, inputs: HeadInputs, terms: MarginTerms) -> HeadOutput:
+        """The one place a :class:`HeadOutput` is built: cross-entropy, the extra loss, the logs."""
+        ce, logits = inputs.cross_entropy(terms.target_logit, terms.scale, terms.clamp_eps)
+        if terms.ce_weight == 0.0:
+            if terms.extra_loss is None:
+                raise ValueError(f"{type(self).__name__}: a loss needs a cross-entropy weight or an extra term")
+            loss_per_sample = terms.extra_loss
+        else:
+            loss_per_sample = ce if terms.ce_weight == 1.0 else terms.ce_weight * ce
+            if terms.extra_loss is not None:
+                loss_per_sample = loss_per_sample + terms.extra_loss
+        logs = self.base_logs(inputs)
+        logs[terms.ce_log] = ce.detach().mean()
+        logs.update({k: v.detach() for k, v in terms.logs.items()})
+        return HeadOutput(
+            loss=loss_per_sample.mean(),
+            loss_per_sample=loss_per_sample,
+            logits=logits,
+            cos_target=inputs.cos_target.detach(),
+            logs=logs,
+            cos_hardest_negative=terms.cos_hardest_negative,
+            class_index=inputs.class_index,
+            labels=inputs.labels,
+        )
 
     def _cosines(self, x_hat: Tensor, weight: Tensor, index: Tensor | None, columns: Tensor) -> tuple[Tensor, Tensor]:
         """:func:`cosine_matrix` with this head's options: ``(cos, cos[i, columns[i]])``."""
@@ -303,14 +322,33 @@ class Head(nn.Module):
             labels=columns,
         )
 
-    def _prepare(self, embeddings: Tensor, labels: Tensor, aux: dict[str, Tensor]) -> HeadInputs:
-        weight = self.weight if self.weight.dtype == embeddings.dtype else self.weight.to(embeddings.dtype)
-        x_hat, norms = l2_normalize(embeddings, self.normalize_eps)
-        index, columns = None, labels
-        if self.training and self.sample_rate < 1.0:
-            index, columns = sample_classes(labels, self.num_classes, self.sample_rate)
-        cos, cos_target = self._cosines(x_hat, weight, index, columns)
-        return HeadInputs(embeddings, x_hat, norms, cos, columns, cos_target, index, aux)
+    def _check_inputs(self, embeddings: Tensor, labels: Tensor, aux: dict[str, Tensor]) -> None:
+        """:meth:`_validate` here; under a distributed shard every rank also learns of a failure on another
+        rank, and of unequal batch sizes, before any collective whose shape depends on the batch."""
+        shard = self.shard
+        if not shard.distributed:
+            self._validate(embeddings, labels, aux)
+            return
+        name = type(self).__name__
+        error: Exception | None = None
+        try:
+            self._validate(embeddings, labels, aux)
+        except (ValueError, TypeError) as exc:
+            error = exc
+        batch = int(embeddings.shape[0]) if embeddings.dim() else -1
+        sizes, bad = check_batch_sizes(batch, error is not None, shard, self.weight.device)
+        if error is not None:
+            raise error
+        if bad:
+            raise ValueError(f"{name}: rank(s) {bad} received invalid inputs (see the error raised there)")
+        if len(set(sizes)) > 1:
+            raise ValueError(
+                f"{name}: every rank must pass the same local batch size to a sharded head, got local batch "
+                f"sizes {sizes} (ranks 0..{shard.world_size - 1}); this is rank {shard.rank} with {batch}"
+            )
+
+    def validate_aux(self, aux: dict[str, Tensor]) -> None:
+        """Method-specific checks of the auxiliary inputs (shape and finiteness are already checked)."""
 
     def _validate(self, embeddings: Tensor, labels: Tensor, aux: dict[str, Tensor]) -> None:
         name = type(self).__name__
@@ -344,6 +382,7 @@ class Head(nn.Module):
                 raise ValueError(f"{name}: {key} must have shape ({batch},) or ({batch}, 1), got {tuple(value.shape)}")
             if not torch.isfinite(value).all():
                 raise ValueError(f"{name}: {key} contains NaN or Inf")
+        self.validate_aux(aux)
 
     def base_logs(self, inputs: HeadInputs) -> dict[str, Tensor]:
         """Detached diagnostics shared by every head."""
@@ -355,28 +394,5 @@ class Head(nn.Module):
         }
 
 
-class MarginSoftmaxHead(Head):
-    """A head whose objective is softmax cross-entropy with a margined target logit, plus an optional
-    per-sample regulariser. Subclasses implement :meth:`target_logit`.
-    """
-
-    def target_logit(self, inputs: HeadInputs) -> tuple[Tensor, float | Tensor, Tensor | None, dict[str, Tensor]]:
-        """``(t (B,), s (float or (B,)), extra per-sample loss (B,) or None, logs)`` for this method."""
-        raise NotImplementedError
-
-    def compute(self, inputs: HeadInputs) -> HeadOutput:
-        target, scale, extra, logs = self.target_logit(inputs)
-        ce, logits = inputs.cross_entropy(target, scale)
-        loss_per_sample = ce if extra is None else ce + extra
-        all_logs = self.base_logs(inputs)
-        all_logs["loss/ce"] = ce.detach().mean()
-        all_logs.update({k: v.detach() for k, v in logs.items()})
-        return HeadOutput(
-            loss=loss_per_sample.mean(),
-            loss_per_sample=loss_per_sample,
-            logits=logits,
-            cos_target=inputs.cos_target.detach(),
-            logs=all_logs,
-            class_index=inputs.class_index,
-            labels=inputs.labels,
-        )
+MarginSoftmaxHead = Head
+"""Former name of :class:`Head` (every head is a margin-softmax head), kept for code written against it."""

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
 
-from qualiface.heads.base import HeadInputs, MarginSoftmaxHead
+from qualiface.functional.margins import additive_cosine_target
+from qualiface.heads.base import Head, HeadInputs, MarginTerms
 from qualiface.registry import HEADS
 
 
 @HEADS.register("cosface")
-class CosFace(MarginSoftmaxHead):
+class CosFace(Head):
     """``L = −log( e^{s(cos θ_y − m)} / (e^{s(cos θ_y − m)} + Σ_{j≠y} e^{s cos θ_j}) )``.
 
     Paper defaults ``s = 64``, ``m = 0.35``; arcface_torch, AdaFace and UniTSFace train with ``m = 0.4``.
@@ -25,6 +25,6 @@ class CosFace(MarginSoftmaxHead):
         self.scale = scale
         self.margin = margin
 
-    def target_logit(self, inputs: HeadInputs) -> tuple[Tensor, float, None, dict[str, Tensor]]:
-        margin = torch.tensor(self.margin)
-        return self.scale * (inputs.cos_target - self.margin), self.scale, None, {"head/margin_mean": margin}
+    def margin_terms(self, inputs: HeadInputs) -> MarginTerms:
+        target = self.scale * additive_cosine_target(inputs.cos_target, self.margin)
+        return MarginTerms(target, self.scale, logs={"head/margin_mean": torch.tensor(self.margin)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 import torch.nn.functional as F
@@ -9,7 +10,7 @@ from torch import Tensor
 
 from qualiface.functional.margins import ArcFallback, ArcGrad
 from qualiface.heads.arcface import ArcFace
-from qualiface.heads.base import HeadInputs, HeadOutput
+from qualiface.heads.base import HeadInputs, MarginTerms
 from qualiface.registry import HEADS
 
 CRTarget = Literal["paper", "code"]
@@ -111,37 +112,23 @@ class CRFIQA(ArcFace):
             return ccs / nnccs
         return ccs / (nnccs + 1.0 + self.cr_eps)
 
-    def compute(self, inputs: HeadInputs) -> HeadOutput:
-        target, scale, _, logs = self.target_logit(inputs)
-        ce, logits = inputs.cross_entropy(target, scale)
-
+    def margin_terms(self, inputs: HeadInputs) -> MarginTerms:
+        arcface = super().margin_terms(inputs)
         hardest = inputs.hardest_negative()
         floor = self.nnccs_floor
         if floor == "auto":
             floor = -1e-12 if self.cr_target == "code" else None
         nnccs = hardest if floor is None else hardest.clamp_min(float(floor))
-        ccs = inputs.cos_target.detach()
-        cr = self.certainty_ratio(ccs, nnccs)
+        cr = self.certainty_ratio(inputs.cos_target.detach(), nnccs)
         quality = inputs.aux["quality"]
         regression = F.smooth_l1_loss(quality, cr, beta=self.beta, reduction="none")
-        loss_per_sample = ce + self.alpha * regression
-
-        all_logs = self.base_logs(inputs)
-        all_logs["loss/ce"] = ce.detach().mean()
-        all_logs.update({k: v.detach() for k, v in logs.items()})
-        all_logs["crfiqa/cr_mean"] = cr.mean()
-        all_logs["crfiqa/quality_mean"] = quality.detach().mean()
-        all_logs["crfiqa/regression_loss"] = regression.detach().mean()
-        return HeadOutput(
-            loss=loss_per_sample.mean(),
-            loss_per_sample=loss_per_sample,
-            logits=logits,
-            cos_target=ccs,
-            logs=all_logs,
-            cos_hardest_negative=hardest,
-            class_index=inputs.class_index,
-            labels=inputs.labels,
-        )
+        logs = {
+            **arcface.logs,
+            "crfiqa/cr_mean": cr.mean(),
+            "crfiqa/quality_mean": quality.detach().mean(),
+            "crfiqa/regression_loss": regression.detach().mean(),
+        }
+        return replace(arcface, extra_loss=self.alpha * regression, logs=logs, cos_hardest_negative=hardest)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, alpha={self.alpha}, beta={self.beta}, cr_target={self.cr_target!r}"

@@ -7,8 +7,8 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from qualiface.functional.margins import additive_angular_target
-from qualiface.heads.base import HeadInputs, MarginSoftmaxHead, uniform_unit_rows_
+from qualiface.functional.margins import additive_angular_target, additive_cosine_target
+from qualiface.heads.base import Head, HeadInputs, MarginTerms, uniform_unit_rows_
 from qualiface.registry import HEADS
 
 MagKind = Literal["arc", "cos"]
@@ -18,7 +18,7 @@ _KIND_DEFAULTS: dict[str, tuple[float, float]] = {"arc": (0.45, 35.0), "cos": (0
 
 
 @HEADS.register("magface")
-class MagFace(MarginSoftmaxHead):
+class MagFace(Head):
     """MagFace loss ``L_i = CE_i + λ_g·g(a_i)`` with a magnitude-dependent angular margin.
 
     With ``a = clamp(||f||, l_a, u_a)`` (the clamped norm feeds only the margin and the regulariser; the
@@ -125,7 +125,7 @@ class MagFace(MarginSoftmaxHead):
         """``g(a) = a/u_a² + 1/a`` for already clamped magnitudes ``a``."""
         return a / self.u_a**2 + 1.0 / a
 
-    def target_logit(self, inputs: HeadInputs) -> tuple[Tensor, float, Tensor, dict[str, Tensor]]:
+    def margin_terms(self, inputs: HeadInputs) -> MarginTerms:
         a = inputs.norms.clamp(self.l_a, self.u_a)
         m = self.margin(a)
         if self.kind == "arc":
@@ -134,7 +134,7 @@ class MagFace(MarginSoftmaxHead):
                 inputs.cos_target, m, easy_margin=self.easy_margin, fallback=fallback, eps=self.eps
             )
         else:
-            target = inputs.cos_target - m
+            target = additive_cosine_target(inputs.cos_target, m)
         g = self.regularizer(a)
         norms = inputs.norms.detach()
         logs = {
@@ -145,4 +145,4 @@ class MagFace(MarginSoftmaxHead):
             "magface/clamped_high_frac": (norms > self.u_a).to(norms.dtype).mean(),
             "magface/lambda_feasible": torch.tensor(float(self.lambda_g >= self.feasibility_bound)),
         }
-        return self.scale * target, self.scale, self.lambda_g * g, logs
+        return MarginTerms(self.scale * target, self.scale, extra_loss=self.lambda_g * g, logs=logs)

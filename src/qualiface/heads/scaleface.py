@@ -8,12 +8,12 @@ import torch
 from torch import Tensor
 
 from qualiface.functional.margins import additive_angular_target
-from qualiface.heads.base import HeadInputs, MarginSoftmaxHead
+from qualiface.heads.base import Head, HeadInputs, MarginTerms
 from qualiface.registry import HEADS
 
 
 @HEADS.register("scaleface")
-class ScaleFace(MarginSoftmaxHead):
+class ScaleFace(Head):
     """ArcFace whose constant scale is replaced by a per-sample predicted scale ``s_i = s(x_i) > 0``.
 
     Called as ``head(embeddings, labels, scale=s)`` with ``s`` of shape ``(B,)`` or ``(B, 1)``::
@@ -49,10 +49,13 @@ class ScaleFace(MarginSoftmaxHead):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, margin={self.margin}, eps={self.eps}"
 
-    def target_logit(self, inputs: HeadInputs) -> tuple[Tensor, Tensor, None, dict[str, Tensor]]:
-        scale = inputs.aux["scale"]
+    def validate_aux(self, aux: dict[str, Tensor]) -> None:
+        scale = aux["scale"]
         if not bool((scale > 0).all()):
             raise ValueError(f"ScaleFace: scale must be positive, got min {float(scale.min()):.4g}")
+
+    def margin_terms(self, inputs: HeadInputs) -> MarginTerms:
+        scale = inputs.aux["scale"]
         target = additive_angular_target(inputs.cos_target, self.margin, fallback="none", eps=self.eps)
         detached = scale.detach()
         logs = {
@@ -61,4 +64,4 @@ class ScaleFace(MarginSoftmaxHead):
             "head/scale_min": detached.min(),
             "head/scale_max": detached.max(),
         }
-        return scale * target, scale, None, logs
+        return MarginTerms(scale * target, scale, logs=logs)

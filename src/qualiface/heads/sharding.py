@@ -63,6 +63,10 @@ has no sampled class. Hence every rank must call the head in the same mode (``tr
 same auxiliary inputs, the same local batch size (checked, with a clear error on every rank) and the same
 ``requires_grad`` settings, and must call ``backward()``. Invalid inputs on one rank make every rank raise.
 
+One process is the shard ``ShardSpec(0, 1)`` (:data:`SINGLE_PROCESS`, every head's default): every function
+here is then the identity (no collective, no process group), so a head has one forward pass, one
+preparation, one cross-entropy and one hardest-negative search for both cases.
+
 Memory: nothing of size ``(B_g, C)`` is allocated; the local ``(B_g, C_r')`` cosines, logits and
 probabilities are what a single-process head allocates for ``C_r'`` classes. The forward pass runs three
 all-gathers (sizes, labels, embeddings with the replicated columns), two small all-reduces in the
@@ -78,7 +82,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from qualiface.functional.margins import l2_normalize
+
 __all__ = [
+    "SINGLE_PROCESS",
+    "GatheredBatch",
     "ShardSpec",
     "all_gather_labels",
     "all_reduce_max",
@@ -86,6 +94,7 @@ __all__ = [
     "check_batch_sizes",
     "copy_to_partial",
     "gather_batch",
+    "gather_head_inputs",
     "sum_partial",
 ]
 
@@ -125,6 +134,10 @@ class ShardSpec:
         return self.world_size > 1
 
 
+SINGLE_PROCESS = ShardSpec(0, 1)
+"""Every class centre in this process: the collectives below do nothing."""
+
+
 # ``all_gather_single`` / ``reduce_scatter_single`` replace the ``*_tensor`` names in recent torch releases
 _ALL_GATHER = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 _REDUCE_SCATTER = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
@@ -139,12 +152,16 @@ def _backend_is_nccl(group: dist.ProcessGroup | None) -> bool:
 
 def all_reduce_sum_(tensor: Tensor, spec: ShardSpec) -> Tensor:
     """In place ``all_reduce``-sum over the shard's group, no autograd; returns ``tensor``."""
+    if not spec.distributed:
+        return tensor
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=spec.group)
     return tensor
 
 
 def all_reduce_max(tensor: Tensor, spec: ShardSpec) -> Tensor:
-    """``all_reduce``-max of a copy of ``tensor`` (detached)."""
+    """``all_reduce``-max of a copy of ``tensor`` (detached; ``tensor`` itself, detached, in one process)."""
+    if not spec.distributed:
+        return tensor.detach()
     out = tensor.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.MAX, group=spec.group)
     return out
@@ -159,6 +176,8 @@ def _all_gather(tensor: Tensor, spec: ShardSpec) -> Tensor:
 
 def all_gather_labels(labels: Tensor, spec: ShardSpec) -> Tensor:
     """All-gathered ``int64`` labels ``(W·B,)`` (no autograd)."""
+    if not spec.distributed:
+        return labels.to(torch.int64)
     return _all_gather(labels.to(torch.int64), spec)
 
 
@@ -215,8 +234,11 @@ def gather_batch(partial: Tensor, replicated: Tensor, spec: ShardSpec) -> tuple[
 
     Returns ``(W·B, D)`` and ``(W·B, K)``. Backward: the first output's gradient is summed over ranks (its
     users are shard-partial), the second's is only sliced (its users are replicated); each rank keeps its
-    own rows. Every rank must pass the same ``B`` (check with :func:`check_batch_sizes` first).
+    own rows. Every rank must pass the same ``B`` (check with :func:`check_batch_sizes` first). In one
+    process: the inputs themselves.
     """
+    if not spec.distributed:
+        return partial, replicated
     return _GatherBatch.apply(spec, partial, replicated)
 
 
@@ -233,7 +255,9 @@ class _SumPartial(torch.autograd.Function):
 
 
 def sum_partial(tensor: Tensor, spec: ShardSpec) -> Tensor:
-    """Shard-partial → replicated: ``all_reduce``-sum forward, identity backward."""
+    """Shard-partial → replicated: ``all_reduce``-sum forward, identity backward (the identity in one process)."""
+    if not spec.distributed:
+        return tensor
     return _SumPartial.apply(tensor, spec)
 
 
@@ -252,5 +276,50 @@ class _CopyToPartial(torch.autograd.Function):
 
 def copy_to_partial(tensor: Tensor, spec: ShardSpec) -> Tensor:
     """Replicated → shard-partial: identity forward, ``all_reduce``-sum backward (a replicated parameter
-    used in shard-partial terms gets its full gradient on every rank)."""
+    used in shard-partial terms gets its full gradient on every rank; the identity in one process)."""
+    if not spec.distributed:
+        return tensor
     return _CopyToPartial.apply(tensor, spec)
+
+
+@dataclass(frozen=True)
+class GatheredBatch:
+    """The batch a head computes on: the global batch under a distributed shard, the local one otherwise.
+
+    Attributes:
+        embeddings: raw ``(B_g, D)`` (shard-partial users: summing backward).
+        x_hat: ``f / max(‖f‖, eps)`` ``(B_g, D)``.
+        norms: ``‖f‖`` ``(B_g,)``, unclamped (replicated: slicing backward).
+        labels: global class ids ``(B_g,)``.
+        aux: auxiliary inputs ``(B_g,)`` each (replicated).
+    """
+
+    embeddings: Tensor
+    x_hat: Tensor
+    norms: Tensor
+    labels: Tensor
+    aux: dict[str, Tensor]
+
+
+def gather_head_inputs(
+    embeddings: Tensor, labels: Tensor, aux: dict[str, Tensor], spec: ShardSpec, eps: float
+) -> GatheredBatch:
+    """Gather a head's inputs over the shard's group (rank 0's samples first); see the module docstring.
+
+    ``‖f‖`` and the auxiliary inputs are replicated quantities, gathered with a slicing backward (counted
+    once); ``f`` itself feeds the shard-partial cosines and is gathered with a summing backward. In one
+    process nothing is gathered and ``x̂``, ``‖f‖`` come from one normalisation of the local batch.
+    """
+    if not spec.distributed:
+        x_hat, norms = l2_normalize(embeddings, eps)
+        return GatheredBatch(embeddings, x_hat, norms, labels, aux)
+    keys = sorted(aux)  # the same order on every rank
+    replicated = torch.stack([torch.linalg.vector_norm(embeddings, dim=1), *(aux[k] for k in keys)], dim=1)
+    emb_g, replicated_g = gather_batch(embeddings, replicated, spec)
+    return GatheredBatch(
+        emb_g,
+        l2_normalize(emb_g, eps)[0],
+        replicated_g[:, 0],
+        all_gather_labels(labels, spec),
+        {k: replicated_g[:, 1 + i] for i, k in enumerate(keys)},
+    )

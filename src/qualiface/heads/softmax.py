@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor
-
-from qualiface.heads.base import HeadInputs, MarginSoftmaxHead
+from qualiface.heads.base import Head, HeadInputs, MarginTerms
 from qualiface.registry import HEADS
 
 
 @HEADS.register("softmax")
-class CosineSoftmax(MarginSoftmaxHead):
+class CosineSoftmax(Head):
     """Normalised softmax: ``L = CE(s · cos θ_j)``, ``cos θ_j = x̂ · ŵ_j``; no margin.
 
     Default ``scale = 64`` (arcface_torch's margin list (1, 0, 0)); NormFace shows ``s`` must exceed a
@@ -22,5 +20,5 @@ class CosineSoftmax(MarginSoftmaxHead):
         super().__init__(embedding_dim, num_classes, **kwargs)
         self.scale = scale
 
-    def target_logit(self, inputs: HeadInputs) -> tuple[Tensor, float, None, dict[str, Tensor]]:
-        return self.scale * inputs.cos_target, self.scale, None, {}
+    def margin_terms(self, inputs: HeadInputs) -> MarginTerms:
+        return MarginTerms(self.scale * inputs.cos_target, self.scale)

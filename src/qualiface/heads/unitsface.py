@@ -8,10 +8,17 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from qualiface.functional.margins import l2_normalize
-from qualiface.functional.uss import partial_uss_loss, uss_loss
-from qualiface.heads.base import Head, HeadInputs, HeadOutput
-from qualiface.heads.sharding import ShardSpec, all_reduce_max, all_reduce_sum_, copy_to_partial, sum_partial
+from qualiface.functional.margins import additive_cosine_target, l2_normalize
+from qualiface.functional.uss import uss_loss
+from qualiface.heads.base import Head, HeadInputs, MarginTerms
+from qualiface.heads.sharding import (
+    SINGLE_PROCESS,
+    ShardSpec,
+    all_reduce_max,
+    all_reduce_sum_,
+    copy_to_partial,
+    sum_partial,
+)
 from qualiface.registry import HEADS
 
 Combine = Literal["mean", "sum"]
@@ -148,58 +155,44 @@ class UniTSFace(Head):
         """``(w_cls, w_uss)`` of the combined loss."""
         return (0.5, 0.5) if self.combine == "mean" else (1.0, 1.0)
 
-    def compute(self, inputs: HeadInputs) -> HeadOutput:
-        target = self.scale * (inputs.cos_target - self.margin)
-        cosface, logits = inputs.cross_entropy(target, self.scale)
+    def margin_terms(self, inputs: HeadInputs) -> MarginTerms:
+        target = self.scale * additive_cosine_target(inputs.cos_target, self.margin)
         labels = self._memory_rows(inputs)
-
         warming_up = self.uss_warmup_steps > 0 and int(self.num_steps) < self.uss_warmup_steps
         if warming_up:
-            uss = torch.zeros_like(cosface)
-            loss_per_sample = cosface
+            uss = None
+        elif self.uss_negatives == "sampled" and inputs.class_index is not None:
+            uss = self.uss_loss(inputs.x_hat, inputs.labels, inputs.class_index, shard=inputs.shard)
         else:
-            if self.uss_negatives == "sampled" and inputs.class_index is not None:
-                uss = self.uss_loss(inputs.x_hat, inputs.labels, inputs.class_index, shard=inputs.shard)
-            else:
-                uss = self.uss_loss(inputs.x_hat, labels, shard=inputs.shard)
-            w_cls, w_uss = self.weights
-            loss_per_sample = uss if self.uss_only else w_cls * cosface + w_uss * uss
-
-        logs = self.base_logs(inputs)
-        logs["loss/cosface"] = cosface.detach().mean()
-        logs["loss/uss"] = uss.detach().mean()
-        logs["unitsface/bias"] = self.bias.detach()[0].clone()
-        logs["unitsface/threshold"] = self.threshold.clone()
-        if inputs.shard is None:
-            logs["unitsface/seen_fraction"] = self.seen.float().mean()
-        else:
-            seen_count = all_reduce_sum_(self.seen.sum().to(torch.float64), inputs.shard)
-            logs["unitsface/seen_fraction"] = (seen_count / self.num_classes).float()
-
-        if self.training:
-            if inputs.shard is None:
-                self.update_memory(inputs.embeddings, labels)
-            else:  # each rank writes the rows it owns, from the gathered batch (batch order kept)
-                owned = labels >= 0
-                if bool(owned.any()):
-                    self.update_memory(inputs.embeddings[owned], labels[owned])
+            uss = self.uss_loss(inputs.x_hat, labels, shard=inputs.shard)
+        w_cls, w_uss = self.weights
+        logs = {
+            "loss/uss": inputs.cos_target.new_zeros(()) if uss is None else uss.detach().mean(),
+            "unitsface/bias": self.bias.detach()[0].clone(),
+            "unitsface/threshold": self.threshold.clone(),
+            "unitsface/seen_fraction": self._seen_fraction(inputs.shard),
+        }
+        if self.training:  # after the loss terms that read the memory (batch order kept)
+            self.update_memory(inputs.embeddings, labels, None if inputs.owned is None else labels >= 0)
             self.num_steps += 1
-        return HeadOutput(
-            loss=loss_per_sample.mean(),
-            loss_per_sample=loss_per_sample,
-            logits=logits,
-            cos_target=inputs.cos_target.detach(),
-            logs=logs,
-            class_index=inputs.class_index,
-            labels=inputs.labels,
-        )
+        ce_log = "loss/cosface"
+        if uss is None:
+            return MarginTerms(target, self.scale, logs=logs, ce_log=ce_log)
+        if self.uss_only:
+            return MarginTerms(target, self.scale, extra_loss=uss, ce_weight=0.0, logs=logs, ce_log=ce_log)
+        return MarginTerms(target, self.scale, extra_loss=w_uss * uss, ce_weight=w_cls, logs=logs, ce_log=ce_log)
+
+    def _seen_fraction(self, shard: ShardSpec) -> Tensor:
+        """Fraction of the classes whose memory row holds a feature (over every shard)."""
+        seen_count = all_reduce_sum_(self.seen.sum().to(torch.float64), shard)
+        return (seen_count / self.num_classes).float()
 
     @staticmethod
     def _memory_rows(inputs: HeadInputs) -> Tensor:
         """Each sample's own memory row (local rows under a shard, ``−1`` where the class lives elsewhere)."""
         if inputs.class_index is None:
             return inputs.labels
-        if inputs.shard is None:
+        if inputs.owned is None:
             return inputs.class_index[inputs.labels]
         rows = torch.full_like(inputs.labels, -1)
         owned = inputs.labels >= 0
@@ -207,55 +200,52 @@ class UniTSFace(Head):
         return rows
 
     def uss_loss(
-        self, x_hat: Tensor, labels: Tensor, index: Tensor | None = None, *, shard: ShardSpec | None = None
+        self, x_hat: Tensor, labels: Tensor, index: Tensor | None = None, *, shard: ShardSpec = SINGLE_PROCESS
     ) -> Tensor:
         """Per-sample ``L_uss-m`` ``(B,)`` of unit embeddings against the memory (initialises ``b`` if ``<= 0``).
 
-        ``labels`` are memory rows, or columns of ``index`` when only the rows ``index`` are used. With
-        ``shard`` (collectives on its group) the memory is this rank's block, ``labels`` is ``−1`` where the
-        class lives on another rank, and the returned loss is the all-reduced, replicated total.
+        ``labels`` are memory rows, or columns of ``index`` when only the rows ``index`` are used. Under a
+        distributed ``shard`` (collectives on its group) the memory is this rank's block, ``labels`` is ``−1``
+        where the class lives on another rank, and the returned loss is the all-reduced, replicated total.
         """
         memory = self.feat_mem if index is None else self.feat_mem.index_select(0, index)
         seen = self.seen if index is None else self.seen.index_select(0, index)
+        owned = labels >= 0 if shard.distributed else None
         if self.bias.detach().item() <= 0:  # b is replicated: every rank takes the same branch
-            self._init_bias(x_hat, memory, seen, labels, shard)
-        if shard is None:
-            return uss_loss(
-                x_hat, self.bias, memory, seen, labels, gamma=self.gamma, margin=self.margin_uss, eps=self.normalize_eps
-            )
+            self._init_bias(x_hat, memory, seen, labels, owned, shard)
         bias = copy_to_partial(self.bias, shard)  # b gets the sum of the shards' partial gradients
         if memory.shape[0] == 0:  # no local row sampled: a zero share that keeps x_hat and b in the graph
             partial = x_hat[:, 0] * 0.0 + bias.to(x_hat.dtype) * 0.0
         else:
-            partial = partial_uss_loss(
-                x_hat, bias, memory, seen, labels, gamma=self.gamma, margin=self.margin_uss, eps=self.normalize_eps
+            partial = uss_loss(
+                x_hat,
+                bias,
+                memory,
+                seen,
+                labels,
+                gamma=self.gamma,
+                margin=self.margin_uss,
+                eps=self.normalize_eps,
+                owned=owned,
             )
         return sum_partial(partial, shard)
 
     @torch.no_grad()
     def _init_bias(
-        self, x_hat: Tensor, memory: Tensor, seen: Tensor, labels: Tensor, shard: ShardSpec | None = None
+        self, x_hat: Tensor, memory: Tensor, seen: Tensor, labels: Tensor, owned: Tensor | None, shard: ShardSpec
     ) -> None:
         """Official data-dependent initialisation of ``b``: mean over samples of ``logsumexp_j(γ cos⁻_ij)``.
 
-        Under a shard the ``logsumexp`` over all ranks' negatives is ``M + log Σ_r Σ_j e^{γ cos − M}`` with the
-        global row maximum ``M`` (all-reduced), so ``b`` is the same on every rank.
+        The ``logsumexp`` over every rank's negatives is ``M + log Σ_r Σ_j e^{γ cos − M}`` with the global row
+        maximum ``M`` (all-reduced under a distributed shard), so ``b`` is the same on every rank.
         """
         memory_hat, _ = l2_normalize(memory.to(x_hat.dtype), self.normalize_eps)
         cos = x_hat @ memory_hat.t()
         negatives = seen.unsqueeze(0).expand_as(cos).clone()
-        if shard is None:
-            negatives.scatter_(1, labels.unsqueeze(1), False)
-            rows = negatives.any(dim=1)
-            if not rows.any():
-                return
-            lse = torch.logsumexp((self.gamma * cos[rows]).masked_fill(~negatives[rows], -math.inf), dim=1)
-            self.bias.fill_(lse.mean())
-            return
-        owned = labels >= 0
-        if negatives.shape[1]:
-            own = negatives.gather(1, labels.clamp_min(0).unsqueeze(1)) & ~owned.unsqueeze(1)
-            negatives.scatter_(1, labels.clamp_min(0).unsqueeze(1), own)
+        if negatives.shape[1]:  # the own row is not a negative (where it lives here)
+            column = labels.clamp_min(0).unsqueeze(1)
+            keep = negatives.new_zeros(column.shape) if owned is None else negatives.gather(1, column) & ~owned[:, None]
+            negatives.scatter_(1, column, keep)
         logits = (self.gamma * cos).masked_fill_(~negatives, -math.inf)
         local_max = logits.amax(dim=1) if logits.shape[1] else logits.new_full((logits.shape[0],), -math.inf)
         row_max = all_reduce_max(local_max, shard)
@@ -268,8 +258,13 @@ class UniTSFace(Head):
         self.bias.fill_(lse.mean())
 
     @torch.no_grad()
-    def update_memory(self, embeddings: Tensor, labels: Tensor) -> None:
-        """``feat_mem[y_k] ← f_k`` for the raw features of a batch; the later sample of a class wins."""
+    def update_memory(self, embeddings: Tensor, labels: Tensor, owned: Tensor | None = None) -> None:
+        """``feat_mem[y_k] ← f_k`` for the raw features of a batch; the later sample of a class wins.
+
+        ``owned``: under a distributed shard, the samples whose class row lives here (the others are skipped).
+        """
+        if owned is not None:
+            embeddings, labels = embeddings[owned], labels[owned]
         classes, inverse = torch.unique(labels, return_inverse=True)
         order = torch.arange(labels.numel(), device=labels.device)
         last = torch.full_like(classes, -1).scatter_reduce_(0, inverse, order, reduce="amax")
