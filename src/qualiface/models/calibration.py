@@ -64,7 +64,8 @@ def save_calibration(
     ``n_genuine``, ``n_impostor``, ``quality_range``...); ``model_sha256`` is the weights' hash when the caller
     already has it (a loaded model's card), else it is computed. Returns the path."""
     value = check_threshold(threshold, "threshold")
-    if not (isinstance(fmr, int | float) and 0.0 < float(fmr) < 1.0):
+    fmr_given: object = fmr  # whatever the caller passed
+    if not (isinstance(fmr_given, int | float) and 0.0 < float(fmr_given) < 1.0):
         raise ValueError(f"fmr must be in (0, 1), got {fmr}")
     model = Path(model_path)
     if not model.exists():

@@ -200,7 +200,8 @@ class ThresholdInfo:
         check_threshold(self.value, "threshold")
         if self.kind not in ("learned", "calibrated"):
             raise CardError(f"threshold kind {self.kind!r}: expected learned or calibrated")
-        if self.fmr is not None and not (isinstance(self.fmr, int | float) and 0.0 < self.fmr < 1.0):
+        fmr: object = self.fmr  # as read from a card: any JSON value
+        if fmr is not None and not (isinstance(fmr, int | float) and 0.0 < fmr < 1.0):
             raise CardError(f"threshold fmr {self.fmr!r}: expected a number in (0, 1)")
 
     def describe(self) -> str:
@@ -304,7 +305,8 @@ class ModelCard:
             raise CardError(f"{where}: {exc}") from None
         except (TypeError, ValueError, KeyError) as exc:
             raise CardError(f"{where}: invalid card ({exc})") from None
-        if not isinstance(card.embedding_dim, int) or card.embedding_dim <= 0:
+        embedding_dim: object = card.embedding_dim  # as read: any JSON value
+        if not isinstance(embedding_dim, int) or embedding_dim <= 0:
             raise CardError(f"{where}: embedding_dim {card.embedding_dim!r} is not a positive integer")
         return card
 

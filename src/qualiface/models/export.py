@@ -140,6 +140,7 @@ def _torch_onnx_export(
         output_names=outputs,
         dynamic_shapes=dynamic_shapes,
     )
+    assert program is not None  # pragma: no cover - export(dynamo=True) always returns the program
     program.save(str(path))  # pragma: no cover
 
 

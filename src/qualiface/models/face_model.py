@@ -305,7 +305,7 @@ class FaceModel:
                 e, qq = self._run_session(chunk)
                 parts.append((e[:n], None if qq is None else qq[:n]))
             emb = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, self.embedding_dim), np.float32)
-            q = None if not parts or parts[0][1] is None else np.concatenate([p[1] for p in parts])  # type: ignore[misc]
+            q = None if not parts or parts[0][1] is None else np.concatenate([p[1] for p in parts])
         return emb, q
 
 

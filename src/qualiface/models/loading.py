@@ -40,7 +40,7 @@ def load_model(
     format: str | None = None,
     arch: str | None = None,
     device: str | torch.device = "cpu",
-    preprocessing: Preprocessing | Mapping[str, Any] | None = None,
+    preprocessing: Preprocessing | Mapping[str, Any] | str | None = None,
     backbone_kwargs: Mapping[str, Any] | None = None,
     describe_only: bool = False,
 ) -> FaceModel:

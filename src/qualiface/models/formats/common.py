@@ -93,7 +93,12 @@ def torch_load(path: Path) -> Any:
     import argparse
     import pathlib
 
-    benign = [argparse.Namespace, pathlib.PosixPath, pathlib.PurePosixPath]  # Lightning hyper-parameters
+    # Lightning hyper-parameters
+    benign: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [
+        argparse.Namespace,
+        pathlib.PosixPath,
+        pathlib.PurePosixPath,
+    ]
     try:
         with torch.serialization.safe_globals(benign):
             return torch.load(path, map_location="cpu", weights_only=True)
