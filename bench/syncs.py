@@ -53,7 +53,7 @@ def _caller() -> str | None:
     frame = sys._getframe(2)
     while frame is not None:
         path = frame.f_code.co_filename
-        if "torch/utils/data" in path or "/qualiface/data/" in path:
+        if "torch/utils/data" in path or "/qualiface/data/" in path or path.endswith("qualiface/train/data.py"):
             return None
         if "/qualiface/" in path:
             return f"{path.split('/qualiface/', 1)[1]}:{frame.f_lineno}"
@@ -155,9 +155,7 @@ def main() -> None:
         for rate in (1.0, 0.5):
             for validate in (True, False):
                 counts = head_syncs(name, rate, validate)
-                rows.append(
-                    {"row": f"head/{name}", "sample_rate": rate, "validate_inputs": validate, "counts": counts}
-                )
+                rows.append({"row": f"head/{name}", "sample_rate": rate, "validate_inputs": validate, "counts": counts})
     for name in args.trainer_heads:
         counts = trainer_syncs(name)
         rows.append({"row": f"trainer/{name}", "sample_rate": 1.0, "validate_inputs": None, "counts": counts})

@@ -202,3 +202,49 @@ def test_hardest_negative_excludes_only_the_target_column():
     target = cos.gather(1, labels.unsqueeze(1)).squeeze(1)
     inputs = HeadInputs(torch.zeros(4, 2), torch.zeros(4, 2), torch.ones(4), cos, labels, target, None, {})
     torch.testing.assert_close(inputs.hardest_negative(), torch.tensor([0.5, 0.7, 0.8, 0.4]))
+
+
+_HOST_READS = frozenset({"item", "tolist", "__bool__", "__int__", "__float__", "nonzero", "masked_select", "unique"})
+
+
+class _HostReads(torch.overrides.TorchFunctionMode):
+    """Counts the calls that make the host wait for a device (a CUDA synchronisation)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in _HOST_READS:
+            self.calls.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+# UniTSFace reads b (its data-dependent initialisation) and rewrites its memory rows per class at every step
+@pytest.mark.parametrize("name", [h for h in HEADS if h != "unitsface"])
+def test_a_step_without_input_checks_never_waits_for_the_device(name):
+    torch.manual_seed(0)
+    checked = qualiface.create_head(name, D, C).train()
+    fast = qualiface.create_head(name, D, C, validate_inputs=False).train()
+    fast.load_state_dict(checked.state_dict())
+    emb = torch.randn(B, D) * 5
+    labels = torch.randint(0, C, (B,))
+    aux = _aux(checked)
+    emb_checked, emb_fast = emb.clone().requires_grad_(), emb.clone().requires_grad_()
+    with _HostReads() as with_checks:
+        out_checked = checked(emb_checked, labels, **aux)
+        out_checked.loss.backward()
+    with _HostReads() as without:
+        out_fast = fast(emb_fast, labels, **aux)
+        out_fast.loss.backward()
+    assert with_checks.calls, "the value checks read labels and embeddings on the host"
+    assert without.calls == []
+    torch.testing.assert_close(out_fast.loss, out_checked.loss, rtol=0, atol=0)
+    torch.testing.assert_close(emb_fast.grad, emb_checked.grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_shape_checks_hold_without_the_value_checks(name):
+    head = qualiface.create_head(name, D, C, validate_inputs=False)
+    with pytest.raises(ValueError, match="embeddings must have shape"):
+        _call(head, torch.randn(B, D + 1), torch.randint(0, C, (B,)))

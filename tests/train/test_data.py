@@ -102,3 +102,13 @@ def test_metrics_log_widens_its_header_and_truncates_on_resume(tmp_path: Path) -
     assert text[1:] == ["1,2,", "2,1.5,", "2,,0.9", "3,1,"]
     MetricsLog(tmp_path, resume_step=2)  # a run resumed from step 2 drops what came after it
     assert (tmp_path / "metrics.csv").read_text().splitlines()[1:] == ["1,2,", "2,1.5,", "2,,0.9"]
+
+
+def test_a_label_outside_the_class_count_names_the_source_and_the_image() -> None:
+    from qualiface.train.data import SourceDataset
+
+    items = [(np.zeros((4, 4, 3), np.uint8), 1), (np.zeros((4, 4, 3), np.uint8), 5)]
+    source = SourceDataset(items, num_classes=3, decode=False, description="faces.csv")
+    assert source[0][1] == 1
+    with pytest.raises(ValueError, match=r"faces\.csv: image 1: label 5 is outside \[0, 3\)"):
+        source[1]

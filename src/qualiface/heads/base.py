@@ -172,9 +172,11 @@ class Head(nn.Module):
             batch. With sampling, each rank keeps its local positives plus random local negatives,
             ``int(sample_rate·num_local)`` rows in all. ``None`` (or ``world_size == 1``): every class here
             (:data:`~qualiface.heads.sharding.SINGLE_PROCESS`, no collective).
-        validate_inputs: check shapes, dtypes, the label range and finiteness at every call (a few host
-            synchronisations per step, see ``bench/syncs.py``). A trainer whose data are known to be valid
-            turns it off after its first step (:attr:`validate_inputs`).
+        validate_inputs: check the values at every call: the label range, finiteness, method-specific
+            constraints (:meth:`validate_aux`) and, under a distributed shard, that every rank's inputs are
+            valid and of one batch size. These read tensors on the host (a few synchronisations per step on a
+            GPU, see ``bench/syncs.py``). Shapes, dtypes and auxiliary input names are always checked. The
+            trainer turns it off: it checks labels where they are read and stops on a non-finite loss.
 
     Attributes:
         class_start: first global class held here (0 without a shard).
@@ -250,8 +252,7 @@ class Head(nn.Module):
 
         Under a distributed shard: the LOCAL batch, GLOBAL labels; the output covers the all-gathered batch.
         """
-        if self.validate_inputs:
-            self._check_inputs(embeddings, labels, aux)
+        self._check_inputs(embeddings, labels, aux)
         dtype = torch.float64 if self.weight.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             inputs = self._prepare(embeddings.to(dtype), labels, {k: v.to(dtype).reshape(-1) for k, v in aux.items()})
@@ -324,9 +325,10 @@ class Head(nn.Module):
 
     def _check_inputs(self, embeddings: Tensor, labels: Tensor, aux: dict[str, Tensor]) -> None:
         """:meth:`_validate` here; under a distributed shard every rank also learns of a failure on another
-        rank, and of unequal batch sizes, before any collective whose shape depends on the batch."""
+        rank, and of unequal batch sizes, before any collective whose shape depends on the batch (with
+        :attr:`validate_inputs` only: the exchange is a collective and a host synchronisation)."""
         shard = self.shard
-        if not shard.distributed:
+        if not (shard.distributed and self.validate_inputs):
             self._validate(embeddings, labels, aux)
             return
         name = type(self).__name__
@@ -365,12 +367,6 @@ class Head(nn.Module):
             raise TypeError(f"{name}: labels must be an integer tensor, got {labels.dtype}")
         if labels.shape != (batch,):
             raise ValueError(f"{name}: labels must have shape ({batch},), got {tuple(labels.shape)}")
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0 or high >= self.num_classes:
-            bad = low if low < 0 else high
-            raise ValueError(f"{name}: label {bad} is outside [0, {self.num_classes})")
-        if not torch.isfinite(embeddings).all():
-            raise ValueError(f"{name}: embeddings contain NaN or Inf")
         missing = self.requires - aux.keys()
         if missing:
             raise ValueError(f"{name} needs the auxiliary input(s) {sorted(missing)} (e.g. head(emb, labels, ...=t))")
@@ -380,6 +376,15 @@ class Head(nn.Module):
         for key, value in aux.items():
             if value.numel() != batch or value.shape[0] != batch:
                 raise ValueError(f"{name}: {key} must have shape ({batch},) or ({batch}, 1), got {tuple(value.shape)}")
+        if not self.validate_inputs:  # the value checks below read tensors on the host
+            return
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= self.num_classes:
+            bad = low if low < 0 else high
+            raise ValueError(f"{name}: label {bad} is outside [0, {self.num_classes})")
+        if not torch.isfinite(embeddings).all():
+            raise ValueError(f"{name}: embeddings contain NaN or Inf")
+        for key, value in aux.items():
             if not torch.isfinite(value).all():
                 raise ValueError(f"{name}: {key} contains NaN or Inf")
         self.validate_aux(aux)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor
 
 from qualiface.train.distributed import barrier
@@ -101,15 +102,17 @@ class LogAggregation(TrainerCallback):
             unit="step",
             dynamic_ncols=True,
         )
-        self.sums: dict[str, float] = {}
+        self.sums: dict[str, Tensor] = {}
         self.count = 0
         self.tick = time.perf_counter()
 
     def on_step_end(self, state: LoopState) -> None:
         trainer = state.trainer
         cfg = trainer.cfg
-        for key, value in state.values.items():
-            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+        for key, value in state.values.items():  # summed on the device in float64: read only at a log step
+            total = self.sums.get(key)
+            value64 = torch.as_tensor(value).detach().to(torch.float64)
+            self.sums[key] = value64 if total is None else total + value64
         self.count += 1
         self.bar.update(1)
         if trainer.step % cfg.train.log_every == 0 or trainer.step == trainer.total_steps:
@@ -119,7 +122,7 @@ class LogAggregation(TrainerCallback):
                 "step": trainer.step,
                 "epoch": trainer.step / trainer.steps_per_epoch,
                 "lr": state.lr,
-                **{k: v / count for k, v in self.sums.items()},
+                **{k: float(v) / count for k, v in self.sums.items()},
                 "images_per_s": count * cfg.data.batch_size * trainer.info.world_size / max(elapsed, 1e-9),
             }
             self.bar.set_postfix(loss=f"{state.row['loss']:.3f}", lr=f"{state.lr:.3g}")
