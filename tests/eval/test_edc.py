@@ -11,7 +11,6 @@ from sklearn.metrics import auc as sklearn_auc
 from qualiface.eval.edc import (
     FixedThresholdEDC,
     RecomputedThresholdERC,
-    _KeptCounter,
     area_under_theoretical_best,
     edc,
     edc_fixed_threshold,
@@ -23,6 +22,7 @@ from qualiface.eval.edc import (
     normalize_quality,
     pair_quality,
 )
+from qualiface.eval.edc.kept import _KeptCounter
 
 # ------------------------------------------------------------------------------------------ §9 synthetic data set
 

@@ -30,7 +30,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from qualiface.eval.edc import _binary_labels, _finite_vector, _KeptCounter, _stable_order
+from qualiface.eval.edc.inputs import _binary_labels, _finite_vector
+from qualiface.eval.edc.kept import _KeptCounter, _stable_order
 from qualiface.eval.results import Result
 
 __all__ = [
