@@ -59,6 +59,12 @@ SPHEREFACE_TEMPLATE_96X112: NDArray[np.float64] = np.array(
 SPHEREFACE_TEMPLATE_96X112.setflags(write=False)
 
 
+def _check_size(size: object) -> None:
+    """``ValueError`` unless ``size`` is a positive int (a caller may pass anything: a bool, a float...)."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+
+
 def arcface_template(size: int = 112) -> NDArray[np.float64]:
     """The ArcFace template for a square crop of side ``size`` (insightface ``estimate_norm``).
 
@@ -72,8 +78,7 @@ def arcface_template(size: int = 112) -> NDArray[np.float64]:
     Raises:
         ValueError: If ``size`` is not a positive multiple of 112 or 128.
     """
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
-        raise ValueError(f"size must be a positive int, got {size!r}")
+    _check_size(size)
     if size % 112 == 0:
         ratio, diff_x = size / 112.0, 0.0
     elif size % 128 == 0:
@@ -282,8 +287,7 @@ def align_face(
     if template is None:
         dst = arcface_template(size)
     else:
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
-            raise ValueError(f"size must be a positive int, got {size!r}")
+        _check_size(size)
         dst = _as_points(template, "template", 5)
     matrix = similarity_transform(lmk, dst)
     return warp_affine(img, matrix, (int(size), int(size)))

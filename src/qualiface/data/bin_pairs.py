@@ -99,7 +99,7 @@ def safe_unpickle(data: bytes, source: str) -> Any:
     raise ValueError(f"{source}: the pickle holds text that decodes neither as ASCII nor as bytes")
 
 
-def decode_rgb(data: bytes, what: str, formats: Sequence[str] | None = _PACK_FORMATS) -> np.ndarray:
+def decode_rgb(data: bytes, what: str, formats: list[str] | tuple[str, ...] | None = _PACK_FORMATS) -> np.ndarray:
     """Decode an encoded image with Pillow to RGB ``uint8`` ``(H, W, 3)``; ``ValueError`` naming ``what``."""
     from PIL import Image
 

@@ -120,7 +120,7 @@ def _over(image: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> None:
 
 def _identity_params(seed: int, identity: int) -> dict[str, Any]:
     rng = np.random.default_rng([seed, _IDENTITY_STREAM, identity])
-    params = {
+    params: dict[str, float | np.ndarray] = {
         "axes": rng.uniform([0.46, 0.60], [0.62, 0.78]),
         "skin": rng.uniform([0.30, 0.18, 0.12], [0.98, 0.85, 0.75]),
         "hair": rng.uniform(0.0, 0.8, 3),

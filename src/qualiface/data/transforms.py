@@ -66,7 +66,7 @@ _GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision / PIL
 Transform = Callable[[Tensor, torch.Generator | None], Tensor]
 
 
-def _check_image(img: Tensor) -> None:
+def _check_image(img: object) -> None:
     if not isinstance(img, Tensor) or img.ndim != 3:
         raise ValueError(f"image must be a (C, H, W) tensor, got {getattr(img, 'shape', type(img))}")
 

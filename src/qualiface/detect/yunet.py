@@ -42,7 +42,7 @@ _WEIGHTS = "face_detection_yunet_2023mar.onnx"
 
 def default_yunet_path() -> Path:
     """The YuNet ONNX file shipped in the package (``qualiface/detect/weights``; see the ``NOTICE`` beside it)."""
-    return Path(str(resources.files("qualiface.detect").joinpath("weights", _WEIGHTS)))
+    return Path(str(resources.files("qualiface.detect") / "weights" / _WEIGHTS))
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, top_k: int | None = None) -> np.ndarray:
