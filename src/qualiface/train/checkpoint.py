@@ -38,6 +38,11 @@ atomic_save = atomic_torch_save  # the name the trainer and its tests use
 def rng_state() -> dict[str, Any]:
     """Every random state a step may consume (torch CPU and CUDA, NumPy's legacy global, Python's)."""
     np_state = np.random.get_state()  # noqa: NPY002 (user transforms may draw on it)
+    if not isinstance(np_state, tuple):  # the legacy form exists only for MT19937
+        raise RuntimeError(
+            "NumPy's global random generator is not MT19937 (np.random.set_bit_generator?): its state cannot be "
+            "checkpointed"
+        )
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],

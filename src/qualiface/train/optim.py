@@ -42,7 +42,8 @@ def split_decay(module: nn.Module, no_decay: str) -> tuple[list[nn.Parameter], l
                 skip.update(id(p) for p in layer.parameters(recurse=False))
         if no_decay == "norm_bias":
             skip.update(id(p) for name, p in module.named_parameters() if name.endswith("bias"))
-    decay, keep = [], []
+    decay: list[nn.Parameter] = []
+    keep: list[nn.Parameter] = []
     for p in module.parameters():
         if p.requires_grad:
             (keep if id(p) in skip else decay).append(p)
