@@ -111,7 +111,7 @@ def demo_config(
     total = int(steps if steps is not None else sizes["steps"])
     if total < 1:
         raise ValueError(f"steps must be >= 1, got {total}")
-    data = {
+    data: dict[str, Any] = {
         "name": "demo-quick" if quick else "demo",
         "model": {
             "backbone": "iresnet18",
@@ -195,7 +195,7 @@ def run_demo(
         threads: ``torch.set_num_threads`` for the run, set back afterwards; ``None`` keeps PyTorch's choice (one
             per core). On a 2-core machine that other work shares, ``1`` can be several times faster.
     """
-    from qualiface.eval.edc import edc, edc_oracle, edc_random
+    from qualiface.eval.edc import FixedThresholdEDC, edc, edc_oracle, edc_random
     from qualiface.eval.fusion import fuse_flip, l2_normalize
     from qualiface.eval.plots import plot_edc, plot_roc
     from qualiface.eval.verification import evaluate_verification
@@ -250,6 +250,8 @@ def run_demo(
     edc_rand = edc_random(cosine, mated, progress=False, **options)
     edc_best = edc_oracle(cosine, mated, **options)
     label = next(iter(edc_model.curves))
+    model_curve = edc_model.curves[label]
+    assert isinstance(model_curve, FixedThresholdEDC)  # edc's default convention, fixed_threshold
 
     def pauc(result: Any, limit: float = DISCARD_LIMIT) -> float:
         return float(result.curves[label].pauc[limit])
@@ -318,8 +320,8 @@ def run_demo(
             "fmr": EDC_FMR,
             "pair_quality": "min",
             "operating_point": label,
-            "threshold": float(edc_model.curves[label].threshold),
-            "starting_error": float(edc_model.curves[label].starting_error),
+            "threshold": float(model_curve.threshold),
+            "starting_error": float(model_curve.starting_error),
             "pauc": {
                 f"{limit:g}": {
                     "model": pauc(edc_model, limit),

@@ -40,7 +40,11 @@ def calibrate(
     files, index_a, index_b = pair_list.unique_images()
     paths = list(files.paths)
     bar = tqdm(total=len(paths), desc="faces", unit="file", disable=not progress, leave=False)
-    faces = load_faces(paths, aligned=aligned, progress=lambda done, total: bar.update(done - bar.n))
+
+    def advance(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    faces = load_faces(paths, aligned=aligned, progress=advance)
     bar.close()
     rows = face_index(faces, paths)
     try:

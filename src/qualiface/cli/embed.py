@@ -49,7 +49,7 @@ def embed(
         arrays = {"embeddings": embeddings, "files": files, "face_index": face_index, "model": np.array(stamp)}
         if quality is not None:
             arrays["quality"] = quality
-        np.savez(out, **arrays)
+        np.savez(out, **arrays)  # type: ignore[arg-type]  # numpy's stub matches **arrays to allow_pickle too
     elif suffix == ".npy":
         np.save(out, embeddings)
         buffer = io.StringIO()

@@ -187,8 +187,8 @@ def eval_edc(
         sections += [Section.from_result(name, result) for name, result in results.items()]
         write_report(sections, out / "report.md", title="qualiface eval edc")
 
-    for name, values in summary.items():
-        typer.echo(f"{name}: " + ", ".join(f"{k}={v:.6g}" for k, v in values.items()))
+    for name, metrics in summary.items():
+        typer.echo(f"{name}: " + ", ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
     typer.echo(f"wrote {out}")
 
 

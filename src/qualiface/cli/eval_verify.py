@@ -15,7 +15,12 @@ from qualiface.cli.apps import eval_app
 from qualiface.cli.photos import PreprocessingOption, open_model
 from qualiface.eval.fusion import FLIP_FUSION_MODES
 from qualiface.eval.roc import check_scores_labels
-from qualiface.eval.verification import VerificationResult, contiguous_folds, evaluate_verification
+from qualiface.eval.verification import (
+    ThresholdSearch,
+    VerificationResult,
+    contiguous_folds,
+    evaluate_verification,
+)
 
 _LABEL_KEYS = ("issame", "same", "is_same", "label")
 
@@ -87,9 +92,11 @@ def _embed(
     from qualiface.models import embed_images
 
     with tqdm(total=len(images), unit="img", desc="embed", disable=None if progress else True) as bar:
-        out = embed_images(
-            model, images, batch_size=batch_size, flip=flip, progress=lambda done, total: bar.update(done - bar.n)
-        )
+
+        def advance(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+        out = embed_images(model, images, batch_size=batch_size, flip=flip, progress=advance)
     return out.embeddings, out.flipped
 
 
@@ -125,11 +132,21 @@ def _from_pairs(
     return kwargs
 
 
+def _threshold_search(value: str) -> ThresholdSearch:
+    """``--threshold-search`` as :func:`evaluate_verification` takes it (the same error for another word)."""
+    if value == "grid":
+        return "grid"
+    if value == "exhaustive":
+        return "exhaustive"
+    raise ValueError(f"search must be 'grid' or 'exhaustive', got {value!r}")
+
+
 def _save_embeddings(path: Path, kwargs: dict[str, Any]) -> None:
     """Write the evaluated arrays under the key names ``--embeddings`` reads back."""
     split = "embeddings_b" in kwargs
     names = {"embeddings": "embeddings_a" if split else "embeddings", "flip": "flip_a" if split else "flip"}
-    np.savez(path, **{names.get(k, k): np.asarray(v) for k, v in kwargs.items()})
+    arrays = {names.get(k, k): np.asarray(v) for k, v in kwargs.items()}
+    np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub matches **arrays to allow_pickle too
 
 
 def _write_outputs(result: VerificationResult, out: Path, plot: bool, name: str) -> list[Path]:
@@ -139,8 +156,8 @@ def _write_outputs(result: VerificationResult, out: Path, plot: bool, name: str)
         try:
             from qualiface.eval import plots
         except ImportError:  # the plotting module is optional
-            plots = None
-        if plots is not None:
+            pass
+        else:
             curves = {
                 f"{name} (all pairs)": (result.all_pairs_fpr, result.all_pairs_tpr),
                 f"{name} (10-fold mean)": (result.roc_fpr, result.roc_tpr),
@@ -230,7 +247,9 @@ def verify(
             meta.update(face_model.card.stamp(), model_path=str(model))
         if kwargs.get("flip") is None:
             kwargs.pop("flip", None)
-        result = evaluate_verification(**kwargs, fusion=fusion, n_folds=folds, threshold_search=threshold_search)
+        result = evaluate_verification(
+            **kwargs, fusion=fusion, n_folds=folds, threshold_search=_threshold_search(threshold_search)
+        )
         result.meta.update(meta)
         out.mkdir(parents=True, exist_ok=True)
         if save_embeddings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
@@ -40,14 +41,14 @@ def quality(
             err=True,
         )
     faces = faces_of(photos, aligned=aligned, all_faces=all_faces, progress=progress)
-    try:
-        scores = (
-            embed_images(face_model, faces.images, quality=True, allow_untrained_quality=True, flip=False).quality
-            if len(faces)
-            else []
-        )
-    except ValueError as exc:
-        raise fail(str(exc), 1) from exc
+    scores: Iterable[float] = []
+    if len(faces):
+        try:
+            embedded = embed_images(face_model, faces.images, quality=True, allow_untrained_quality=True, flip=False)
+        except ValueError as exc:
+            raise fail(str(exc), 1) from exc
+        assert embedded.quality is not None  # quality=True: embed_images returns the scores or raises
+        scores = embedded.quality
     stamp = face_model.card.stamp()
     rows = [
         (

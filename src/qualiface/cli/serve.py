@@ -28,6 +28,7 @@ def serve(
     service = FaceService(face_model, max_pixels=int(max_megapixels * 1e6))
     server = make_server(service, host, port, max_bytes=int(max_mb * 1024 * 1024))
     bound_host, bound_port = server.server_address[:2]
+    assert isinstance(bound_host, str)  # getsockname() of an AF_INET / AF_INET6 socket (the stub allows bytes)
     typer.echo(f"serving {face_model.name} on http://{bound_host}:{bound_port} (Ctrl-C to stop)")
     try:
         server.serve_forever()
