@@ -16,6 +16,9 @@ Protocol (protocols.md §3.8; ``mk-minchul/AdaFace: validation_lq/tinyface_helpe
 
 Ties count against the probe: a mate is in the top k when fewer than k non-mated entries score ``>=`` the best
 mated score (the reference's ``argsort`` leaves ties unordered).
+
+The search itself (similarities, mated and best non-mated scores, ranks, detection rates) is the 1:N engine of
+:mod:`qualiface.eval.search` with ``mate="best"``, shared with the IJB 1:N.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from qualiface.eval.results import Result
+from qualiface.eval.search import check_dims, search_gallery
 
 DISTRACTOR_LABEL = -100
 """Label of TinyFace gallery distractors (``labels_distractor = -100``)."""
@@ -159,13 +163,6 @@ def _check(name: str, feats: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray
     return feats, labels
 
 
-def _normalised(x: np.ndarray, name: str) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1)
-    if (norms == 0).any():
-        raise ValueError(f"{name} features: zero vector in row {int(np.flatnonzero(norms == 0)[0])}")
-    return x / norms[:, None]
-
-
 def identification(
     probe_feats: np.ndarray,
     probe_labels: np.ndarray,
@@ -191,8 +188,7 @@ def identification(
     """
     probe_feats, probe_labels = _check("probe", probe_feats, probe_labels)
     gallery_feats, gallery_labels = _check("gallery", gallery_feats, gallery_labels)
-    if probe_feats.shape[1] != gallery_feats.shape[1]:
-        raise ValueError(f"probe and gallery dims differ: {probe_feats.shape[1]} and {gallery_feats.shape[1]}")
+    check_dims(probe_feats, gallery_feats)
     if (probe_labels == DISTRACTOR_LABEL).any():
         row = int(np.flatnonzero(probe_labels == DISTRACTOR_LABEL)[0])
         raise ValueError(f"probe row {row} has the distractor label {DISTRACTOR_LABEL}")
@@ -206,32 +202,14 @@ def identification(
     if any(not 0.0 <= f < 1.0 for f in fpir_list):
         raise ValueError(f"FPIR targets must be in [0, 1), got {fpir_list}")
 
-    gallery = gallery_feats.astype(np.float64)
-    if normalize:
-        gallery = _normalised(gallery, "gallery")
     n_probes = probe_labels.shape[0]
-    best_mate = np.full(n_probes, -np.inf)
-    best_other = np.full(n_probes, -np.inf)
-    above = np.zeros(n_probes, dtype=np.int64)  # non-mated entries with score >= the best mated score
-    mated = np.zeros(n_probes, dtype=bool)
-    for lo in range(0, n_probes, block):
-        probe = probe_feats[lo : lo + block].astype(np.float64)
-        if normalize:
-            probe = _normalised(probe, "probe")
-        sim = probe @ gallery.T
-        mate = probe_labels[lo : lo + block, None] == gallery_labels[None, :]
-        has = mate.any(axis=1)
-        top_mate = np.where(mate, sim, -np.inf).max(axis=1)
-        others = np.where(mate, -np.inf, sim)
-        mated[lo : lo + block] = has
-        best_mate[lo : lo + block] = top_mate
-        best_other[lo : lo + block] = others.max(axis=1)
-        above[lo : lo + block] = (others >= top_mate[:, None]).sum(axis=1)
-    n_mated = int(mated.sum())
+    search = search_gallery(
+        probe_feats, probe_labels, gallery_feats, gallery_labels, mate="best", normalize=normalize, block=block
+    )
+    n_mated = search.n_mated
     if n_mated == 0:
         raise ValueError("no probe has a mate in the gallery")
-    rank_of = above[mated] + 1
-    cmc = np.array([np.count_nonzero(rank_of <= k) / n_mated for k in range(1, length + 1)])
+    cmc = np.array([search.rank_hits(k) / n_mated for k in range(1, length + 1)])
     result = IdentificationResult(
         n_probes=int(n_probes),
         n_mated=n_mated,
@@ -242,15 +220,15 @@ def identification(
         cmc=cmc,
     )
     if fpir_list:
-        nonmated_max = best_other[~mated]
+        nonmated_max = search.nonmate_max[~search.mated]
         if nonmated_max.size == 0:
             raise ValueError("open-set DIR at FPIR needs non-mated probes (probes without a mate in the gallery)")
         desc = np.sort(nonmated_max)[::-1]
         for fpir in fpir_list:
             false_alarms = int(np.round(nonmated_max.size * fpir))
             threshold = desc[0] + DIR_EPSILON if false_alarms == 0 else desc[false_alarms - 1]
-            passed = best_mate[mated] >= threshold
-            result.dir_at_fpir[fpir] = {k: float(np.count_nonzero(passed & (rank_of <= k)) / n_mated) for k in ranks}
+            at = np.array([threshold])
+            result.dir_at_fpir[fpir] = {k: float(search.detection_rate(at, accept=">=", within=k)[0]) for k in ranks}
             result.fpir_actual[fpir] = float(np.count_nonzero(nonmated_max >= threshold) / nonmated_max.size)
             result.thresholds[fpir] = float(threshold)
     return result

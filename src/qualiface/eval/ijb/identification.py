@@ -1,6 +1,9 @@
 """IJB-B/C 1:N identification: the corrected open-set protocol of ``deepinsight/insightface:
 recognition/_evaluation_/ijb/ijb_evals.py`` and the legacy ``ijb_1n.py`` numbers (docs/protocols.md,
 'IJB-B / IJB-C').
+
+The search itself (similarities, mated and best non-mated scores, ranks, TPIR) is the 1:N engine of
+:mod:`qualiface.eval.search` with ``mate="first"``, shared with the TinyFace identification.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import numpy as np
 
 from qualiface.eval.ijb.pooling import TemplateFeatures
 from qualiface.eval.ijb.results import GalleryIdentification, IJBIdentificationResult, LegacyIJB1NResult
+from qualiface.eval.search import check_dims, first_mate, search_gallery
 
 INSIGHTFACE_1N_FARS: tuple[float, ...] = (*(float(10**x) for x in np.arange(-4, 0, 4 / 100)), 1.0)
 """``ijb_evals.py`` FAR grid: ``[10 ** x for x in np.arange(-4, 0, 4 / 100)] + [1]`` (101 values)."""
@@ -48,13 +52,6 @@ def _check_features(name: str, feats: np.ndarray, ids: np.ndarray) -> tuple[np.n
     return feats, ids
 
 
-def _first_mate(probe_ids: np.ndarray, gallery_ids: np.ndarray) -> np.ndarray:
-    """Index of the first gallery entry with the probe's subject, -1 when there is none."""
-    unique, first = np.unique(gallery_ids, return_index=True)
-    pos = np.searchsorted(unique, probe_ids).clip(0, unique.shape[0] - 1)
-    return np.where(unique[pos] == probe_ids, first[pos], -1)
-
-
 def open_set_identification(
     probe_feats: np.ndarray,
     probe_ids: np.ndarray,
@@ -75,36 +72,20 @@ def open_set_identification(
     """
     probe_feats, probe_ids = _check_features("probe", probe_feats, probe_ids)
     gallery_feats, gallery_ids = _check_features("gallery", gallery_feats, gallery_ids)
-    if probe_feats.shape[1] != gallery_feats.shape[1]:
-        raise ValueError(f"probe and gallery dims differ: {probe_feats.shape[1]} and {gallery_feats.shape[1]}")
+    check_dims(probe_feats, gallery_feats)
     ranks = _check_ranks(ranks)
     far_grid = _check_fars(fars)
-    mate = _first_mate(probe_ids, gallery_ids)
-    mated = mate >= 0
+    mated = first_mate(probe_ids, gallery_ids) >= 0
     n_mated, n_nonmated = int(mated.sum()), int((~mated).sum())
     if n_mated == 0:
         raise ValueError(f"{name}: no probe subject appears in the gallery")
     if n_nonmated == 0:
         raise ValueError(f"{name}: every probe is mated; open-set TPIR needs non-mated probes")
-    G = gallery_feats.astype(np.float64)
-    pos = np.empty(probe_ids.shape[0])
-    neg_max = np.empty(probe_ids.shape[0])
-    higher = np.empty(probe_ids.shape[0], dtype=np.int64)
-    for lo in range(0, probe_ids.shape[0], block):
-        sim = probe_feats[lo : lo + block].astype(np.float64) @ G.T
-        ids = probe_ids[lo : lo + block]
-        m = mate[lo : lo + block]
-        r = np.arange(sim.shape[0])
-        p = np.where(m >= 0, sim[r, m.clip(0)], -np.inf)
-        same = ids[:, None] == gallery_ids[None, :]
-        neg_max[lo : lo + block] = np.where(same, -np.inf, sim).max(axis=1)  # non-mated probes: max over all
-        pos[lo : lo + block] = p
-        higher[lo : lo + block] = (sim >= p[:, None]).sum(axis=1) - (m >= 0)  # others with score >= mated score
-    rank_hits = {k: int(np.count_nonzero(higher[mated] < k)) for k in ranks}
-    nonmated_max = np.sort(neg_max[~mated])[::-1]
+    search = search_gallery(probe_feats, probe_ids, gallery_feats, gallery_ids, mate="first", block=block)
+    rank_hits = {k: search.rank_hits(k) for k in ranks}
+    nonmated_max = np.sort(search.nonmate_max[~search.mated])[::-1]  # non-mated probes: max over the gallery
     thresholds = nonmated_max[np.maximum((n_nonmated * far_grid).astype(np.int64) - 1, 0)]
-    correct = pos[mated] > neg_max[mated]
-    tpir = (correct[:, None] & (pos[mated][:, None] > thresholds[None, :])).sum(axis=0) / n_mated
+    tpir = search.detection_rate(thresholds, accept=">", within="nonmated")
     return GalleryIdentification(
         name=name,
         n_gallery=int(gallery_ids.shape[0]),
@@ -195,39 +176,23 @@ def legacy_insightface_1n_scores(
             f"legacy 1:N needs every probe subject exactly once in the gallery: subject {int(probe_ids[row])} "
             f"(probe row {row}) appears {int(times[row])} times ({int((times != 1).sum())} such probe(s))"
         )
-    mate = _first_mate(probe_ids, gallery_ids)
     n_probes, n_gallery = probe_ids.shape[0], gallery_ids.shape[0]
     need = [math.ceil(n_probes * far) for far in far_list]
     if max(need) > n_probes * (n_gallery - 1):
         available = n_probes * (n_gallery - 1)
         raise ValueError(f"FAR {max(far_list)} needs {max(need)} non-mated scores; there are {available}")
-    top_k = max(need)
-    G = gallery_feats.astype(np.float64)
-    pos = np.empty(n_probes)
-    higher = np.empty(n_probes, dtype=np.int64)
-    best: np.ndarray = np.empty(0)
-    for lo in range(0, n_probes, block):
-        sim = probe_feats[lo : lo + block].astype(np.float64) @ G.T
-        r = np.arange(sim.shape[0])
-        p = sim[r, mate[lo : lo + block]]
-        pos[lo : lo + block] = p
-        higher[lo : lo + block] = (sim >= p[:, None]).sum(axis=1) - 1
-        sim[r, mate[lo : lo + block]] = -np.inf
-        flat = sim.ravel()
-        flat = flat[np.isfinite(flat)]
-        if flat.size > top_k:
-            flat = np.partition(flat, flat.size - top_k)[flat.size - top_k :]
-        best = np.concatenate([best, flat])
-        if best.size > top_k:
-            best = np.partition(best, best.size - top_k)[best.size - top_k :]
-    neg_desc = np.sort(best)[::-1]
+    # every probe subject is in the gallery once: the non-mated scores are all but the mate's
+    search = search_gallery(
+        probe_feats, probe_ids, gallery_feats, gallery_ids, mate="first", block=block, top_nonmated=max(need)
+    )
+    neg_desc = search.top_nonmated
     thresholds = {far: float(neg_desc[k - 1]) for far, k in zip(far_list, need, strict=True)}
     return LegacyIJB1NResult(
         protocol="legacy insightface ijb_1n.py (pooled non-mated scores; not the standard FPIR)",
         n_probes=int(n_probes),
         n_gallery=int(n_gallery),
-        rank={k: int(np.count_nonzero(higher < k)) / n_probes for k in ranks},
-        tpir_at_fpir={far: int(np.count_nonzero(pos > thresholds[far])) / n_probes for far in far_list},
+        rank={k: search.rank_hits(k) / n_probes for k in ranks},
+        tpir_at_fpir={far: int(np.count_nonzero(search.mate_score > thresholds[far])) / n_probes for far in far_list},
         thresholds=thresholds,
     )
 
