@@ -19,14 +19,18 @@ as a sparse COO tensor, which avoids writing a dense ``(C, D)`` gradient at mill
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import Tensor
+
+from qualiface.functional._autograd import apply
 
 
 class _CosineMatrix(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
+    def forward(
+        ctx: Any,
         x_hat: Tensor,
         weight: Tensor,
         index: Tensor | None,
@@ -51,9 +55,7 @@ class _CosineMatrix(torch.autograd.Function):
         return cos, cos_target
 
     @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad_cos: Tensor | None, grad_target: Tensor | None
-    ) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad_cos: Tensor | None, grad_target: Tensor | None) -> tuple[Tensor | None, ...]:
         x_hat, w, inv_norm, cos, index, columns = ctx.saved_tensors
         g_scaled = cos.new_zeros(cos.shape) if grad_cos is None else grad_cos * inv_norm  # G_ij r_j
         if grad_target is not None:
@@ -108,7 +110,9 @@ def cosine_matrix(
     Returns:
         ``(cos, cos_target)``.
     """
-    return _CosineMatrix.apply(x_hat, weight, index, sparse_grad, matmul_dtype, eps, labels)
+    return cast(
+        "tuple[Tensor, Tensor]", apply(_CosineMatrix, x_hat, weight, index, sparse_grad, matmul_dtype, eps, labels)
+    )
 
 
 def sample_classes(

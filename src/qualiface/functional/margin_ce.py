@@ -21,9 +21,13 @@ the forward pass when ``s`` needs a gradient, so no collective runs in the backw
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+from qualiface.functional._autograd import apply
 
 
 def _clamped(cos: Tensor, eps: float | None) -> Tensor:
@@ -40,8 +44,8 @@ def _zero_owned(values: Tensor, column: Tensor, owned: Tensor | None) -> Tensor:
 
 class _MarginCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
+    def forward(
+        ctx: Any,
         cos: Tensor,
         labels: Tensor,
         target_logit: Tensor,
@@ -82,9 +86,7 @@ class _MarginCrossEntropy(torch.autograd.Function):
         return loss, logits
 
     @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad_loss: Tensor, _grad_logits: Tensor | None
-    ) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad_loss: Tensor, _grad_logits: Tensor | None) -> tuple[Tensor | None, ...]:
         cos, labels, scale, prob, p_target, scale_term, owned = ctx.saved_tensors
         grad_target = (p_target - 1.0) * grad_loss  # replicated: p_iy is known on every rank
         grad_scale = None
@@ -127,7 +129,10 @@ def margin_cross_entropy(
         group: the process group of the shards (``None``: the default group); used only with ``owned``.
     """
     scale_t = scale if isinstance(scale, Tensor) else torch.tensor(float(scale), dtype=cos.dtype, device=cos.device)
-    return _MarginCrossEntropy.apply(cos, labels, target_logit, scale_t.to(cos.dtype), clamp_eps, owned, group)
+    return cast(
+        "tuple[Tensor, Tensor]",
+        apply(_MarginCrossEntropy, cos, labels, target_logit, scale_t.to(cos.dtype), clamp_eps, owned, group),
+    )
 
 
 def sharded_margin_cross_entropy(

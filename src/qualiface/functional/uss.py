@@ -14,15 +14,19 @@ Clamped terms get no gradient, as with ``torch.clamp`` (bounds inclusive).
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from qualiface.functional._autograd import apply
+
 
 class _USSLoss(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
+    def forward(
+        ctx: Any,
         x_hat: Tensor,
         bias: Tensor,
         memory: Tensor,
@@ -74,7 +78,7 @@ class _USSLoss(torch.autograd.Function):
         return pos + neg
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad_loss: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
         grad_x, grad_bias = ctx.saved_tensors
         gx = grad_x * grad_loss.unsqueeze(1) if ctx.needs_input_grad[0] else None
         gb = (grad_bias * grad_loss).sum().reshape(ctx.bias_shape) if ctx.needs_input_grad[1] else None
@@ -111,7 +115,7 @@ def uss_loss(
     """
     if owned is not None:
         labels = labels.clamp_min(0)
-    return _USSLoss.apply(x_hat, bias, memory, seen, labels, gamma, margin, eps, owned)
+    return cast("Tensor", apply(_USSLoss, x_hat, bias, memory, seen, labels, gamma, margin, eps, owned))
 
 
 def partial_uss_loss(

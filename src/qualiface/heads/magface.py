@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from qualiface.functional.margins import additive_angular_target, additive_cosine_target
+from qualiface.functional.margins import ArcFallback, additive_angular_target, additive_cosine_target
 from qualiface.heads.base import Head, HeadInputs, MarginTerms, uniform_unit_rows_
 from qualiface.registry import HEADS
 
@@ -129,7 +129,7 @@ class MagFace(Head):
         a = inputs.norms.clamp(self.l_a, self.u_a)
         m = self.margin(a)
         if self.kind == "arc":
-            fallback = "none" if self.easy_margin else "threshold"
+            fallback: ArcFallback = "none" if self.easy_margin else "threshold"
             target = additive_angular_target(
                 inputs.cos_target, m, easy_margin=self.easy_margin, fallback=fallback, eps=self.eps
             )

@@ -77,11 +77,13 @@ target cosine; the backward pass one reduce-scatter (all-reduce with gloo) of ``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from qualiface.functional._autograd import apply
 from qualiface.functional.margins import l2_normalize
 
 __all__ = [
@@ -199,9 +201,7 @@ class _GatherBatch(torch.autograd.Function):
     """All-gather ``partial (B, D)`` and ``replicated (B, K)`` in one collective; see the module docstring."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, spec: ShardSpec, partial: Tensor, replicated: Tensor
-    ) -> tuple[Tensor, Tensor]:
+    def forward(ctx: Any, spec: ShardSpec, partial: Tensor, replicated: Tensor) -> tuple[Tensor, Tensor]:
         ctx.spec = spec
         ctx.batch = partial.shape[0]
         ctx.dim = partial.shape[1]
@@ -209,9 +209,7 @@ class _GatherBatch(torch.autograd.Function):
         return gathered[:, : ctx.dim].contiguous(), gathered[:, ctx.dim :].contiguous()
 
     @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad_partial: Tensor | None, grad_replicated: Tensor | None
-    ) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad_partial: Tensor, grad_replicated: Tensor) -> tuple[Tensor | None, ...]:
         spec: ShardSpec = ctx.spec
         rows = slice(spec.rank * ctx.batch, (spec.rank + 1) * ctx.batch)
         grad_p = grad_r = None
@@ -239,18 +237,18 @@ def gather_batch(partial: Tensor, replicated: Tensor, spec: ShardSpec) -> tuple[
     """
     if not spec.distributed:
         return partial, replicated
-    return _GatherBatch.apply(spec, partial, replicated)
+    return cast("tuple[Tensor, Tensor]", apply(_GatherBatch, spec, partial, replicated))
 
 
 class _SumPartial(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: Tensor, spec: ShardSpec) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, tensor: Tensor, spec: ShardSpec) -> Tensor:
         out = tensor.clone()
         dist.all_reduce(out, op=dist.ReduceOp.SUM, group=spec.group)
         return out
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor | None, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None]:
         return grad, None
 
 
@@ -258,17 +256,17 @@ def sum_partial(tensor: Tensor, spec: ShardSpec) -> Tensor:
     """Shard-partial → replicated: ``all_reduce``-sum forward, identity backward (the identity in one process)."""
     if not spec.distributed:
         return tensor
-    return _SumPartial.apply(tensor, spec)
+    return cast("Tensor", apply(_SumPartial, tensor, spec))
 
 
 class _CopyToPartial(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: Tensor, spec: ShardSpec) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, tensor: Tensor, spec: ShardSpec) -> Tensor:
         ctx.spec = spec
         return tensor.clone()
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor | None, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None]:
         out = grad.clone()
         dist.all_reduce(out, op=dist.ReduceOp.SUM, group=ctx.spec.group)
         return out, None
@@ -279,7 +277,7 @@ def copy_to_partial(tensor: Tensor, spec: ShardSpec) -> Tensor:
     used in shard-partial terms gets its full gradient on every rank; the identity in one process)."""
     if not spec.distributed:
         return tensor
-    return _CopyToPartial.apply(tensor, spec)
+    return cast("Tensor", apply(_CopyToPartial, tensor, spec))
 
 
 @dataclass(frozen=True)
