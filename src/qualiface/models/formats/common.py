@@ -76,7 +76,8 @@ IRESNET_ARCHS = {
     (3, 13, 30, 3): "iresnet100",
     (6, 26, 60, 6): "iresnet200",
 }
-IR_ARCHS = {
+#: ``(units per stage, SE)`` -> registered IR name (looked up with the counts read from a state dict).
+IR_ARCHS: dict[tuple[tuple[int, ...], bool], str] = {
     ((2, 2, 2, 2), False): "ir_18",
     ((3, 4, 6, 3), False): "ir_34",
     ((3, 4, 14, 3), False): "ir_50",
@@ -189,7 +190,7 @@ def infer_ir(state: Mapping[str, Tensor], path: Path, arch: str | None) -> tuple
     total = max(units) + 1 if units else 0
     layers = tuple(b - a for a, b in zip(starts, [*starts[1:], total], strict=True))
     se = any(".se_block." in k for k in state)
-    name = IR_ARCHS.get((layers, se))  # type: ignore[arg-type]
+    name = IR_ARCHS.get((layers, se))
     if name is None:
         keys = list(state)
         raise mismatch(
