@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import qualiface
+from _helpers.tiny_training import clustered_data, fit, step_losses
 from qualiface.heads.base import HeadOutput
 
 B, D, C = 6, 12, 9
@@ -171,26 +172,18 @@ class _Synthetic(nn.Module):
 
 @pytest.mark.parametrize("name", HEADS)
 def test_tiny_training_run_lowers_the_loss(name):
-    g = torch.Generator().manual_seed(0)
-    classes, per_class = 4, 8
-    centres = torch.randn(classes, 16, generator=g) * 2
-    labels = torch.arange(classes).repeat_interleave(per_class)
-    images = centres[labels] + 0.5 * torch.randn(classes * per_class, 16, generator=g)
+    classes = 4
+    images, labels = clustered_data(classes, spread=2.0, noise=0.5, generator=torch.Generator().manual_seed(0))
     model = _Synthetic()
     head = qualiface.create_head(name, D, classes)
     params = list(model.parameters()) + list(head.parameters())
     optimizer = torch.optim.SGD(params, lr=0.05, momentum=0.9)
 
-    def step():
+    def forward():
         emb, aux = model(images)
-        out = head(emb, labels, **{k: aux[k] for k in head.requires})
-        optimizer.zero_grad()
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        optimizer.step()
-        return out.loss.item()
+        return head(emb, labels, **{k: aux[k] for k in head.requires})
 
-    losses = [step() for _ in range(60)]
+    losses = step_losses(fit(forward, optimizer, 60, clip=(params, 5.0)))
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
 
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import qualiface
+from _helpers.tiny_training import clustered_data, fit, step_losses
 from qualiface.heads.cr_fiqa import CRFIQA
 
 B, D, C = 8, 16, 10
@@ -260,23 +261,19 @@ def test_bf16_autocast_computes_in_float32() -> None:
 
 
 def test_tiny_training_run_lowers_the_loss() -> None:
-    g = torch.Generator().manual_seed(0)
-    prototypes = torch.randn(4, 16, generator=g)
-    x = prototypes.repeat_interleave(8, 0) + 0.3 * torch.randn(32, 16, generator=g)
-    y = torch.arange(4).repeat_interleave(8)
+    x, y = clustered_data(generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     backbone, quality_branch = torch.nn.Linear(16, 8), torch.nn.Linear(8, 1)
     head = qualiface.create_head("cr_fiqa", 8, 4)
     params = [*backbone.parameters(), *quality_branch.parameters(), *head.parameters()]
     optimizer = torch.optim.SGD(params, lr=0.01)
-    losses, regression = [], []
-    for _ in range(30):
+
+    def forward():
         features = backbone(x)
-        out = head(features, y, quality=quality_branch(features))
-        optimizer.zero_grad()
-        out.loss.backward()
-        optimizer.step()
-        losses.append(out.loss.item())
-        regression.append(out.logs["crfiqa/regression_loss"].item())
+        return head(features, y, quality=quality_branch(features))
+
+    outputs = fit(forward, optimizer)
+    losses = step_losses(outputs)
+    regression = [out.logs["crfiqa/regression_loss"].item() for out in outputs]
     assert losses[-1] < 0.1 * losses[0]
     assert regression[-1] < 0.1

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import qualiface
+from _helpers.tiny_training import clustered_data, fit, step_losses
 
 torch.set_num_threads(2)
 B, D, C = 8, 16, 10
@@ -258,20 +259,12 @@ def test_rejects_auxiliary_inputs():
 @pytest.mark.parametrize("kind", ["arc", "cos"])
 def test_tiny_training_run_lowers_the_loss(kind):
     torch.manual_seed(0)
-    classes, per_class = 4, 8
-    prototypes = torch.randn(classes, 16)
-    labels = torch.arange(classes).repeat_interleave(per_class)
-    x = prototypes[labels] + 0.3 * torch.randn(classes * per_class, 16)
+    classes = 4
+    x, labels = clustered_data(classes)
     backbone = nn.Linear(16, 8)
     with torch.no_grad():
         backbone.weight.mul_(8.0)  # start with magnitudes inside [l_a, u_a]
     head = qualiface.create_head("magface", 8, classes, kind=kind)
     optimizer = torch.optim.SGD([*backbone.parameters(), *head.parameters()], lr=0.05, momentum=0.9)
-    losses = []
-    for _ in range(30):
-        out = head(backbone(x), labels)
-        optimizer.zero_grad()
-        out.loss.backward()
-        optimizer.step()
-        losses.append(out.loss.item())
+    losses = step_losses(fit(lambda: head(backbone(x), labels), optimizer))
     assert losses[-1] < 0.5 * losses[0], losses

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import qualiface
+from _helpers.tiny_training import clustered_data, fit, step_losses
 
 torch.set_num_threads(2)
 B, D, C = 8, 16, 10
@@ -152,10 +153,8 @@ def test_tiny_training_run_lowers_the_loss():
     learning anything, and a fast-learning scale predictor finds it first, hence its smaller learning rate.
     """
     torch.manual_seed(0)
-    classes, per_class = 4, 8
-    prototypes = torch.randn(classes, 16)
-    labels = torch.arange(classes).repeat_interleave(per_class)
-    x = prototypes[labels] + 0.3 * torch.randn(classes * per_class, 16)
+    classes = 4
+    x, labels = clustered_data(classes)
     backbone, scale_head = nn.Linear(16, 8), nn.Linear(16, 1)
     head = qualiface.create_head("scaleface", 8, classes)
     groups = [
@@ -163,13 +162,8 @@ def test_tiny_training_run_lowers_the_loss():
         {"params": list(scale_head.parameters()), "lr": 0.005},
     ]
     optimizer = torch.optim.SGD(groups, lr=0.05, momentum=0.9)
-    losses = []
-    for _ in range(30):
-        out = head(backbone(x), labels, scale=32 * torch.sigmoid(scale_head(x)))
-        optimizer.zero_grad()
-        out.loss.backward()
-        optimizer.step()
-        losses.append(out.loss.item())
+    outputs = fit(lambda: head(backbone(x), labels, scale=32 * torch.sigmoid(scale_head(x))), optimizer)
+    losses, out = step_losses(outputs), outputs[-1]
     assert losses[-1] < 0.5 * losses[0], losses
     assert losses[-1] < 0.5 * math.log(classes), losses
     assert out.logs["head/scale_mean"] > 1.0

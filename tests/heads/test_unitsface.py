@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import qualiface
+from _helpers.tiny_training import clustered_data, fit, step_losses
 from qualiface.heads.base import HeadOutput
 from qualiface.heads.unitsface import UniTSFace
 
@@ -411,20 +412,11 @@ def test_bf16_autocast_computes_in_float32() -> None:
 
 
 def test_tiny_training_run_lowers_the_loss() -> None:
-    g = torch.Generator().manual_seed(0)
-    prototypes = torch.randn(4, 16, generator=g)
-    x = prototypes.repeat_interleave(8, 0) + 0.3 * torch.randn(32, 16, generator=g)
-    y = torch.arange(4).repeat_interleave(8)
+    x, y = clustered_data(generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     backbone = torch.nn.Linear(16, 8)
     head = qualiface.create_head("unitsface", 8, 4)
     optimizer = torch.optim.SGD([*backbone.parameters(), *head.parameters()], lr=0.01)
-    losses = []
-    for _ in range(30):
-        out = head(backbone(x), y)
-        optimizer.zero_grad()
-        out.loss.backward()
-        optimizer.step()
-        losses.append(out.loss.item())
+    losses = step_losses(fit(lambda: head(backbone(x), y), optimizer))
     assert head.bias.item() > 0
     assert losses[-1] < 0.05 * max(losses[:2])
