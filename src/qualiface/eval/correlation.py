@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from qualiface.eval.inputs import finite_vector
 from qualiface.eval.results import Result
 
 __all__ = [
@@ -71,16 +72,7 @@ class RankCorrelationMatrix(Result):
 
 
 def _check_vector(name: str, values: ArrayLike) -> np.ndarray:
-    array = np.asarray(values)
-    if array.ndim != 1:
-        raise ValueError(f"{name}: expected a 1-D array, got shape {array.shape}")
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"{name}: expected numbers, got dtype {array.dtype}")
-    array = array.astype(np.float64, copy=False)
-    bad = ~np.isfinite(array)
-    if bad.any():
-        first = int(np.argmax(bad))
-        raise ValueError(f"{name}: {int(bad.sum())} non-finite value(s) (NaN or inf), first at index {first}")
+    array = finite_vector(name, values)
     if array.size < 3:
         raise ValueError(f"{name}: need at least 3 values for a rank correlation, got {array.size}")
     if np.all(array == array[0]):

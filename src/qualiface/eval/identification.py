@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from qualiface.eval.inputs import check_dims, check_ranks
 from qualiface.eval.results import Result
-from qualiface.eval.search import check_dims, search_gallery
+from qualiface.eval.search import search_gallery
 
 DISTRACTOR_LABEL = -100
 """Label of TinyFace gallery distractors (``labels_distractor = -100``)."""
@@ -192,9 +193,7 @@ def identification(
     if (probe_labels == DISTRACTOR_LABEL).any():
         row = int(np.flatnonzero(probe_labels == DISTRACTOR_LABEL)[0])
         raise ValueError(f"probe row {row} has the distractor label {DISTRACTOR_LABEL}")
-    ranks = tuple(int(k) for k in ranks)
-    if not ranks or min(ranks) < 1:
-        raise ValueError(f"ranks must be positive integers, got {ranks}")
+    ranks = check_ranks(tuple(int(k) for k in ranks))  # the message shows the ranks as a tuple
     length = max(ranks) if max_rank is None else int(max_rank)
     if length < max(ranks):
         raise ValueError(f"max_rank {length} is below the largest requested rank {max(ranks)}")

@@ -1,16 +1,23 @@
-"""Reading embeddings, scores, labels and qualities from ``.npy``, ``.npz`` and CSV files.
+"""Inputs of the evaluation: reading embeddings, scores, labels and qualities from ``.npy``, ``.npz`` and CSV files,
+and the argument checks that several evaluation functions share.
 
 Every loader checks what it returns and raises ``ValueError`` naming the file, the key or column, and the
-first offending row, so that a bad input never turns into a wrong number.
+first offending row, so that a bad input never turns into a wrong number. The argument checks
+(:func:`finite_vector`, :func:`binary_labels`, :func:`open_interval_values`, :func:`unit_interval_values`,
+:func:`finite_values`, :func:`check_ranks`, :func:`check_dims`) raise ``ValueError`` naming the argument and, for
+arrays, the first offending index. Checks that only one protocol needs stay with it.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 def _check_finite(array: np.ndarray, source: str) -> np.ndarray:
@@ -115,3 +122,97 @@ def select_key(
     if key not in table:
         raise ValueError(f"{source}: no {key!r}; available: {sorted(table)}")
     return key
+
+
+# ----------------------------------------------------------------------------------------------- argument checks
+
+
+def finite_vector(name: str, values: ArrayLike, n: int | None = None, n_name: str = "scores") -> np.ndarray:
+    """``values`` as a finite float64 1-D array (of ``n`` values, the length of ``n_name``, when ``n`` is given)."""
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array, got shape {array.shape}")
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: expected numbers, got dtype {array.dtype}")
+    array = array.astype(np.float64, copy=False)
+    if n is not None and array.size != n:
+        raise ValueError(f"{name} has {array.size} values but {n_name} has {n}")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise ValueError(f"{name}: {int(bad.sum())} non-finite value(s) (NaN or inf), first at index {first}")
+    return array
+
+
+def binary_labels(labels: ArrayLike, n: int) -> np.ndarray:
+    """``labels`` (booleans, or numbers 0 = non-mated / 1 = mated) as a bool array of ``n`` values (the scores')."""
+    array = np.asarray(labels)
+    if array.ndim != 1:
+        raise ValueError(f"labels: expected a 1-D array, got shape {array.shape}")
+    if array.size != n:
+        raise ValueError(f"labels has {array.size} values but scores has {n}")
+    if array.dtype == bool:
+        return array
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"labels: expected 0/1 or booleans, got dtype {array.dtype}")
+    bad = (array != 0) & (array != 1)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise ValueError(f"labels: must be 0 (non-mated) or 1 (mated); index {first} holds {array[first].item()!r}")
+    mated: np.ndarray = array == 1
+    return mated
+
+
+def _items(values: float | Sequence[float]) -> tuple[Any, ...]:
+    """A scalar (``numpy.ndim(values) == 0``) as a 1-tuple, anything else as the tuple of its items."""
+    return (values,) if np.ndim(values) == 0 else tuple(cast("Sequence[float]", values))
+
+
+def open_interval_values(
+    name: str, values: float | Sequence[float] | None, low: float, high: float
+) -> tuple[float, ...]:
+    """One value or several, each strictly between ``low`` and ``high``, as a tuple (empty for ``None``)."""
+    if values is None:
+        return ()
+    out = []
+    for item in _items(values):
+        value = float(item)
+        if not (low < value < high):
+            raise ValueError(f"{name}: {value} is outside the open interval ({low}, {high})")
+        out.append(value)
+    return tuple(out)
+
+
+def unit_interval_values(name: str, values: float | Sequence[float]) -> tuple[float, ...]:
+    """One value or several, each in [0, 1], as a tuple."""
+    out = []
+    for item in _items(values):
+        value = float(item)
+        if not (0.0 <= value <= 1.0):
+            raise ValueError(f"{name}: {value} is outside [0, 1]")
+        out.append(value)
+    return tuple(out)
+
+
+def finite_values(name: str, values: float | Sequence[float] | None) -> tuple[float, ...]:
+    """One value or several, each finite, as a tuple (empty for ``None``)."""
+    if values is None:
+        return ()
+    out = tuple(float(v) for v in _items(values))
+    if not all(math.isfinite(v) for v in out):
+        raise ValueError(f"{name}: non-finite value in {out}")
+    return out
+
+
+def check_ranks(ranks: Sequence[int]) -> tuple[int, ...]:
+    """Ranks k of a rank-k / CMC report: at least one, each a positive integer."""
+    out = tuple(int(k) for k in ranks)
+    if not out or min(out) < 1:
+        raise ValueError(f"ranks must be positive integers, got {ranks}")
+    return out
+
+
+def check_dims(probe_feats: np.ndarray, gallery_feats: np.ndarray) -> None:
+    """Probe and gallery features of a 1:N search must have the same dimension."""
+    if probe_feats.shape[1] != gallery_feats.shape[1]:
+        raise ValueError(f"probe and gallery dims differ: {probe_feats.shape[1]} and {gallery_feats.shape[1]}")

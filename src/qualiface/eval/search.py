@@ -76,12 +76,6 @@ def first_mate(probe_ids: np.ndarray, gallery_ids: np.ndarray) -> np.ndarray:
     return mate
 
 
-def check_dims(probe_feats: np.ndarray, gallery_feats: np.ndarray) -> None:
-    """Probe and gallery features must have the same dimension."""
-    if probe_feats.shape[1] != gallery_feats.shape[1]:
-        raise ValueError(f"probe and gallery dims differ: {probe_feats.shape[1]} and {gallery_feats.shape[1]}")
-
-
 def _normalised(x: np.ndarray, name: str) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1)
     if (norms == 0).any():

@@ -30,8 +30,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from qualiface.eval.edc.inputs import _binary_labels, _finite_vector
 from qualiface.eval.edc.kept import _KeptCounter, _stable_order
+from qualiface.eval.inputs import binary_labels, finite_vector, unit_interval_values
 from qualiface.eval.results import Result
 
 __all__ = [
@@ -235,9 +235,9 @@ def _setup(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     if mode not in ("confidence", "uncertainty"):
         raise ValueError(f"mode: unknown {mode!r}; use 'confidence' (larger = better) or 'uncertainty'")
-    s = _finite_vector("scores", scores)
-    genuine = _binary_labels(labels, s.size)
-    value = _finite_vector("pair_confidence", pair_confidence, s.size)
+    s = finite_vector("scores", scores)
+    genuine = binary_labels(labels, s.size)
+    value = finite_vector("pair_confidence", pair_confidence, s.size)
     if not genuine.any() or genuine.all():
         raise ValueError("labels: need genuine (1) and impostor (0) pairs")
     p = _portions(portions)
@@ -272,10 +272,7 @@ def rejection_curve(
         pair. ``auc[far]`` is the trapezoidal area over the portions (``sklearn.metrics.auc``).
     """
     s, genuine, rank, p, kept = _setup(scores, labels, pair_confidence, portions, mode)
-    far_list = [float(f) for f in ((fars,) if np.ndim(fars) == 0 else fars)]  # type: ignore[union-attr]
-    for far in far_list:
-        if not (0.0 <= far <= 1.0):
-            raise ValueError(f"fars: {far} is outside [0, 1]")
+    far_list = list(unit_interval_values("fars", fars))
     neg_order = np.argsort(-s[~genuine])
     neg = s[~genuine][neg_order]  # impostor scores, descending
     imp = _KeptCounter.from_ranks(rank[~genuine][neg_order], kept)

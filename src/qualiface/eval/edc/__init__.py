@@ -63,18 +63,16 @@ from qualiface.eval.edc.inputs import (
     Convention,
     ErrorType,
     ScoreKind,
-    _as_tuple,
     _check_convention,
     _check_error,
     _check_score_kind,
-    _discard_limits,
-    _thresholds,
 )
 from qualiface.eval.edc.pairing import PAIR_QUALITY_FUNCTIONS, PairQualityFunction, normalize_quality, pair_quality
 from qualiface.eval.edc.pauc import area_under_theoretical_best, edc_pauc
 from qualiface.eval.edc.recomputed import erc_discard_grid, erc_recomputed_threshold
 from qualiface.eval.edc.references import edc_oracle, edc_random
 from qualiface.eval.edc.results import EDCResult, FixedThresholdEDC, RecomputedThresholdERC
+from qualiface.eval.inputs import finite_values, open_interval_values, unit_interval_values
 
 __all__ = [
     "CONVENTIONS",
@@ -152,10 +150,10 @@ def edc(
     # the options of the fixed threshold only: checked as edc_fixed_threshold checks them, then refused
     _check_score_kind(score_kind)
     _check_error(error)
-    _as_tuple("fmr", fmr, 0.0, 1.0)
-    e0s = _as_tuple("starting_error", starting_error, 0.0, 1.0)
-    thresholds = _thresholds(threshold)
-    _discard_limits(discard_limits)
+    open_interval_values("fmr", fmr, 0.0, 1.0)
+    e0s = open_interval_values("starting_error", starting_error, 0.0, 1.0)
+    thresholds = finite_values("threshold", threshold)
+    unit_interval_values("discard_limits", discard_limits)
     if e0s or thresholds:
         raise ValueError(f"convention {convention!r} re-estimates the threshold; starting_error/threshold do not apply")
     if error != "fnmr":

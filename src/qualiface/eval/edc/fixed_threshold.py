@@ -22,16 +22,14 @@ from qualiface.eval.edc.inputs import (
     DEFAULT_FMRS,
     ErrorType,
     ScoreKind,
-    _as_tuple,
     _check_error,
     _check_score_kind,
-    _discard_limits,
-    _thresholds,
 )
 from qualiface.eval.edc.kept import _stable_sort
 from qualiface.eval.edc.pairing import PairQualityFunction, _comparisons
 from qualiface.eval.edc.pauc import _step_pauc, area_under_theoretical_best
 from qualiface.eval.edc.results import Curve, EDCResult, FixedThresholdEDC
+from qualiface.eval.inputs import finite_values, open_interval_values, unit_interval_values
 
 
 def edc_fixed_threshold(
@@ -79,12 +77,12 @@ def edc_fixed_threshold(
     _check_score_kind(score_kind)
     _check_error(error)
     s, mated, key, pair_name = _comparisons(scores, labels, quality, quality_b, pair_quality, higher_is_better)
-    fmrs = _as_tuple("fmr", fmr, 0.0, 1.0)
-    e0s = _as_tuple("starting_error", starting_error, 0.0, 1.0)
-    thresholds = _thresholds(threshold)
+    fmrs = open_interval_values("fmr", fmr, 0.0, 1.0)
+    e0s = open_interval_values("starting_error", starting_error, 0.0, 1.0)
+    thresholds = finite_values("threshold", threshold)
     if fmr is None and not e0s and not thresholds:
         fmrs = DEFAULT_FMRS
-    limits = _discard_limits(discard_limits)
+    limits = unit_interval_values("discard_limits", discard_limits)
     sign = -1.0 if score_kind == "distance" else 1.0
     sim = -s if score_kind == "distance" else s
     points = _fixed_operating_points(sim, mated, error, fmrs, e0s, thresholds, sign)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import ArrayLike
 
-from qualiface.eval.edc.inputs import _binary_labels, _finite_vector
+from qualiface.eval.inputs import binary_labels, finite_vector
 
 PairQualityFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -33,8 +33,8 @@ PAIR_QUALITY_FUNCTIONS: dict[str, PairQualityFunction] = {
 def pair_quality(quality_a: ArrayLike, quality_b: ArrayLike, how: str | PairQualityFunction = "min") -> np.ndarray:
     """Combine the two sample qualities of every pair: ``min`` (the references' choice; docs/protocols.md,
     'Pair quality'), ``max``, ``mean``, ``product``, or a vectorised callable ``f(q_a, q_b) -> q_pair``."""
-    a = _finite_vector("quality_a", quality_a)
-    b = _finite_vector("quality_b", quality_b, a.size, "quality_a")
+    a = finite_vector("quality_a", quality_a)
+    b = finite_vector("quality_b", quality_b, a.size, "quality_a")
     return _combine(a, b, how)
 
 
@@ -43,7 +43,7 @@ def _combine(a: np.ndarray, b: np.ndarray, how: str | PairQualityFunction) -> np
         out = np.asarray(how(a, b), dtype=np.float64)
         if out.shape != a.shape:
             raise ValueError(f"pair_quality: the callable returned shape {out.shape}, expected {a.shape}")
-        return _finite_vector("pair quality", out)
+        return finite_vector("pair quality", out)
     if how not in PAIR_QUALITY_FUNCTIONS:
         raise ValueError(f"pair_quality: unknown function {how!r}; use one of {sorted(PAIR_QUALITY_FUNCTIONS)}")
     return PAIR_QUALITY_FUNCTIONS[how](a, b)
@@ -61,13 +61,13 @@ def _resolve_quality(
     name = how if isinstance(how, str) else getattr(how, "__name__", "callable")
     array = np.asarray(quality)
     if quality_b is not None:
-        return _combine(_finite_vector("quality", array, n), _finite_vector("quality_b", quality_b, n), how), name
+        return _combine(finite_vector("quality", array, n), finite_vector("quality_b", quality_b, n), how), name
     if array.ndim == 2:
         if array.shape != (n, 2):
             raise ValueError(f"quality: a 2-D array must have shape ({n}, 2) (sample a, sample b), got {array.shape}")
-        checked = [_finite_vector(f"quality[:, {j}]", array[:, j]) for j in (0, 1)]
+        checked = [finite_vector(f"quality[:, {j}]", array[:, j]) for j in (0, 1)]
         return _combine(checked[0], checked[1], how), name
-    return _finite_vector("quality", array, n), "given"
+    return finite_vector("quality", array, n), "given"
 
 
 def _comparisons(
@@ -80,8 +80,8 @@ def _comparisons(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """Checked ``(scores, mated, sort key, pair function name)``: the key sorts the worst pair first (the pair
     quality, negated when ``higher_is_better`` is False)."""
-    s = _finite_vector("scores", scores)
-    mated = _binary_labels(labels, s.size)
+    s = finite_vector("scores", scores)
+    mated = binary_labels(labels, s.size)
     q, pair_name = _resolve_quality(quality, quality_b, s.size, how, higher_is_better)
     return s, mated, q if higher_is_better else -q, pair_name
 
@@ -93,7 +93,7 @@ def normalize_quality(quality: ArrayLike, bins: int = 100) -> np.ndarray:
 
     The minimum and maximum come from the same data, so apply it to all samples of a data set at once.
     """
-    q = _finite_vector("quality", quality)
+    q = finite_vector("quality", quality)
     if bins < 1:
         raise ValueError(f"bins: must be >= 1, got {bins}")
     if q.size == 0 or q.min() == q.max():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from qualiface.eval.edc.inputs import _discard_limits
+from qualiface.eval.inputs import unit_interval_values
 
 
 def _step_pauc(x: np.ndarray, y: np.ndarray, limit: float) -> float:
@@ -35,14 +35,14 @@ def edc_pauc(discard_fractions: ArrayLike, error_fractions: ArrayLike, discard_l
         raise ValueError(f"edc_pauc: discard and error fractions must be 1-D of equal length, got {x.shape}, {y.shape}")
     if np.any(x[1:] <= x[:-1]):
         raise ValueError("edc_pauc: discard fractions must be strictly increasing")
-    return _step_pauc(x, y, _discard_limits(discard_limit)[0])
+    return _step_pauc(x, y, unit_interval_values("discard_limits", discard_limit)[0])
 
 
 def area_under_theoretical_best(starting_error: float, discard_limit: float) -> float:
     """Area under ``max(0, e0 - x)`` up to ``discard_limit``: ``e0²/2 - max(0, e0 - L)²/2`` (``dasec``;
     docs/protocols.md, 'pAUC')."""
     e0 = float(starting_error)
-    limit = _discard_limits(discard_limit)[0]
+    limit = unit_interval_values("discard_limits", discard_limit)[0]
     return e0**2 / 2 - max(0.0, e0 - limit) ** 2 / 2
 
 

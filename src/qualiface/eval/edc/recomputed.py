@@ -30,14 +30,13 @@ from qualiface.eval.edc.inputs import (
     DEFAULT_DISCARD_LIMITS,
     DEFAULT_FMRS,
     ScoreKind,
-    _as_tuple,
     _check_score_kind,
-    _discard_limits,
 )
 from qualiface.eval.edc.kept import _KeptCounter, _last_levels
 from qualiface.eval.edc.pairing import PairQualityFunction, _comparisons
 from qualiface.eval.edc.pauc import _trapezoid_pauc
 from qualiface.eval.edc.results import Curve, EDCResult, RecomputedThresholdERC
+from qualiface.eval.inputs import open_interval_values, unit_interval_values
 
 
 def erc_recomputed_threshold(
@@ -78,8 +77,8 @@ def erc_recomputed_threshold(
         raise ValueError(f"rule: unknown {rule!r}; use 'crfiqa' or 'magface'")
     _check_score_kind(score_kind)
     s, mated, key, pair_name = _comparisons(scores, labels, quality, quality_b, pair_quality, higher_is_better)
-    fmrs = _as_tuple("fmr", fmr, 0.0, 1.0) if fmr is not None else DEFAULT_FMRS
-    limits = _discard_limits(discard_limits)
+    fmrs = open_interval_values("fmr", fmr, 0.0, 1.0) if fmr is not None else DEFAULT_FMRS
+    limits = unit_interval_values("discard_limits", discard_limits)
     if not fmrs:
         raise ValueError("fmr: give at least one FMR target")
     if not mated.any() or mated.all():

@@ -18,15 +18,13 @@ from qualiface.eval.edc.inputs import (
     Convention,
     ErrorType,
     ScoreKind,
-    _binary_labels,
     _check_convention,
     _check_score_kind,
-    _discard_limits,
-    _finite_vector,
 )
 from qualiface.eval.edc.kept import _stable_order
 from qualiface.eval.edc.recomputed import _distances
 from qualiface.eval.edc.results import Curve, EDCResult, FixedThresholdEDC, RecomputedThresholdERC
+from qualiface.eval.inputs import binary_labels, finite_vector, unit_interval_values
 
 
 def _reference_setup(
@@ -34,8 +32,8 @@ def _reference_setup(
 ) -> tuple[np.ndarray, np.ndarray]:
     _check_convention(convention)
     _check_score_kind(score_kind)
-    s = _finite_vector("scores", scores)
-    return s, _binary_labels(labels, s.size)
+    s = finite_vector("scores", scores)
+    return s, binary_labels(labels, s.size)
 
 
 def edc_oracle(
@@ -123,7 +121,7 @@ def edc_random(
     }  # fmt: skip
     base = edc(s, mated, np.zeros(s.size), **options)
     base.pair_quality = "random"
-    limits = _discard_limits(discard_limits)
+    limits = unit_interval_values("discard_limits", discard_limits)
     if convention == "fixed_threshold":
         for label, curve in base.curves.items():
             assert isinstance(curve, FixedThresholdEDC)

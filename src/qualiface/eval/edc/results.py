@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from qualiface.eval.edc.inputs import _discard_limits
 from qualiface.eval.edc.pauc import _trapezoid_pauc, edc_pauc
+from qualiface.eval.inputs import unit_interval_values
 from qualiface.eval.results import Result, to_plain
 
 
@@ -82,7 +82,9 @@ class RecomputedThresholdERC(Result):
 
     def partial_auc(self, discard_limit: float) -> float:
         """Trapezoidal area up to ``discard_limit`` (at most up to the last grid point)."""
-        return _trapezoid_pauc(self.discard_fractions, self.error_fractions, _discard_limits(discard_limit)[0])
+        return _trapezoid_pauc(
+            self.discard_fractions, self.error_fractions, unit_interval_values("discard_limits", discard_limit)[0]
+        )
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per discard level."""

@@ -15,7 +15,8 @@ import numpy as np
 
 from qualiface.eval.ijb.pooling import TemplateFeatures
 from qualiface.eval.ijb.results import GalleryIdentification, IJBIdentificationResult, LegacyIJB1NResult
-from qualiface.eval.search import check_dims, first_mate, search_gallery
+from qualiface.eval.inputs import check_dims, check_ranks
+from qualiface.eval.search import first_mate, search_gallery
 
 INSIGHTFACE_1N_FARS: tuple[float, ...] = (*(float(10**x) for x in np.arange(-4, 0, 4 / 100)), 1.0)
 """``ijb_evals.py`` FAR grid: ``[10 ** x for x in np.arange(-4, 0, 4 / 100)] + [1]`` (101 values)."""
@@ -23,13 +24,6 @@ INSIGHTFACE_1N_FARS: tuple[float, ...] = (*(float(10**x) for x in np.arange(-4, 
 
 INSIGHTFACE_1N_SHOWN: tuple[float, ...] = INSIGHTFACE_1N_FARS[::25]
 """The FARs ``ijb_evals.py`` prints: 1e-4, 1e-3, 1e-2, 1e-1, 1."""
-
-
-def _check_ranks(ranks: Sequence[int]) -> tuple[int, ...]:
-    out = tuple(int(k) for k in ranks)
-    if not out or min(out) < 1:
-        raise ValueError(f"ranks must be positive integers, got {ranks}")
-    return out
 
 
 def _check_fars(fars: Sequence[float], *, positive: bool = False) -> np.ndarray:
@@ -73,7 +67,7 @@ def open_set_identification(
     probe_feats, probe_ids = _check_features("probe", probe_feats, probe_ids)
     gallery_feats, gallery_ids = _check_features("gallery", gallery_feats, gallery_ids)
     check_dims(probe_feats, gallery_feats)
-    ranks = _check_ranks(ranks)
+    ranks = check_ranks(ranks)
     far_grid = _check_fars(fars)
     mated = first_mate(probe_ids, gallery_ids) >= 0
     n_mated, n_nonmated = int(mated.sum()), int((~mated).sum())
@@ -135,7 +129,7 @@ def ijb_identification(
             probe_feats, probe_ids, gallery_feats, gallery_ids, fars=grid, ranks=ranks, name=name
         )
     n_probes = int(probe_ids.shape[0])
-    ranks_t = _check_ranks(ranks)
+    ranks_t = check_ranks(ranks)
     tpir = np.mean([g.tpir for g in results.values()], axis=0)
     return IJBIdentificationResult(
         protocol="insightface ijb_evals.py evaluation_1N (open-set, galleries separately)",
@@ -165,7 +159,7 @@ def legacy_insightface_1n_scores(
     """
     probe_feats, probe_ids = _check_features("probe", probe_feats, probe_ids)
     gallery_feats, gallery_ids = _check_features("gallery", gallery_feats, gallery_ids)
-    ranks = _check_ranks(ranks)
+    ranks = check_ranks(ranks)
     far_list = _check_fars(fars, positive=True).tolist()
     unique, counts = np.unique(gallery_ids, return_counts=True)
     pos_u = np.searchsorted(unique, probe_ids).clip(0, unique.shape[0] - 1)
