@@ -30,7 +30,6 @@ SFACE = DATA / "models" / "face_recognition_sface_2021dec_fp32_dequantized.onnx"
 
 @pytest.fixture(scope="module")
 def detector():
-    pytest.importorskip("onnxruntime")
     from qualiface.detect import YuNetDetector
 
     return YuNetDetector(threads=2)
@@ -38,7 +37,6 @@ def detector():
 
 @pytest.fixture(scope="module")
 def sface():
-    pytest.importorskip("onnxruntime")
     need(SFACE)
     from qualiface.models import load_model
 

@@ -18,7 +18,6 @@ MTFL = SHARED_DATA / "mtfl-landmarks"
 
 @pytest.fixture(scope="module")
 def detector() -> YuNetDetector:
-    pytest.importorskip("onnxruntime")
     return YuNetDetector(threads=2)
 
 
@@ -120,7 +119,6 @@ def test_constructor_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="multiple of 32"):
         YuNetDetector(input_size=100)
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
-    pytest.importorskip("onnxruntime")
     with pytest.raises(ValueError, match="onnxruntime cannot load"):
         YuNetDetector(tmp_path / "junk.onnx").detect(np.zeros((32, 32, 3), np.uint8))
     with pytest.raises(ValueError, match="fixed at 640x640"):

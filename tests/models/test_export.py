@@ -15,9 +15,6 @@ from _helpers import official_checkpoints as oc
 from _helpers.shared_data import SHARED_DATA
 from qualiface.models import ModelLoadError, export_onnx, export_safetensors, load_model
 
-pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-
 SIDE = 16
 ATOL = 1e-4
 # 5-40 s each to trace, check and run on a shared 2-core machine; the other depths of each family stay fast
