@@ -13,36 +13,36 @@ from qualiface.registry import BACKBONES
 
 
 class ConvBlock(nn.Module):
-    """``layers`` = [Conv2d (no bias), BatchNorm2d, PReLU]."""
+    """``layers`` = [Conv2d (no bias), BatchNorm2d, PReLU] (no PReLU with ``activation=False``)."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel: int = 1, stride: int = 1, padding: int = 0, groups: int = 1
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int = 1,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+        activation: bool = True,
     ) -> None:
         super().__init__()
         self.layers = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, kernel, stride, padding, groups=groups, bias=False),
             nn.BatchNorm2d(out_channels),
-            nn.PReLU(out_channels),
+            *([nn.PReLU(out_channels)] if activation else []),
         )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
 
 
-class LinearBlock(nn.Module):
+class LinearBlock(ConvBlock):
     """``layers`` = [Conv2d (no bias), BatchNorm2d], no activation."""
 
     def __init__(
         self, in_channels: int, out_channels: int, kernel: int = 1, stride: int = 1, padding: int = 0, groups: int = 1
     ) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, kernel, stride, padding, groups=groups, bias=False),
-            nn.BatchNorm2d(out_channels),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.layers(x)
+        super().__init__(in_channels, out_channels, kernel, stride, padding, groups, activation=False)
 
 
 class DepthWise(nn.Module):

@@ -133,22 +133,3 @@ def margin_cross_entropy(
         "tuple[Tensor, Tensor]",
         apply(_MarginCrossEntropy, cos, labels, target_logit, scale_t.to(cos.dtype), clamp_eps, owned, group),
     )
-
-
-def sharded_margin_cross_entropy(
-    cos: Tensor,
-    labels: Tensor,
-    target_logit: Tensor,
-    scale: float | Tensor,
-    *,
-    group: dist.ProcessGroup | None = None,
-    clamp_eps: float | None = None,
-) -> tuple[Tensor, Tensor]:
-    """:func:`margin_cross_entropy` over class centres sharded across the ranks of ``group``.
-
-    Every rank passes the cosines of the GLOBAL batch against its own classes, ``cos (B_g, C_r)``, and the
-    replicated per-sample ``target_logit`` and ``scale``; ``labels (B_g,)`` are columns of ``cos`` where the
-    class lives on this rank and ``−1`` elsewhere. Returns ``(loss (B_g,), logits (B_g, C_r))``, the loss
-    identical on every rank.
-    """
-    return margin_cross_entropy(cos, labels, target_logit, scale, clamp_eps=clamp_eps, owned=labels >= 0, group=group)

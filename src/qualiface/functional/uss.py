@@ -116,19 +116,3 @@ def uss_loss(
     if owned is not None:
         labels = labels.clamp_min(0)
     return cast("Tensor", apply(_USSLoss, x_hat, bias, memory, seen, labels, gamma, margin, eps, owned))
-
-
-def partial_uss_loss(
-    x_hat: Tensor,
-    bias: Tensor,
-    memory: Tensor,
-    seen: Tensor,
-    labels: Tensor,
-    *,
-    gamma: float = 64.0,
-    margin: float = 0.1,
-    eps: float = 1e-5,
-) -> Tensor:
-    """This shard's share ``(B,)`` of :func:`uss_loss` when the memory rows are sharded over ranks:
-    :func:`uss_loss` with ``owned = labels >= 0``."""
-    return uss_loss(x_hat, bias, memory, seen, labels, gamma=gamma, margin=margin, eps=eps, owned=labels >= 0)

@@ -16,7 +16,8 @@ Forward pass of a sharded head on rank ``r`` (local batch ``B``, global batch ``
    contribute 0), so ``c_i``, the feature norms ``‖f_i‖`` and the auxiliary inputs are *replicated*: every
    per-sample quantity (margined target logit ``t_i``, scale ``s_i``, regularisers) is computed identically
    on every rank;
-4. the softmax cross-entropy is distributed (:func:`~qualiface.functional.margin_ce.sharded_margin_cross_entropy`)::
+4. the softmax cross-entropy is distributed (:func:`~qualiface.functional.margin_ce.margin_cross_entropy` with
+   ``owned``)::
 
        M_i = max_r max_j z^r_ij,   S_i = Σ_r Σ_j exp(z^r_ij − M_i),   loss_i = log S_i + M_i − t_i
 
