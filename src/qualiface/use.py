@@ -6,12 +6,12 @@ face is reported in the result, never dropped silently.
 
 Similarity is the cosine of the raw embeddings (with the model's flip fusion when it has one); a pair is a match
 when ``similarity >= threshold``. A threshold calibrated at false-match rate ``FMR`` on ``n`` impostor pairs is
-the smallest value with ``#{impostor scores >= t} <= floor(FMR · n)``.
+the smallest value with ``#{impostor scores >= t} <= floor(FMR · n)``
+(:func:`qualiface.eval.roc.threshold_at_fmr`, ``rule="at_most"``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ import numpy as np
 
 from qualiface.data.recordio import IMAGE_EXTENSIONS
 from qualiface.detect.faces import FaceSet, align_faces
+from qualiface.eval import roc
 from qualiface.models.card import check_threshold
 from qualiface.models.face_model import FaceModel
 from qualiface.models.inference import embed_images
@@ -182,16 +183,14 @@ class Calibration:
 
 
 def threshold_at_fmr(impostor_scores: np.ndarray, fmr: float) -> float:
-    """Smallest ``t`` with ``#{s >= t} <= floor(fmr · n)`` over the impostor scores (see the module docstring)."""
-    scores = np.sort(np.asarray(impostor_scores, dtype=np.float64))[::-1]
+    """Smallest ``t`` with ``#{s >= t} <= floor(fmr · n)`` over the impostor scores: the calibration's checks, then
+    :func:`qualiface.eval.roc.threshold_at_fmr` with ``rule="at_most"`` (see there and the module docstring)."""
+    scores = np.asarray(impostor_scores, dtype=np.float64)
     if scores.size == 0:
         raise ValueError("no impostor pairs to calibrate on")
     if not 0.0 < fmr < 1.0:
         raise ValueError(f"fmr must be in (0, 1), got {fmr}")
-    allowed = math.floor(fmr * scores.size)
-    if allowed >= scores.size:
-        return float(scores[-1])
-    return float(np.nextafter(scores[allowed], np.inf))
+    return roc.threshold_at_fmr(scores, fmr, rule="at_most")
 
 
 def calibrate(

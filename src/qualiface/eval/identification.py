@@ -11,8 +11,9 @@ Protocol (protocols.md §3.8; ``mk-minchul/AdaFace: validation_lq/tinyface_helpe
   scores of their row;
 - **open set** (DIR at FPIR): the thresholds come from the non-mated probes' maximum scores: with
   ``n = round(n_nonmated * fpir)`` false alarms the threshold is the n-th largest of them (``max + 1e-5`` when
-  ``n = 0``); DIR(k) = fraction of mated probes whose mated score is ``>=`` the threshold and that have a mate in
-  the top k. The FPIR actually reached, ``mean(max non-mated score >= threshold)``, is returned too.
+  ``n = 0``; :func:`qualiface.eval.roc.threshold_at_fmr`, ``rule="tinyface"``); DIR(k) = fraction of mated
+  probes whose mated score is ``>=`` the threshold and that have a mate in the top k. The FPIR actually reached,
+  ``mean(max non-mated score >= threshold)``, is returned too.
 
 Ties count against the probe: a mate is in the top k when fewer than k non-mated entries score ``>=`` the best
 mated score (the reference's ``argsort`` leaves ties unordered).
@@ -32,6 +33,8 @@ import numpy as np
 
 from qualiface.eval.inputs import check_dims, check_ranks
 from qualiface.eval.results import Result
+from qualiface.eval.roc import DIR_EPSILON as _DIR_EPSILON
+from qualiface.eval.roc import threshold_at_fmr
 from qualiface.eval.search import search_gallery
 
 DISTRACTOR_LABEL = -100
@@ -40,8 +43,9 @@ DISTRACTOR_LABEL = -100
 TINYFACE_COUNTS: dict[str, int] = {"probes": 3_728, "gallery_matches": 4_443, "distractors": 153_428}
 """TinyFace test sizes from the paper (protocols.md §3.8, unverified there); see :func:`check_tinyface_counts`."""
 
-DIR_EPSILON = 1e-5
-"""Added to the highest non-mated score when an FPIR allows no false alarm (``find_thresholds_by_FAR``)."""
+DIR_EPSILON = _DIR_EPSILON
+"""Added to the highest non-mated score when an FPIR allows no false alarm (``find_thresholds_by_FAR``;
+:func:`qualiface.eval.roc.threshold_at_fmr` with ``rule="tinyface"``)."""
 
 
 def tinyface_key(path: str) -> str:
@@ -222,10 +226,8 @@ def identification(
         nonmated_max = search.nonmate_max[~search.mated]
         if nonmated_max.size == 0:
             raise ValueError("open-set DIR at FPIR needs non-mated probes (probes without a mate in the gallery)")
-        desc = np.sort(nonmated_max)[::-1]
-        for fpir in fpir_list:
-            false_alarms = int(np.round(nonmated_max.size * fpir))
-            threshold = desc[0] + DIR_EPSILON if false_alarms == 0 else desc[false_alarms - 1]
+        thresholds = threshold_at_fmr(nonmated_max, fpir_list, rule="tinyface")
+        for fpir, threshold in zip(fpir_list, thresholds, strict=True):
             at = np.array([threshold])
             result.dir_at_fpir[fpir] = {k: float(search.detection_rate(at, accept=">=", within=k)[0]) for k in ranks}
             result.fpir_actual[fpir] = float(np.count_nonzero(nonmated_max >= threshold) / nonmated_max.size)

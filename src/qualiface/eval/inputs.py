@@ -163,7 +163,7 @@ def binary_labels(labels: ArrayLike, n: int) -> np.ndarray:
     return mated
 
 
-def _items(values: float | Sequence[float]) -> tuple[Any, ...]:
+def _items(values: float | Sequence[float] | np.ndarray) -> tuple[Any, ...]:
     """A scalar (``numpy.ndim(values) == 0``) as a 1-tuple, anything else as the tuple of its items."""
     return (values,) if np.ndim(values) == 0 else tuple(cast("Sequence[float]", values))
 
@@ -183,7 +183,7 @@ def open_interval_values(
     return tuple(out)
 
 
-def unit_interval_values(name: str, values: float | Sequence[float]) -> tuple[float, ...]:
+def unit_interval_values(name: str, values: float | Sequence[float] | np.ndarray) -> tuple[float, ...]:
     """One value or several, each in [0, 1], as a tuple."""
     out = []
     for item in _items(values):

@@ -13,21 +13,35 @@ TAR at FAR has two selection rules (protocols.md §3.5):
   above the target.
 - ``"conservative"``: the largest TPR over all thresholds whose FPR is ``<= far`` (on the full ROC, so that a point
   that ``drop_intermediate`` removes from a sloped segment still counts).
+
+The threshold at a false-match rate, from impostor scores alone, is :func:`threshold_at_fmr`: one function whose
+``rule`` names the definition of each protocol that needs one (calibration, the fixed-threshold EDC, the IJB and
+TinyFace 1:N).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args, overload
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+from qualiface.eval.inputs import unit_interval_values
 
 IJB_FARS: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 """The FAR targets insightface prints for IJB-B/C (``x_labels = [10 ** -i for i in range(1, 7)[::-1]]``)."""
 
 TarMode = Literal["nearest", "conservative"]
+FMRRule = Literal["at_most", "quantile", "ijb_evals", "tinyface"]
+FMR_RULES: tuple[str, ...] = get_args(FMRRule)
+
+DIR_EPSILON = 1e-5
+"""Added to the highest impostor score by ``rule="tinyface"`` when the FMR allows no false match
+(``find_thresholds_by_FAR``)."""
 
 
 def check_scores_labels(
@@ -224,6 +238,87 @@ def tar_at_far(
     TPR). ``mode="conservative"`` is the largest TPR with FPR ``<= far`` over all thresholds.
     """
     return tar_at_far_from_counts(roc_counts(scores, labels), fars, mode=mode)
+
+
+@overload
+def threshold_at_fmr(impostor_scores: ArrayLike, fmr: float, *, rule: FMRRule = "at_most") -> float: ...
+
+
+@overload
+def threshold_at_fmr(
+    impostor_scores: ArrayLike, fmr: Sequence[float] | np.ndarray, *, rule: FMRRule = "at_most"
+) -> np.ndarray: ...
+
+
+def threshold_at_fmr(
+    impostor_scores: ArrayLike, fmr: float | Sequence[float] | np.ndarray, *, rule: FMRRule = "at_most"
+) -> float | np.ndarray:
+    """The similarity threshold at a false-match rate, from the impostor (non-mated) scores alone.
+
+    Write the ``n`` impostor scores in descending order ``s(1) >= s(2) >= ... >= s(n)``. Each rule is the definition
+    of the code it reproduces; they differ in which score is the threshold, whether a match is ``s > t`` or
+    ``s >= t``, how ``fmr · n`` is made an integer, and so in the FMR they achieve on these scores,
+    ``#{impostor scores accepted}/n``:
+
+    ``"at_most"`` (default; :func:`qualiface.use.calibrate`, ``qualiface calibrate``)
+        ``k = floor(fmr · n)`` false matches allowed; ``t`` is the smallest float above ``s(k+1)``
+        (``numpy.nextafter(s(k+1), inf)``), or ``s(n)`` when ``k >= n``; a match is ``s >= t``. The achieved FMR is
+        at most ``k/n <= fmr`` (below it when ``s(k+1)`` ties with higher scores, which are then all rejected).
+        Too few impostors (``n < 1/fmr``): ``k = 0``, ``t`` sits just above the highest impostor score and the
+        achieved FMR is 0.
+    ``"quantile"`` (the fixed-threshold EDC, ``dasec/quality-assessment-evaluation: edc.py``)
+        ``t = numpy.quantile(scores, 1 - fmr)``, NumPy's default linear interpolation: at ascending position
+        ``h = (n - 1)(1 - fmr)`` between the two impostor scores around it when ``h`` is not an integer; a match
+        is ``s >= t``. The achieved FMR is close to ``fmr`` on either side. Too few impostors
+        (``fmr < 1/(n - 1)``): ``t`` lies between the two highest scores, so the highest is accepted and the
+        achieved FMR is ``1/n > fmr``.
+    ``"ijb_evals"`` (IJB 1:N TPIR at FPIR, ``deepinsight/insightface: recognition/_evaluation_/ijb/ijb_evals.py``)
+        ``k = int(n · fmr)`` (truncated), ``t = s(max(k, 1))``; a match is ``s > t`` (strict). The achieved FMR is
+        at most ``(k - 1)/n`` (one false match fewer than allowed), 0 when ``k <= 1``.
+    ``"tinyface"`` (TinyFace DIR at FPIR, ``mk-minchul/AdaFace: validation_lq/tinyface_helper.py``,
+    ``find_thresholds_by_FAR``)
+        ``k = round(n · fmr)`` (NumPy rounding, half to even); ``t = s(k)`` when ``k >= 1``, else
+        ``s(1) + 1e-5`` (:data:`DIR_EPSILON`); a match is ``s >= t``. The achieved FMR is at least ``k/n`` (above
+        it when ``s(k)`` ties with lower scores) and may exceed ``fmr`` by the rounding; 0 when ``k = 0``.
+
+    Not covered, because they are not a function of the impostor scores alone: TAR at FAR (:func:`tar_at_far`;
+    ``"nearest"`` picks a ROC point, which depends on the genuine scores too; the accepted set of
+    ``"conservative"`` is that of ``"at_most"`` up to the rounding of ``fmr · n``), VAL@FAR of the 10-fold
+    protocol (a threshold interpolated on a grid of training-fold FARs), the legacy IJB 1:N (the
+    ``ceil(n_probes · far)``-th highest of all non-mated scores) and the rejection curves (``"tinyface"`` with
+    1e-8, on the impostors kept at every level). See also docs/protocols.md, 'Threshold at a false-match rate'.
+
+    Args:
+        impostor_scores: the non-mated similarity scores (higher = more similar), 1-D, finite (not checked).
+        fmr: one target or several, each in [0, 1]; the callers restrict it further where their reference does.
+        rule: ``"at_most"``, ``"quantile"``, ``"ijb_evals"`` or ``"tinyface"``.
+
+    Returns:
+        The threshold (float) for one target, a float64 array for several.
+    """
+    if rule not in FMR_RULES:
+        raise ValueError(f"rule: unknown {rule!r}; use one of {list(FMR_RULES)}")
+    scores = np.asarray(impostor_scores, dtype=np.float64)
+    if scores.ndim != 1 or scores.size == 0:
+        raise ValueError(f"impostor_scores: expected a non-empty 1-D array, got shape {scores.shape}")
+    targets = unit_interval_values("fmr", fmr)
+    one = np.ndim(fmr) == 0
+    if rule == "quantile":
+        if one:
+            return float(np.quantile(scores, 1 - targets[0]))
+        quantiles: np.ndarray = np.quantile(scores, [1 - f for f in targets])
+        return quantiles
+    desc = np.sort(scores)[::-1]
+    n = desc.size
+    if rule == "at_most":
+        floors = [math.floor(f * n) for f in targets]
+        values = np.array([desc[-1] if k >= n else np.nextafter(desc[k], np.inf) for k in floors])
+    elif rule == "ijb_evals":
+        values = desc[np.maximum((n * np.asarray(targets, dtype=np.float64)).astype(np.int64) - 1, 0)]
+    else:
+        rounded = [int(np.round(n * f)) for f in targets]
+        values = np.array([desc[0] + DIR_EPSILON if k == 0 else desc[k - 1] for k in rounded])
+    return float(values[0]) if one else values
 
 
 def eer_from_counts(counts: RocCounts) -> tuple[float, float]:

@@ -30,6 +30,7 @@ from qualiface.eval.edc.pairing import PairQualityFunction, _comparisons
 from qualiface.eval.edc.pauc import _step_pauc, area_under_theoretical_best
 from qualiface.eval.edc.results import Curve, EDCResult, FixedThresholdEDC
 from qualiface.eval.inputs import finite_values, open_interval_values, unit_interval_values
+from qualiface.eval.roc import threshold_at_fmr
 
 
 def edc_fixed_threshold(
@@ -132,7 +133,7 @@ def _fixed_operating_points(
     if fmr:
         if not (~mated).any():
             raise ValueError("labels: no non-mated pairs (label 0); an FMR target needs them to set the threshold")
-        taus = np.quantile(sim[~mated], [1 - f for f in fmr])  # one partition; same values as one call per target
+        taus = threshold_at_fmr(sim[~mated], fmr, rule="quantile")  # numpy.quantile(nonmated, 1 - fmr), one partition
         points += [(f"fmr={f:g}", float(tau)) for f, tau in zip(fmr, taus, strict=True)]
     for e0 in starting_error:
         if error == "fnmr":
@@ -142,7 +143,7 @@ def _fixed_operating_points(
         else:
             if not (~mated).any():
                 raise ValueError("labels: no non-mated pairs (label 0); a starting FMR needs them")
-            points.append((f"starting_error={e0:g}", float(np.quantile(sim[~mated], 1 - e0))))
+            points.append((f"starting_error={e0:g}", threshold_at_fmr(sim[~mated], e0, rule="quantile")))
     points += [(f"threshold={t:g}", sign * t) for t in threshold]
     labels = [label for label, _ in points]
     if len(set(labels)) != len(labels):

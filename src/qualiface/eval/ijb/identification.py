@@ -16,6 +16,7 @@ import numpy as np
 from qualiface.eval.ijb.pooling import TemplateFeatures
 from qualiface.eval.ijb.results import GalleryIdentification, IJBIdentificationResult, LegacyIJB1NResult
 from qualiface.eval.inputs import check_dims, check_ranks
+from qualiface.eval.roc import threshold_at_fmr
 from qualiface.eval.search import first_mate, search_gallery
 
 INSIGHTFACE_1N_FARS: tuple[float, ...] = (*(float(10**x) for x in np.arange(-4, 0, 4 / 100)), 1.0)
@@ -77,8 +78,8 @@ def open_set_identification(
         raise ValueError(f"{name}: every probe is mated; open-set TPIR needs non-mated probes")
     search = search_gallery(probe_feats, probe_ids, gallery_feats, gallery_ids, mate="first", block=block)
     rank_hits = {k: search.rank_hits(k) for k in ranks}
-    nonmated_max = np.sort(search.nonmate_max[~search.mated])[::-1]  # non-mated probes: max over the gallery
-    thresholds = nonmated_max[np.maximum((n_nonmated * far_grid).astype(np.int64) - 1, 0)]
+    # the non-mated probes' best scores (max over the gallery) are the impostor scores of the FPIR
+    thresholds = threshold_at_fmr(search.nonmate_max[~search.mated], far_grid, rule="ijb_evals")
     tpir = search.detection_rate(thresholds, accept=">", within="nonmated")
     return GalleryIdentification(
         name=name,

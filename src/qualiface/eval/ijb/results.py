@@ -54,7 +54,8 @@ class GalleryIdentification(Result):
 
     ``rank[k]`` = mated probes whose mate ranks in the top k / mated probes; ``tpir[i]`` at ``fars[i]``: mated probes
     whose mated score beats every non-mated gallery score **and** exceeds ``thresholds[i]`` (the
-    ``max(int(n_nonmated * far) - 1, 0)``-th largest of the non-mated probes' maximum scores) / mated probes.
+    ``max(int(n_nonmated * far) - 1, 0)``-th largest of the non-mated probes' maximum scores, 0-based:
+    :func:`qualiface.eval.roc.threshold_at_fmr` with ``rule="ijb_evals"``) / mated probes.
     """
 
     name: str
