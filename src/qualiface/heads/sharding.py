@@ -69,10 +69,12 @@ here is then the identity (no collective, no process group), so a head has one f
 preparation, one cross-entropy and one hardest-negative search for both cases.
 
 Memory: nothing of size ``(B_g, C)`` is allocated; the local ``(B_g, C_r')`` cosines, logits and
-probabilities are what a single-process head allocates for ``C_r'`` classes. The forward pass runs three
-all-gathers (sizes, labels, embeddings with the replicated columns), two small all-reduces in the
-cross-entropy (row maximum; row sums, plus ``Σ p·cos`` when the scale needs a gradient) and one for the
-target cosine; the backward pass one reduce-scatter (all-reduce with gloo) of ``(B_g, D)``.
+probabilities are what a single-process head allocates for ``C_r'`` classes. The forward pass runs two
+all-gathers (labels; embeddings with the replicated columns), plus one of the batch sizes and failure flags
+when the head validates its inputs (``validate_inputs``, off in the trainer), two small all-reduces in the
+cross-entropy (row maximum of the local log-sum-exps; their shifted sums, plus ``Σ p·cos`` when the scale
+needs a gradient) and one for the target cosine; the backward pass one reduce-scatter (all-reduce with gloo)
+of ``(B_g, D)``.
 """
 
 from __future__ import annotations
