@@ -1,4 +1,5 @@
-"""``qualiface eval edc``: EDC / ERC curves and pAUC of several quality methods at once (protocols.md §4)."""
+"""``qualiface eval edc``: EDC / ERC curves and pAUC of several quality methods at once (docs/protocols.md,
+'EDC and ERC')."""
 
 from __future__ import annotations
 
@@ -53,9 +54,9 @@ def eval_edc(
     method: Annotated[
         list[str] | None, typer.Option(help="Quality methods to use (default: every numeric one).")
     ] = None,
-    convention: Annotated[str, typer.Option(help="fixed_threshold (§4.2), crfiqa (§4.3) or magface (§4.4).")] = (
-        "fixed_threshold"
-    ),
+    convention: Annotated[
+        str, typer.Option(help="fixed_threshold, crfiqa or magface (see docs/protocols.md, 'EDC and ERC').")
+    ] = "fixed_threshold",
     fmr: Annotated[list[float] | None, typer.Option(help="FMR target(s); default 1e-3 and 1e-4.")] = None,
     starting_error: Annotated[list[float] | None, typer.Option(help="Fixed threshold from a starting error.")] = None,
     threshold: Annotated[list[float] | None, typer.Option(help="Fixed threshold(s), in score units.")] = None,

@@ -1,8 +1,9 @@
 """Rank correlations between quality scores and a ground-truth degradation, or between two quality methods.
 
-Protocol (protocols.md §4.7): none of the reference repositories computes rank correlations; they are secondary
-diagnostics next to the EDC. We report Spearman's ρ and Kendall's τ-b with SciPy's defaults (ties get average
-ranks; ``scipy.stats.spearmanr`` and ``scipy.stats.kendalltau(variant="b")``), always together with ``n``:
+Protocol (docs/protocols.md, 'Rank correlations'): none of the reference repositories computes rank correlations;
+they are secondary diagnostics next to the EDC. We report Spearman's ρ and Kendall's τ-b with SciPy's defaults
+(ties get average ranks; ``scipy.stats.spearmanr`` and ``scipy.stats.kendalltau(variant="b")``), always together
+with ``n``:
 
 - between a quality score and a known degradation (blur sigma, JPEG quality, ...) of the same images;
 - between two FIQA methods' sample scores on the same images;
@@ -113,7 +114,7 @@ def rank_correlation(x: ArrayLike, y: ArrayLike, *, x_name: str = "x", y_name: s
 
 def mated_score_correlation(scores: ArrayLike, labels: ArrayLike, quality: ArrayLike) -> RankCorrelation:
     """Spearman ρ / Kendall τ-b between the pair quality and the comparison score over the mated pairs only
-    (protocols.md §4.7); ``n`` is the number of mated pairs."""
+    (docs/protocols.md, 'Rank correlations'); ``n`` is the number of mated pairs."""
     s = np.asarray(scores)
     y = np.asarray(labels)
     q = np.asarray(quality)

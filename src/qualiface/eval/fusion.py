@@ -1,4 +1,4 @@
-"""Test-time flip fusion of embeddings (protocols.md §6.1, §2.3, §2.5).
+"""Test-time flip fusion of embeddings (docs/protocols.md, '1:1 verification (10-fold)': the flip fusion modes).
 
 Each mode maps the raw embeddings of the original images ``e`` and of their horizontally flipped copies ``f``
 (both ``(N, D)``, not normalised) to one fused embedding per image. The result is **not** L2-normalised: its
@@ -26,8 +26,9 @@ FLIP_FUSION_MODES: tuple[str, ...] = get_args(FlipFusion)
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Rows of ``x`` divided by ``max(‖x‖, eps)``, as a new float64 array (methods.md §1.4; ``F.normalize``
-    parity; the norm is ``sqrt(einsum("ij,ij->i"))`` as in ``sklearn.preprocessing.normalize``)."""
+    """Rows of ``x`` divided by ``max(‖x‖, eps)``, as a new float64 array (docs/methods.md, 'Notation and the
+    head contract'; ``F.normalize`` parity; the norm is ``sqrt(einsum("ij,ij->i"))`` as in
+    ``sklearn.preprocessing.normalize``)."""
     out = np.array(x, dtype=np.float64)
     out /= np.maximum(np.sqrt(np.einsum("ij,ij->i", out, out)), eps)[:, None]
     return out

@@ -1,7 +1,7 @@
 """1:N identification with rank-k (closed-set CMC) and open-set DIR at FPIR, TinyFace style.
 
-Protocol (protocols.md §3.8; ``mk-minchul/AdaFace: validation_lq/tinyface_helper.py``, whose ``DIR_FAR`` comes from
-``seasonSH/Probabilistic-Face-Embeddings``):
+Protocol (docs/protocols.md, 'TinyFace identification'; ``mk-minchul/AdaFace: validation_lq/tinyface_helper.py``,
+whose ``DIR_FAR`` comes from ``seasonSH/Probabilistic-Face-Embeddings``):
 
 - scores are inner products of probe and gallery features (TinyFace features are unit vectors; pass
   ``normalize=True`` to L2-normalise first);
@@ -41,7 +41,8 @@ DISTRACTOR_LABEL = -100
 """Label of TinyFace gallery distractors (``labels_distractor = -100``)."""
 
 TINYFACE_COUNTS: dict[str, int] = {"probes": 3_728, "gallery_matches": 4_443, "distractors": 153_428}
-"""TinyFace test sizes from the paper (protocols.md §3.8, unverified there); see :func:`check_tinyface_counts`."""
+"""TinyFace test sizes from the paper (unverified; docs/protocols.md, 'TinyFace identification'); see
+:func:`check_tinyface_counts`."""
 
 DIR_EPSILON = _DIR_EPSILON
 """Added to the highest non-mated score when an FPIR allows no false alarm (``find_thresholds_by_FAR``;

@@ -5,7 +5,7 @@
 and counts the genuine pairs with a ``searchsorted``/``bincount``, so that the 15.7M IJB-C pairs take about a
 second and float32 scores are never copied to float64.
 
-TAR at FAR has two selection rules (protocols.md §3.5):
+TAR at FAR has two selection rules (docs/protocols.md, 'TAR at FAR'):
 
 - ``"nearest"``: the insightface IJB rule (``recognition/arcface_torch/eval_ijbc.py``): on the
   ``drop_intermediate=True`` ROC, reverse both arrays and take the TPR at the index minimising ``|fpr - far|``,
@@ -233,9 +233,10 @@ def tar_at_far(
 ) -> dict[float, float]:
     """True accept rate at each false accept rate target, ``{far: tar}`` (fractions, not %).
 
-    ``mode="nearest"`` is the insightface IJB selection (protocols.md §3.5): on the ``drop_intermediate`` ROC,
-    reversed, the TPR at the index minimising ``|fpr - far|`` (ties to the smallest reversed index, i.e. the highest
-    TPR). ``mode="conservative"`` is the largest TPR with FPR ``<= far`` over all thresholds.
+    ``mode="nearest"`` is the insightface IJB selection (docs/protocols.md, 'TAR at FAR'): on the
+    ``drop_intermediate`` ROC, reversed, the TPR at the index minimising ``|fpr - far|`` (ties to the smallest
+    reversed index, i.e. the highest TPR). ``mode="conservative"`` is the largest TPR with FPR ``<= far`` over all
+    thresholds.
     """
     return tar_at_far_from_counts(roc_counts(scores, labels), fars, mode=mode)
 

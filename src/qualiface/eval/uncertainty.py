@@ -1,4 +1,5 @@
-"""Uncertainty rejection curves as ScaleFace reports them, and pair-uncertainty combiners (protocols.md §4.8).
+"""Uncertainty rejection curves as ScaleFace reports them, and pair-uncertainty combiners (docs/protocols.md,
+'Uncertainty rejection curves').
 
 Source: ``stat-ml/scale-face: face_lib/evaluation/reject_verification.py`` (``get_rejected_tar_far``),
 ``face_lib/utils/metrics.py`` (``ROC``, ``find_thresholds_by_FAR``) and
@@ -158,7 +159,8 @@ def default_rejected_portions() -> np.ndarray:
 
 @dataclass
 class RejectionCurve(Result):
-    """TAR at fixed FAR targets against the fraction of pairs rejected (per-level thresholds, §4.8)."""
+    """TAR at fixed FAR targets against the fraction of pairs rejected (per-level thresholds; docs/protocols.md,
+    'Uncertainty rejection curves')."""
 
     mode: str
     n_pairs: int
@@ -256,7 +258,8 @@ def rejection_curve(
     *,
     mode: Mode = "confidence",
 ) -> RejectionCurve:
-    """TAR@FAR against the rejected portion, with the threshold re-estimated at every portion (ScaleFace, §4.8).
+    """TAR@FAR against the rejected portion, with the threshold re-estimated at every portion (ScaleFace;
+    docs/protocols.md, 'Uncertainty rejection curves').
 
     Args:
         scores: similarity per pair (higher = more similar).

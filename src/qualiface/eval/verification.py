@@ -2,7 +2,7 @@
 
 The 10-fold protocol is that of ``deepinsight/insightface: recognition/arcface_torch/eval/verification.py``
 (``evaluate``, ``calculate_roc``, ``calculate_accuracy``, ``calculate_val``; identical in
-``mk-minchul/AdaFace: evaluate_utils.py``), protocols.md §2.4, to the letter:
+``mk-minchul/AdaFace: evaluate_utils.py``; docs/protocols.md, '1:1 verification (10-fold)'), to the letter:
 
 - pairs ``(e1_i, e2_i)`` of L2-normalised embeddings, distance ``d_i = ‖e1_i − e2_i‖²`` (squared L2,
   ``2 − 2 cos``), decision "same" iff ``d_i < t`` (strict);
