@@ -75,7 +75,8 @@ def fuse_flip(embeddings: np.ndarray, flipped: np.ndarray | None = None, mode: s
     if f.shape != e.shape:
         raise ValueError(f"flipped embeddings have shape {f.shape}, the embeddings {e.shape}")
     if mode == "sum_raw":
-        return np.add(e, f, dtype=np.float64)
+        summed: np.ndarray = np.add(e, f, dtype=np.float64)
+        return summed
     if mode == "concat_normalised":
         return np.concatenate([l2_normalize(e), l2_normalize(f)], axis=1)
     # norm_weighted_avg (AdaFace): weights n_k / Σn on the unit vectors, then normalise; norm = mean(n_k).
@@ -84,4 +85,5 @@ def fuse_flip(embeddings: np.ndarray, flipped: np.ndarray | None = None, mode: s
     n_f = np.sqrt(np.einsum("ij,ij->i", f, f))[:, None]
     total = np.maximum(n_e + n_f, 1e-12)
     weighted = (n_e / total) * l2_normalize(e) + (n_f / total) * l2_normalize(f)
-    return l2_normalize(weighted) * ((n_e + n_f) / 2.0)
+    fused: np.ndarray = l2_normalize(weighted) * ((n_e + n_f) / 2.0)
+    return fused

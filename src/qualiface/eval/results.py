@@ -40,7 +40,8 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         """All fields as plain Python values (lists for arrays)."""
-        return to_plain(self)
+        plain: dict[str, Any] = to_plain(self)
+        return plain
 
     def rows(self) -> list[dict[str, Any]]:
         """Rows for CSV export."""

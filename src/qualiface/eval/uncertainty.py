@@ -49,45 +49,55 @@ Mode = Literal["confidence", "uncertainty"]
 
 
 def _harmonic_mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    return ((x ** (-1)).mean(axis=axis)) ** (-1)
+    value: np.ndarray = ((x ** (-1)).mean(axis=axis)) ** (-1)
+    return value
 
 
 def _sum(a: np.ndarray, b: np.ndarray, mu_a: np.ndarray | None, mu_b: np.ndarray | None) -> np.ndarray:
-    return a.sum(axis=1) + b.sum(axis=1)
+    value: np.ndarray = a.sum(axis=1) + b.sum(axis=1)
+    return value
 
 
 def _squared_sum(a: np.ndarray, b: np.ndarray, mu_a: np.ndarray | None, mu_b: np.ndarray | None) -> np.ndarray:
-    return a.sum(axis=1) ** 2 + b.sum(axis=1) ** 2
+    value: np.ndarray = a.sum(axis=1) ** 2 + b.sum(axis=1) ** 2
+    return value
 
 
 def _mul(a: np.ndarray, b: np.ndarray, mu_a: np.ndarray | None, mu_b: np.ndarray | None) -> np.ndarray:
-    return a.prod(axis=1) * b.prod(axis=1)
+    value: np.ndarray = a.prod(axis=1) * b.prod(axis=1)
+    return value
 
 
 def _harmonic_sum(a: np.ndarray, b: np.ndarray, mu_a: np.ndarray | None, mu_b: np.ndarray | None) -> np.ndarray:
-    return _harmonic_mean(a, axis=1) + _harmonic_mean(b, axis=1)
+    value: np.ndarray = _harmonic_mean(a, axis=1) + _harmonic_mean(b, axis=1)
+    return value
 
 
 def _harmonic_mul(a: np.ndarray, b: np.ndarray, mu_a: np.ndarray | None, mu_b: np.ndarray | None) -> np.ndarray:
-    return _harmonic_mean(a, axis=1) * _harmonic_mean(b, axis=1)
+    value: np.ndarray = _harmonic_mean(a, axis=1) * _harmonic_mean(b, axis=1)
+    return value
 
 
 def _harmonic_harmonic(a: np.ndarray, b: np.ndarray, mu_a: np.ndarray | None, mu_b: np.ndarray | None) -> np.ndarray:
-    return _harmonic_mean(np.concatenate((a, b), axis=1), axis=1)
+    value: np.ndarray = _harmonic_mean(np.concatenate((a, b), axis=1), axis=1)
+    return value
 
 
 def _squared_harmonic(a: np.ndarray, b: np.ndarray, mu_a: np.ndarray | None, mu_b: np.ndarray | None) -> np.ndarray:
-    return _harmonic_mean(np.concatenate((a**2, b**2), axis=1), axis=1)
+    value: np.ndarray = _harmonic_mean(np.concatenate((a**2, b**2), axis=1), axis=1)
+    return value
 
 
 def _cosine_analytic(a: np.ndarray, b: np.ndarray, mu_a: np.ndarray | None, mu_b: np.ndarray | None) -> np.ndarray:
     if mu_a is None or mu_b is None:
         raise ValueError("pair_uncertainty 'cosine-analytic' needs the embeddings mu_a and mu_b")
-    return (a * b + (mu_a**2) * b + (mu_b**2) * a).sum(axis=1)
+    value: np.ndarray = (a * b + (mu_a**2) * b + (mu_b**2) * a).sum(axis=1)
+    return value
 
 
 def _min(a: np.ndarray, b: np.ndarray, mu_a: np.ndarray | None, mu_b: np.ndarray | None) -> np.ndarray:
-    return np.min(np.stack([a.sum(axis=1), b.sum(axis=1)]), axis=0)
+    value: np.ndarray = np.min(np.stack([a.sum(axis=1), b.sum(axis=1)]), axis=0)
+    return value
 
 
 PairUncertaintyFunction = Callable[[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], np.ndarray]
