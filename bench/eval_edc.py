@@ -5,9 +5,10 @@ Usage::
 
     python bench/eval_edc.py            # prints a table; goal: under 150 ms per convention
 
-Data: the synthetic quality set of protocols.md §9 extended to N = 1,000,000 pairs (pair i mated iff
-i mod 5 == 0: 200k mated, 800k non-mated), and for the fixed threshold also 1M mated comparisons (the input of
-``dasec``'s FNM-EDC, threshold from the starting error 0.05). Rows:
+Data: the synthetic quality set of tests/eval/test_edc.py (float64; qualities a, b and noise c are fractional
+parts of 0.5 + i·(irrational step), pair quality min(a, b), mated similarity growing with it) extended to
+N = 1,000,000 pairs (pair i mated iff i mod 5 == 0: 200k mated, 800k non-mated), and for the fixed threshold
+also 1M mated comparisons (the input of ``dasec``'s FNM-EDC, threshold from the starting error 0.05). Rows:
 
 - ``library <convention>``: :func:`qualiface.eval.edc.edc` with pAUC at 0.2 and 0.3, FMR 1e-3 and 1e-4
   (fixed threshold) or 1e-2/1e-3/1e-4 (CR-FIQA) / 1e-3 (MagFace); best of 5, peak from ``tracemalloc``.
@@ -39,7 +40,7 @@ LIMITS = (0.2, 0.3)
 
 
 def synthetic(n: int, all_mated: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """protocols.md §9 data set for i = 0 … n-1."""
+    """The synthetic quality data set for i = 0 … n-1 (every pair mated if ``all_mated``)."""
     i = np.arange(n, dtype=np.float64)
     a = np.modf(0.5 + i * 0.6180339887498949)[0]
     b = np.modf(0.5 + i * 0.7548776662466927)[0]

@@ -8,8 +8,8 @@ the training never saw (another seed):
 * quality: the model's score of every held-out image (its model card's quality, through the library's one
   inference path :func:`qualiface.models.embed_images`), its Spearman ρ
   and Kendall τ-b with the known ``quality_truth = 1 - severity``;
-* the EDC (fixed threshold at FMR 1e-2, pair quality = min of the two; protocols.md §4.2) of the model's quality
-  and of the truth, against the random and oracle reference curves, with pAUC.
+* the EDC (fixed threshold at FMR 1e-2, pair quality = min of the two; docs/protocols.md, 'Fixed-threshold EDC')
+  of the model's quality and of the truth, against the random and oracle reference curves, with pAUC.
 
 Everything goes to ``out_dir/run`` (the training run: config, metrics.csv, checkpoint, model.pt) and
 ``out_dir/report`` (config.yaml, metrics.json, roc.png, edc.png, summary.md).
@@ -445,7 +445,7 @@ known `quality_truth = 1 - severity`:
 
 Pairs are sorted by pair quality (the lower of the two images' scores) and the worst are discarded; the curve is
 the false non-match rate of the kept genuine pairs at a threshold fixed at FMR {edc_info["fmr"]:g} on all pairs
-(ISO/IEC 29794-1 style, protocols.md §4.2; starting FNMR {edc_info["starting_error"]:.4f}). A useful quality
+(ISO/IEC 29794-1 style; starting FNMR {edc_info["starting_error"]:.4f}). A useful quality
 drops the curve quickly: lower pAUC is better. *random* is a quality that carries no information, *oracle* one
 that discards the errors first.
 

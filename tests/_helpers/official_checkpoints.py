@@ -1,4 +1,4 @@
-"""Build checkpoints in the released formats of other projects (methods.md §2, §4.5, §5.4, §6.4, §7.4, §8.6)
+"""Build checkpoints in the released formats of other projects (docs/formats.md, 'Checkpoint formats')
 from one of our backbones with random weights, and reference preprocessing written independently of the library.
 """
 
@@ -56,14 +56,16 @@ def reference_input(images: np.ndarray, channel_order: str, mean: float, std: fl
 
 
 def save_insightface(model: Backbone, path: Path) -> Path:
-    """arcface_torch ``backbone.pth`` / ``model.pt``: the plain state dict, no prefix (§2.1)."""
+    """arcface_torch ``backbone.pth`` / ``model.pt``: the plain state dict, no prefix (docs/formats.md,
+    'insightface')."""
     torch.save(model.state_dict(), path)
     return path
 
 
 def save_magface(model: Backbone, path: Path, *, ddp: bool = False, num_classes: int = 10) -> Path:
-    """MagFace ``{epoch, arch, state_dict, optimizer}`` (§4.5): DataParallel ``module.features.<key>`` plus
-    ``module.fc.weight [512, C]``, or DDP ``features.module.<key>`` plus the parallel FC ``[C, 512]``."""
+    """MagFace ``{epoch, arch, state_dict, optimizer}`` (docs/formats.md, 'magface'): DataParallel
+    ``module.features.<key>`` plus ``module.fc.weight [512, C]``, or DDP ``features.module.<key>`` plus the parallel
+    FC ``[C, 512]``."""
     prefix = "features.module." if ddp else "module.features."
     state = {prefix + k: v for k, v in model.state_dict().items()}
     if ddp:
@@ -76,8 +78,8 @@ def save_magface(model: Backbone, path: Path, *, ddp: bool = False, num_classes:
 
 
 def save_adaface(model: Backbone, path: Path, *, num_classes: int = 10) -> Path:
-    """AdaFace PyTorch-Lightning ``.ckpt`` (§5.4): ``state_dict`` with ``model.<IR key>`` and ``head.*``, plus
-    Lightning metadata and an ``argparse.Namespace`` of hyper-parameters."""
+    """AdaFace PyTorch-Lightning ``.ckpt`` (docs/formats.md, 'adaface'): ``state_dict`` with ``model.<IR key>`` and
+    ``head.*``, plus Lightning metadata and an ``argparse.Namespace`` of hyper-parameters."""
     state = {"model." + k: v for k, v in model.state_dict().items()}
     state.update(
         {
@@ -105,13 +107,15 @@ def save_adaface(model: Backbone, path: Path, *, num_classes: int = 10) -> Path:
 
 
 def save_crfiqa(model: Backbone, path: Path) -> Path:
-    """CR-FIQA ``{step}backbone.pth``: the plain state dict including ``qs.weight``/``qs.bias`` (§6.4)."""
+    """CR-FIQA ``{step}backbone.pth``: the plain state dict including ``qs.weight``/``qs.bias`` (docs/formats.md,
+    'crfiqa')."""
     torch.save(model.state_dict(), path)
     return path
 
 
 def save_scaleface(model: Backbone, path: Path) -> Path:
-    """ScaleFace ``checkpoint.pth`` = ``{"backbone": ..., "scale_predictor": MLPHead state dict}`` (§7.4)."""
+    """ScaleFace ``checkpoint.pth`` = ``{"backbone": ..., "scale_predictor": MLPHead state dict}``
+    (docs/formats.md, 'scaleface')."""
     state = model.state_dict()
     backbone = {k: v for k, v in state.items() if not k.startswith("scale_predictor.")}
     head = {k[len("scale_predictor.") :]: v for k, v in state.items() if k.startswith("scale_predictor.")}
@@ -120,8 +124,9 @@ def save_scaleface(model: Backbone, path: Path) -> Path:
 
 
 def save_unitsface_tar(model: Backbone, path: Path, *, num_classes: int = 10, bias: float = 20.5) -> Path:
-    """A UniTSFace ``*_checkpoint.tar`` (§8.6): ``{epoch, state_dict, optimizer}``, the §2.7 backbone keys under
-    ``module.`` (the official single-GPU ``nn.DataParallel``), the class weights, the USS bias and the memory."""
+    """A UniTSFace ``*_checkpoint.tar`` (docs/formats.md, 'unitsface'): ``{epoch, state_dict, optimizer}``, the
+    LResNet-E-IR backbone keys under ``module.`` (the official single-GPU ``nn.DataParallel``), the class weights, the
+    USS bias and the memory."""
     state = {f"module.{k}": v for k, v in model.state_dict().items()}
     state["module.sample_to_class_loss.weight"] = torch.randn(num_classes, 512)
     state["module.sample_to_sample_loss.bias"] = torch.tensor([bias])

@@ -1,9 +1,9 @@
 """Plain re-implementations of insightface ``recognition/arcface_torch/eval/verification.py`` (loops, float64).
 
-Written from the reference code and protocols.md §2.4: ``calculate_roc`` / ``calculate_accuracy`` loop over every
-threshold and fold with sklearn's ``KFold(shuffle=False)``; ``calculate_val`` interpolates the training FAR with
-the closed form of SciPy <= 1.8.1's ``interp1d(kind="slinear")`` on the unmerged arrays (protocols.md §2.4),
-written as a loop, not with ``numpy.interp``.
+Written from the reference code (docs/protocols.md, '1:1 verification (10-fold)'): ``calculate_roc`` /
+``calculate_accuracy`` loop over every threshold and fold with sklearn's ``KFold(shuffle=False)``; ``calculate_val``
+interpolates the training FAR with the closed form of SciPy <= 1.8.1's ``interp1d(kind="slinear")`` on the unmerged
+arrays, written as a loop, not with ``numpy.interp``.
 """
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ def calculate_val(thresholds, dist, actual_issame, far_target, nrof_folds=10, me
 
 
 def t4_vectors():
-    """protocols.md §9 (T4): 600 pairs, interleaved 3-D unit embeddings and issame."""
+    """T4: 600 pairs, interleaved 3-D unit embeddings and issame; pair i mated iff floor(i/30) mod 2 == 0, angle
+    0.30 + 1.3·a·c (mated) or 0.90 + 0.8·a (non-mated), a and c fractional parts of 0.5 + i·(irrational step)."""
     i = np.arange(600, dtype=np.float64)
     a = 0.5 + i * 0.6180339887498949
     a -= np.floor(a)

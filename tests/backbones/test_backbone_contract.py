@@ -12,7 +12,7 @@ import qualiface
 from qualiface import create_backbone, list_backbones
 from qualiface.backbones import Backbone
 
-# methods.md §2.1 (arcface_torch iResNet), §2.5 (AdaFace IR / IR-SE), §2.6 (arcface_torch MobileFaceNet):
+# arcface_torch iResNet, AdaFace IR / IR-SE, arcface_torch MobileFaceNet (docs/methods.md, 'Backbones'):
 # (len(state_dict()), number of floating parameters incl. frozen ones, excl. BN running statistics).
 EXPECTED_COUNTS = {
     "iresnet18": (187, 24_025_600),
@@ -28,8 +28,8 @@ EXPECTED_COUNTS = {
     "ir_se_101": (1015, 65_523_136),
     "mobilefacenet": (333, 2_059_520),
     "mobilefacenet_large": (606, 6_314_880),
-    # UniTSFace R50 (methods.md §2.7): 477 keys and 53,203,649 numbers with C = 10,572 = 474 backbone keys and
-    # 42,377,920 parameters + sample_to_class_loss.weight and feat_mem (2 x 10,572 x 512) + the USS bias (1)
+    # UniTSFace R50 (docs/methods.md, 'Backbones'): 477 keys and 53,203,649 numbers with C = 10,572 = 474 backbone
+    # keys and 42,377,920 parameters + sample_to_class_loss.weight and feat_mem (2 x 10,572 x 512) + the USS bias (1)
     "lresnet50eir": (474, 42_377_920),
     "lresnet100eir": (924, 63_943_232),
     "lresnet200eir": (1824, 105_302_592),
@@ -120,7 +120,7 @@ REPRESENTATIVE_SHAPES = {
         "output_layer.3.bias": (512,),
         "output_layer.4.running_mean": (512,),
     },
-    "lresnet50eir": {  # methods.md §2.7: every stride-2 convolution is 2x2
+    "lresnet50eir": {  # docs/methods.md, 'Backbones': every stride-2 convolution is 2x2
         "layer1.0.conv2.weight": (64, 64, 2, 2),
         "layer1.0.downsample.0.weight": (64, 64, 2, 2),
         "layer2.0.conv2.weight": (128, 128, 2, 2),
@@ -137,7 +137,8 @@ REPRESENTATIVE_SHAPES = {
     },
 }
 
-# Units that open a stage in AdaFace's flat ``body`` (methods.md §2.5); unit 0 has the weight-free shortcut.
+# Units that open a stage in AdaFace's flat ``body`` (``mk-minchul/AdaFace: net.py``); unit 0 has the weight-free
+# shortcut.
 IR_STAGE_STARTS = {"ir_18": (0, 2, 4, 6), "ir_50": (0, 3, 7, 21), "ir_101": (0, 3, 16, 46)}
 
 SMALL = ["iresnet18", "mobilefacenet", "ir_18"]  # cheap enough for real 112x112 forwards on 2 CPU cores

@@ -13,7 +13,7 @@ from qualiface.backbones.layers import SCALE_ACTIVATIONS, MLPScaleHead, scale_ac
 
 BRANCHED = list_backbones("iresnet*") + list_backbones("ir_*")
 
-# ScaleFace ``MLPHead(num_feats=(25088, 512, 1), batch_norm=True)`` state dict (methods.md §2.4).
+# ScaleFace ``MLPHead(num_feats=(25088, 512, 1), batch_norm=True)`` state dict (docs/formats.md, 'scaleface').
 MLP_HEAD_KEYS = {
     "mlp.0.weight": (512, 25088),
     "mlp.1.running_mean": (512,),
@@ -167,7 +167,7 @@ def test_unknown_scale_activation_is_rejected():
 
 
 def reference_activation(z: float, activation: str, c: float) -> float:
-    """ScaleFace ``MLPHead`` activations written out per element (methods.md §2.4)."""
+    """ScaleFace ``MLPHead`` activations written out per element (docs/methods.md, 'ScaleFace')."""
     sigmoid = 1.0 / (1.0 + math.exp(-z))
     return {
         "exp": math.exp(z),

@@ -1,4 +1,5 @@
-"""MXNet RecordIO reader/writer without MXNet: framing, IRHeader, layouts, errors, workers (protocols.md §1)."""
+"""MXNet RecordIO reader/writer without MXNet: framing, IRHeader, layouts, errors, workers (docs/formats.md,
+'RecordIO')."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def _image_bytes(fmt: str, seed: int, size: int = 8) -> bytes:
 
 
 def _chunk(cflag: int, body: bytes) -> bytes:
-    """One chunk written by hand from §1.1: magic, (cflag << 29) | length, body, zero padding to 4 bytes."""
+    """One chunk written by hand (docs/formats.md, 'Framing'): magic, (cflag << 29) | length, body, zero padding to 4
+    bytes."""
     return MAGIC_LE + struct.pack("<I", (cflag << 29) | len(body)) + body + b"\0" * ((4 - len(body) % 4) % 4)
 
 
@@ -72,7 +74,8 @@ def packed(image_folder: Path, tmp_path: Path) -> Path:
 
 
 def test_frame_record_matches_verified_bytes() -> None:
-    # protocols.md §1.1 [run]: "ABCD" + magic + "EFG"
+    # an aligned magic splits the record (docs/formats.md, 'Framing'); these are the bytes MXNet 1.9.1's writer
+    # produced for "ABCD" + magic + "EFG"
     framed = frame_record(b"ABCD" + MAGIC_LE + b"EFG")
     assert framed == bytes.fromhex("0a23d7ce 04000020 41424344 0a23d7ce 03000060 454647 00")
 
@@ -132,10 +135,11 @@ def test_pack_writes_recbuilder_order_and_idx_text(packed: Path) -> None:
     text = (packed / "train.idx").read_text()
     assert text.endswith("\n")
     keys = [int(line.split("\t")[0]) for line in text.splitlines()]
-    assert keys == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]  # images, identity records, then record 0 (§1.4)
+    # images, identity records, then record 0 (docs/formats.md, 'Layouts')
+    assert keys == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
     pairs = read_idx(packed / "train.idx")
     assert pairs[0] == (1, 0)
-    # the header record and identity records are 32 bytes + 8 bytes framing (§1.3)
+    # the header record and identity records are 32 bytes + 8 bytes framing (docs/formats.md, 'Header')
     rec = (packed / "train.rec").read_bytes()
     off0 = dict(pairs)[0]
     assert len(rec) - off0 == 40

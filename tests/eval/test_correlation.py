@@ -1,5 +1,5 @@
-"""Rank correlations (protocols.md §4.7) against loop-based float64 definitions of Spearman's ρ (Pearson on
-average ranks) and Kendall's τ-b (concordant/discordant pairs with tie corrections)."""
+"""Rank correlations (docs/protocols.md, 'Rank correlations') against loop-based float64 definitions of Spearman's
+ρ (Pearson on average ranks) and Kendall's τ-b (concordant/discordant pairs with tie corrections)."""
 
 import math
 

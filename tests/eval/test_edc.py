@@ -1,5 +1,8 @@
-"""EDC / ERC: test vectors T1–T3 of protocols.md §9, loop-based float64 references written from the definitions
-(§4.2–4.4), reference curves, bounds and bad input."""
+"""EDC / ERC: expected values T1–T3 on the synthetic quality data set below (T1 fixed-threshold EDC, T2 CR-FIQA
+ERC, T3 MagFace ERC, as computed by the official code: ``dasec/quality-assessment-evaluation: edc.py``,
+``fdbtrs/CR-FIQA: ERC/erc.py``, ``IrvingMeng/MagFace: eval/eval_quality/eval_quality.py``), loop-based float64
+references written from the definitions (docs/protocols.md, 'Fixed-threshold EDC', 'CR-FIQA ERC', 'MagFace ERC'),
+reference curves, bounds and bad input."""
 
 import json
 import math
@@ -24,11 +27,13 @@ from qualiface.eval.edc import (
 )
 from qualiface.eval.edc.kept import _KeptCounter
 
-# ------------------------------------------------------------------------------------------ §9 synthetic data set
+# ------------------------------------------------------------------------------------ synthetic quality data set
 
 
 def synthetic_quality_set():
-    """protocols.md §9: 3,000 pairs, float64, pair i mated iff i mod 5 == 0."""
+    """Synthetic quality data set: 3,000 pairs, float64, pair i mated iff i mod 5 == 0 (600 mated, 2,400 non-mated);
+    qualities a, b and noise c are fractional parts of 0.5 + i·(irrational step), pair quality min(a, b), and the
+    mated similarity grows with the pair quality."""
     i = np.arange(3000, dtype=np.float64)
 
     def frac(x):
@@ -140,7 +145,8 @@ def test_t3_magface_erc():
 
 
 def ref_fixed_edc(s, q, tau, error="fnmr"):
-    """§4.2 from the definition, with loops: stable sort, ties discarded together, appended (1, 0)."""
+    """Fixed-threshold EDC (docs/protocols.md, 'Fixed-threshold EDC') from the definition, with loops: stable sort,
+    ties discarded together, appended (1, 0)."""
     n = len(s)
     order = sorted(range(n), key=lambda i: q[i])
     qs = [float(q[i]) for i in order]
@@ -169,7 +175,8 @@ def ref_pauc(xs, ys, limit):
 
 
 def ref_crfiqa(d, mated, q, fmr):
-    """§4.3 from the definition, with loops over levels and candidate thresholds."""
+    """CR-FIQA ERC (docs/protocols.md, 'CR-FIQA ERC') from the definition, with loops over levels and candidate
+    thresholds."""
     n = len(d)
     order = sorted(range(n), key=lambda i: q[i])
     out = []
@@ -190,8 +197,8 @@ def ref_crfiqa(d, mated, q, fmr):
 
 
 def ref_magface(d, mated, q, divisions=3):
-    """§4.4 from the definition: idx = int(idx / 10) `divisions` times, FNMR with >=; nothing recorded if idx hits 0
-    before the last division."""
+    """MagFace ERC (docs/protocols.md, 'MagFace ERC') from the definition: idx = int(idx / 10) `divisions` times,
+    FNMR with >=; nothing recorded if idx hits 0 before the last division."""
     n = len(d)
     order = sorted(range(n), key=lambda i: q[i])
     out = []

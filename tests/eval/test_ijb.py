@@ -74,7 +74,8 @@ def synthetic_ijb(seed: int = 0, n_templates: int = 40, n_subjects: int = 12, di
 
 
 def reference_templates(feats, flipped, tids, mids, faceness, quality, pooling: TemplatePooling):
-    """protocols.md §3.4 as nested loops in float64: per template (ascending), per media, per image."""
+    """Template scores (docs/protocols.md, 'IJB-B / IJB-C') as nested loops in float64: per template (ascending),
+    per media, per image."""
     out = {}
     for t in sorted(set(tids.tolist())):
         media_feats = []

@@ -1,5 +1,5 @@
-"""Uncertainty rejection curves (protocols.md §4.8) against loop-based float64 references written from the
-definition, pair-uncertainty combiners, and bad input."""
+"""Uncertainty rejection curves (docs/protocols.md, 'Uncertainty rejection curves') against loop-based float64
+references written from the definition, pair-uncertainty combiners, and bad input."""
 
 import numpy as np
 import pytest
@@ -15,7 +15,8 @@ from qualiface.eval.uncertainty import (
 
 
 def ref_rejection(scores, labels, values, fars, portions, mode):
-    """§4.8 with loops: stable sort (negated value in confidence mode), keep int(N(1-p)), per-FAR threshold."""
+    """The rejection curve with loops: stable sort (negated value in confidence mode), keep int(N(1-p)), per-FAR
+    threshold."""
     n = len(scores)
     key = [-v for v in values] if mode == "confidence" else list(values)
     order = sorted(range(n), key=lambda i: key[i])

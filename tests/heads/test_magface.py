@@ -207,7 +207,7 @@ def _loss_over_magnitudes(head, c_y, c_n, a):
 
 
 def test_optimal_magnitude_is_unique_and_increases_with_the_target_cosine():
-    """Paper (MagFace §3, monotonicity and convergence): with λ_g above the bound and θ_y + u_m <= π/2, the
+    """MagFace paper, Sec. 3 (monotonicity and convergence): with λ_g above the bound and θ_y + u_m <= π/2, the
     per-sample loss is strictly convex in a on [l_a, u_a] with a unique minimiser a*, and a* increases
     monotonically with cos θ_y: easier (higher quality) samples get larger magnitudes.
     """

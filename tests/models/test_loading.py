@@ -1,5 +1,6 @@
-"""``load_model`` on the released checkpoint formats (methods.md §9): official key names and containers, strict
-loading, identical outputs with each family's own preprocessing, clear errors, and no unpickling."""
+"""``load_model`` on the released checkpoint formats (docs/formats.md, 'Checkpoint formats'): official key names
+and containers, strict loading, identical outputs with each family's own preprocessing, clear errors, and no
+unpickling."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""UniTSFace's LResNetXEIR (``CVI-SZU/UniTSFace: backbone.py``, methods.md §2.7), with its state-dict layout.
+"""UniTSFace's LResNetXEIR (``CVI-SZU/UniTSFace: backbone.py``; docs/methods.md, 'Backbones'), with its state-dict
+layout.
 
     stem:   conv1 3×3 s1 (3→64) → bn1 → prelu
     block:  bn2(conv2(prelu(bn1(conv1(bn0(x)))))) + shortcut(x)

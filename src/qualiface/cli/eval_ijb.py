@@ -61,7 +61,7 @@ def ijb(
     flipped: Annotated[Path | None, typer.Option(help="Features of the horizontally flipped images.")] = None,
     flipped_key: Annotated[str | None, typer.Option(help="Array of --flipped (or of the .npz) to use.")] = None,
     flip_halves: Annotated[
-        bool, typer.Option(help="FEATURES hold [f(x), f(flip x)] side by side (insightface N x 2D layout).")
+        bool, typer.Option(help="Each FEATURES row is f(x) followed by f(flip x) (insightface N x 2D layout).")
     ] = False,
     preset: Annotated[str, typer.Option(help=f"Pooling variant: {', '.join(POOLING_PRESETS)}.")] = "insightface",
     flip_fusion: Annotated[

@@ -1,6 +1,7 @@
 """insightface verification packs (``lfw.bin``, ``cfp_fp.bin``, ``agedb_30.bin``, …) read without running pickles.
 
-Format (protocols.md §2.1, ``deepinsight/insightface: recognition/arcface_torch/eval/verification.py: load_bin``):
+Format (docs/formats.md, 'Verification .bin files';
+``deepinsight/insightface: recognition/arcface_torch/eval/verification.py: load_bin``):
 a pickle of the 2-tuple ``(bins, issame)``; ``bins`` holds ``2P`` encoded images (element ``2i`` and ``2i+1``
 form pair ``i``), each a ``bytes`` object or a ``uint8`` array of shape ``(n, 1)`` (``cv2.imencode`` output, as
 in the genuine ``small_lfw.bin``) or ``(n,)``; ``issame`` holds ``P`` bools. Pairs are stored fold after fold, so

@@ -1,4 +1,4 @@
-"""Readers for the IJB-B / IJB-C meta files (protocols.md §3.1, §3.2), NumPy only.
+"""Readers for the IJB-B / IJB-C meta files (docs/formats.md, 'IJB meta files'), NumPy only.
 
 Layout: ``<root>/{IJBB,IJBC}/meta/`` with lower-case prefixes ``ijbb`` / ``ijbc``:
 
@@ -43,7 +43,7 @@ IJB_COUNTS: dict[str, dict[str, int]] = {
         "probe_templates": 19_593,
     },
 }
-"""Published sizes (protocols.md §3.2, from the insightface tooling comments; arithmetic-consistent)."""
+"""Published sizes (docs/formats.md, 'IJB meta files'; from the insightface tooling comments, arithmetic-consistent)."""
 
 GALLERY_FILES: dict[str, tuple[str, str]] = {
     "IJBB": ("ijbb_1N_gallery_S1.csv", "ijbb_1N_gallery_S2.csv"),

@@ -17,9 +17,9 @@ class Detection:
     Attributes:
         box: ``(x1, y1, x2, y2)`` corners, floats (may reach slightly outside the image).
         score: detector confidence in ``[0, 1]``.
-        landmarks: ``(5, 2)`` float32 ``(x, y)`` points in the ArcFace template order (protocols.md §5): left eye,
-            right eye, nose tip, left mouth corner, right mouth corner, where "left" is the side with the smaller x
-            in an upright frontal face (the subject's right).
+        landmarks: ``(5, 2)`` float32 ``(x, y)`` points in the ArcFace template order (docs/protocols.md, 'Face
+            alignment'): left eye, right eye, nose tip, left mouth corner, right mouth corner, where "left" is the side
+            with the smaller x in an upright frontal face (the subject's right).
     """
 
     box: tuple[float, float, float, float]

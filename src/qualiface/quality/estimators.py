@@ -40,8 +40,8 @@ class _BranchQuality(QualityEstimator):
 
 @QUALITY.register("feature_norm")
 class FeatureNormQuality(QualityEstimator):
-    """``||backbone(images)||_2`` of the raw embedding (MagFace §4.4, AdaFace §5.3); works with any backbone
-    that returns un-normalised embeddings. The norm is taken in float32.
+    """``||backbone(images)||_2`` of the raw embedding (docs/methods.md, 'Quality estimators and branches'); works
+    with any backbone that returns un-normalised embeddings. The norm is taken in float32.
     """
 
     name: ClassVar[str] = "feature_norm"
