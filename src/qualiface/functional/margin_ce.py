@@ -14,9 +14,10 @@ rows' target lives here, and the log-sum-exp is combined over ranks from the loc
 
     L^r_i = logsumexp_j z^r_ij,   M_i = max_r L^r_i,   lse_i = M_i + log Σ_r e^{L^r_i − M_i}
 
-(two all-reduces of ``(B,)`` vectors; none in one process). ``loss_i`` is then identical on every rank, and
-the gradients to ``t_i`` and ``s_i`` are replicated: the shard sum ``Σ_r Σ_j p^r_ij c^r_ij`` is all-reduced in
-the forward pass when ``s`` needs a gradient, so no collective runs in the backward pass.
+(two all-reduces of ``(B,)`` vectors); each rank's ``log_softmax`` over its own columns then moves by the row
+shift ``L^r_i − lse_i``. In one process nothing is combined and the shift is zero. ``loss_i`` is identical on
+every rank, and the gradients to ``t_i`` and ``s_i`` are replicated: the shard sum ``Σ_r Σ_j p^r_ij c^r_ij`` is
+all-reduced in the forward pass when ``s`` needs a gradient, so no collective runs in the backward pass.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ def _zero_owned(values: Tensor, column: Tensor, owned: Tensor | None) -> Tensor:
     return torch.where(owned.unsqueeze(1), 0.0, values.gather(1, column))
 
 
+def _probabilities(log_prob: Tensor, shift: Tensor | None) -> Tensor:
+    """``p_ij`` from this process's log-probabilities and, over shards, the row shift to the global normaliser."""
+    return log_prob.exp() if shift is None else (log_prob + shift.unsqueeze(1)).exp_()
+
+
 class _MarginCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -62,46 +68,51 @@ class _MarginCrossEntropy(torch.autograd.Function):
         if width:
             value = target if owned is None else torch.where(owned, target, logits.gather(1, column).squeeze(1))
             logits.scatter_(1, column, value.unsqueeze(1))
-        lse = torch.logsumexp(logits, dim=1)  # -inf for a shard without a local column
-        if owned is not None:  # combine the ranks' log-sum-exps: every rank ends with the global one
-            row_max = lse.clone()
+        log_prob = torch.log_softmax(logits, dim=1)  # normalised over this process's columns (fused, one pass)
+        shift = None
+        if owned is None:
+            loss = -log_prob.gather(1, column).squeeze(1)  # = logsumexp_j z_ij - t_i
+        else:  # combine the ranks' log-sum-exps: every rank ends with the global one, and log p moves by a row shift
+            local = torch.logsumexp(logits, dim=1)  # -inf for a shard without a local column
+            row_max = local.clone()
             dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=group)
-            total = (lse - row_max).exp_()
+            total = (local - row_max).exp_()
             dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
             lse = total.log_().add_(row_max)
-        loss = lse - target
-        prob = (logits - lse.unsqueeze(1)).exp_()  # p_ij, this process's columns
+            shift = local - lse
+            loss = lse - target
         scale_term = None
         if scale.requires_grad:  # Σ_{j≠y} p_ij c_ij, the factor of ∂loss_i/∂s_i, summed over ranks forward
-            weighted = prob * _clamped(cos, clamp_eps)
+            weighted = _probabilities(log_prob, shift).mul_(_clamped(cos, clamp_eps))
             if width:
                 weighted.scatter_(1, column, _zero_owned(weighted, column, owned))
             scale_term = weighted.sum(1)
             if owned is not None:
                 dist.all_reduce(scale_term, op=dist.ReduceOp.SUM, group=group)
-        p_target = (target - lse).exp()
-        ctx.save_for_backward(cos, labels, scale, prob, p_target, scale_term, owned)
+        p_target = (-loss).exp()  # p_iy = e^{t_i - lse_i}, known on every rank
+        ctx.save_for_backward(cos, labels, scale, log_prob, shift, p_target, scale_term, owned)
         ctx.mark_non_differentiable(logits)
         ctx.clamp_eps = clamp_eps
         return loss, logits
 
     @staticmethod
     def backward(ctx: Any, grad_loss: Tensor, _grad_logits: Tensor | None) -> tuple[Tensor | None, ...]:
-        cos, labels, scale, prob, p_target, scale_term, owned = ctx.saved_tensors
+        cos, labels, scale, log_prob, shift, p_target, scale_term, owned = ctx.saved_tensors
         grad_target = (p_target - 1.0) * grad_loss  # replicated: p_iy is known on every rank
         grad_scale = None
         if ctx.needs_input_grad[3]:
             per_sample = scale_term * grad_loss
             grad_scale = per_sample if scale.dim() == 1 else per_sample.sum().reshape(scale.shape)
         grad_cos = None
-        if ctx.needs_input_grad[0]:  # g_i s_i p_ij, the target column and clamped cosines zeroed (prob kept intact)
-            grad_cos = prob * (grad_loss * scale).unsqueeze(1)
-            if prob.shape[1]:
+        if ctx.needs_input_grad[0]:  # g_i s_i p_ij, the target column and clamped cosines zeroed
+            grad_cos = _probabilities(log_prob, shift)  # a new tensor: the saved log p stays intact
+            if grad_cos.shape[1]:
                 column = labels.clamp_min(0).unsqueeze(1) if owned is not None else labels.unsqueeze(1)
                 grad_cos.scatter_(1, column, _zero_owned(grad_cos, column, owned))
                 eps = ctx.clamp_eps
                 if eps is not None:  # clamped cosines get no gradient
                     grad_cos.masked_fill_((cos < -1.0 + eps) | (cos > 1.0 - eps), 0.0)
+            grad_cos.mul_((grad_loss * scale).unsqueeze(1))
         return grad_cos, None, grad_target, grad_scale, None, None, None
 
 
