@@ -1,5 +1,7 @@
 """The head contract, checked for every registered head (a newly registered head is tested automatically)."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -241,3 +243,27 @@ def test_shape_checks_hold_without_the_value_checks(name):
     head = qualiface.create_head(name, D, C, validate_inputs=False)
     with pytest.raises(ValueError, match="embeddings must have shape"):
         _call(head, torch.randn(B, D + 1), torch.randint(0, C, (B,)))
+
+
+def test_without_checks_a_bad_scale_makes_the_loss_nan_and_input_problem_says_why():
+    head = qualiface.create_head("scaleface", D, C, validate_inputs=False)
+    emb, labels = torch.randn(B, D), torch.randint(0, C, (B,))
+    scale = torch.full((B,), 20.0)
+    scale[2] = 0.0
+    assert not torch.isfinite(head(emb, labels, scale=scale).loss)
+    assert "scale must be positive" in head.input_problem(emb, labels, scale=scale)
+    assert head.input_problem(emb, labels, scale=torch.full((B,), 20.0)) is None
+    assert "label 99 is outside" in head.input_problem(emb, torch.full((B,), 99), scale=scale)
+
+
+@pytest.mark.parametrize("name", ["adaface", "unitsface"])
+def test_a_non_finite_batch_leaves_the_head_state_as_it_was(name):
+    head = qualiface.create_head(name, D, C, validate_inputs=False).train()
+    labels = torch.arange(B) % C
+    head(torch.randn(B, D) * 5, labels)
+    before = {k: v.clone() for k, v in head.state_dict().items() if k != "num_steps"}
+    emb = torch.randn(B, D) * 5
+    emb[:] = math.nan
+    assert not torch.isfinite(head(emb, labels).loss)
+    for key, value in before.items():
+        torch.testing.assert_close(head.state_dict()[key], value, rtol=0, atol=0, equal_nan=False, msg=key)

@@ -48,6 +48,15 @@ def _probabilities(log_prob: Tensor, shift: Tensor | None) -> Tensor:
     return log_prob.exp() if shift is None else (log_prob + shift.unsqueeze(1)).exp_()
 
 
+def _scale_factor(prob: Tensor, cos: Tensor, column: Tensor, owned: Tensor | None, eps: float | None) -> Tensor:
+    """``Σ_{j≠y} p_ij c_ij`` over this process's columns (``c`` clamped as the logits were), the factor of
+    ``∂loss_i/∂s_i``."""
+    weighted = prob * _clamped(cos, eps)
+    if weighted.shape[1]:
+        weighted.scatter_(1, column, _zero_owned(weighted, column, owned))
+    return weighted.sum(1)
+
+
 class _MarginCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -82,13 +91,9 @@ class _MarginCrossEntropy(torch.autograd.Function):
             shift = local - lse
             loss = lse - target
         scale_term = None
-        if scale.requires_grad:  # Σ_{j≠y} p_ij c_ij, the factor of ∂loss_i/∂s_i, summed over ranks forward
-            weighted = _probabilities(log_prob, shift).mul_(_clamped(cos, clamp_eps))
-            if width:
-                weighted.scatter_(1, column, _zero_owned(weighted, column, owned))
-            scale_term = weighted.sum(1)
-            if owned is not None:
-                dist.all_reduce(scale_term, op=dist.ReduceOp.SUM, group=group)
+        if scale.requires_grad and owned is not None:  # ∂loss_i/∂s_i needs a sum over every rank: taken here
+            scale_term = _scale_factor(_probabilities(log_prob, shift), cos, column, owned, clamp_eps)
+            dist.all_reduce(scale_term, op=dist.ReduceOp.SUM, group=group)
         p_target = (-loss).exp()  # p_iy = e^{t_i - lse_i}, known on every rank
         ctx.save_for_backward(cos, labels, scale, log_prob, shift, p_target, scale_term, owned)
         ctx.mark_non_differentiable(logits)
@@ -99,15 +104,18 @@ class _MarginCrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad_loss: Tensor, _grad_logits: Tensor | None) -> tuple[Tensor | None, ...]:
         cos, labels, scale, log_prob, shift, p_target, scale_term, owned = ctx.saved_tensors
         grad_target = (p_target - 1.0) * grad_loss  # replicated: p_iy is known on every rank
+        need_cos, need_scale = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
+        column = labels.clamp_min(0).unsqueeze(1) if owned is not None else labels.unsqueeze(1)
+        prob = _probabilities(log_prob, shift)  # a new tensor: the saved log p stays intact
         grad_scale = None
-        if ctx.needs_input_grad[3]:
-            per_sample = scale_term * grad_loss
+        if need_scale:  # in one process Σ_{j≠y} p_ij c_ij is taken here, from the p of the cosine gradient
+            factor = scale_term if scale_term is not None else _scale_factor(prob, cos, column, owned, ctx.clamp_eps)
+            per_sample = factor * grad_loss
             grad_scale = per_sample if scale.dim() == 1 else per_sample.sum().reshape(scale.shape)
         grad_cos = None
-        if ctx.needs_input_grad[0]:  # g_i s_i p_ij, the target column and clamped cosines zeroed
-            grad_cos = _probabilities(log_prob, shift)  # a new tensor: the saved log p stays intact
+        if need_cos:  # g_i s_i p_ij, the target column and clamped cosines zeroed
+            grad_cos = prob
             if grad_cos.shape[1]:
-                column = labels.clamp_min(0).unsqueeze(1) if owned is not None else labels.unsqueeze(1)
                 grad_cos.scatter_(1, column, _zero_owned(grad_cos, column, owned))
                 eps = ctx.clamp_eps
                 if eps is not None:  # clamped cosines get no gradient

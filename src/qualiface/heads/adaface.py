@@ -117,11 +117,13 @@ class AdaFace(Head):
 
     @torch.no_grad()
     def update_statistics(self, mean: Tensor, std: Tensor | None) -> None:
-        """One EMA step ``μ ← α·mean + (1 − α)·μ``, ``σ ← α·std + (1 − α)·σ``; ``std=None`` keeps ``σ``."""
+        """One EMA step ``μ ← α·mean + (1 − α)·μ``, ``σ ← α·std + (1 − α)·σ``; ``std=None`` keeps ``σ``. A
+        non-finite statistic (a diverged step) leaves its average as it was, without reading it on the host."""
         alpha = self.t_alpha
-        self.batch_mean.copy_(mean.to(self.batch_mean.dtype) * alpha + (1.0 - alpha) * self.batch_mean)
-        if std is not None:
-            self.batch_std.copy_(std.to(self.batch_std.dtype) * alpha + (1.0 - alpha) * self.batch_std)
+        for average, value in ((self.batch_mean, mean), (self.batch_std, std)):
+            if value is not None:
+                updated = value.to(average.dtype) * alpha + (1.0 - alpha) * average
+                average.copy_(torch.where(torch.isfinite(updated), updated, average))
 
     @torch.no_grad()
     def _batch_statistics(self, a_hat: Tensor, global_batch: bool = False) -> tuple[Tensor, Tensor | None]:

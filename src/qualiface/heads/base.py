@@ -122,7 +122,6 @@ class HeadInputs:
     class_index: Tensor | None
     aux: dict[str, Tensor]
     shard: ShardSpec = SINGLE_PROCESS
-    global_labels: Tensor | None = None  # (B,) global class ids of the (gathered) batch
     owned: Tensor | None = None  # (B,) bool under a distributed shard, else None
 
     def cross_entropy(
@@ -145,9 +144,7 @@ class HeadInputs:
             best = cos.new_full((batch,), -math.inf)
         else:
             values, columns = cos.topk(min(2, width), dim=1)
-            first_is_target = columns[:, 0] == self.labels
-            if self.owned is not None:
-                first_is_target &= self.owned
+            first_is_target = columns[:, 0] == self.labels  # never on a row whose class is elsewhere (label -1)
             second = values[:, 1] if width > 1 else cos.new_full((batch,), -math.inf)
             best = torch.where(first_is_target, second, values[:, 0])
         return all_reduce_max(best, self.shard)
@@ -283,7 +280,16 @@ class Head(nn.Module):
                 cos_target = torch.where(owned, cos_target, 0.0)
         cos_target = sum_partial(cos_target, shard)  # the owner's value, replicated
         return HeadInputs(
-            batch.embeddings, x_hat, batch.norms, cos, columns, cos_target, index, batch.aux, shard, batch.labels, owned
+            embeddings=batch.embeddings,
+            x_hat=x_hat,
+            norms=batch.norms,
+            cos=cos,
+            labels=columns,
+            cos_target=cos_target,
+            class_index=index,
+            aux=batch.aux,
+            shard=shard,
+            owned=owned,
         )
 
     def _output(self, inputs: HeadInputs, terms: MarginTerms) -> HeadOutput:
@@ -376,8 +382,22 @@ class Head(nn.Module):
         for key, value in aux.items():
             if value.numel() != batch or value.shape[0] != batch:
                 raise ValueError(f"{name}: {key} must have shape ({batch},) or ({batch}, 1), got {tuple(value.shape)}")
-        if not self.validate_inputs:  # the value checks below read tensors on the host
-            return
+        if self.validate_inputs:  # the value checks read tensors on the host
+            self._check_values(embeddings, labels, aux)
+
+    def input_problem(self, embeddings: Tensor, labels: Tensor, **aux: Tensor) -> str | None:
+        """What is wrong with the values of these inputs (the checks of ``validate_inputs``), or ``None``.
+
+        For a caller that runs without the per-step checks and wants to say why a step failed (the trainer
+        after a non-finite loss)."""
+        try:
+            self._check_values(embeddings, labels, {k: v.reshape(-1) for k, v in aux.items()})
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    def _check_values(self, embeddings: Tensor, labels: Tensor, aux: dict[str, Tensor]) -> None:
+        name = type(self).__name__
         low, high = int(labels.min()), int(labels.max())
         if low < 0 or high >= self.num_classes:
             bad = low if low < 0 else high
@@ -397,7 +417,3 @@ class Head(nn.Module):
             "head/cos_target_mean": cos_t.mean(),
             "head/theta_target_deg": torch.rad2deg(torch.acos(cos_t.clamp(-1.0, 1.0))).mean(),
         }
-
-
-MarginSoftmaxHead = Head
-"""Former name of :class:`Head` (every head is a margin-softmax head), kept for code written against it."""

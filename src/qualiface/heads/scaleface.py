@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -55,7 +56,8 @@ class ScaleFace(Head):
             raise ValueError(f"ScaleFace: scale must be positive, got min {float(scale.min()):.4g}")
 
     def margin_terms(self, inputs: HeadInputs) -> MarginTerms:
-        scale = inputs.aux["scale"]
+        # without the value checks (the trainer) a non-positive scale makes the loss NaN, which stops training
+        scale = inputs.aux["scale"].masked_fill(inputs.aux["scale"] <= 0, math.nan)
         target = additive_angular_target(inputs.cos_target, self.margin, fallback="none", eps=self.eps)
         detached = scale.detach()
         logs = {

@@ -61,8 +61,10 @@ sum the backbone parameter gradients over ranks (not average them) to obtain ``â
 Collectives in the backward pass (the gather's sum, ``copy_to_partial``) run on every rank because every
 rank builds the same graph; the heads keep the gathered embeddings in the graph even when a rank's shard
 has no sampled class. Hence every rank must call the head in the same mode (``train()``/``eval()``), with the
-same auxiliary inputs, the same local batch size (checked, with a clear error on every rank) and the same
-``requires_grad`` settings, and must call ``backward()``. Invalid inputs on one rank make every rank raise.
+same auxiliary inputs, the same local batch size and the same ``requires_grad`` settings, and must call
+``backward()``. With ``validate_inputs`` (a head's default) the batch sizes and the inputs' validity are
+exchanged first, so a wrong batch size or invalid inputs on one rank make every rank raise; without it (the
+trainer, whose batches have one size by construction) that exchange and its host read are skipped.
 
 One process is the shard ``ShardSpec(0, 1)`` (:data:`SINGLE_PROCESS`, every head's default): every function
 here is then the identity (no collective, no process group), so a head has one forward pass, one
@@ -192,8 +194,11 @@ def check_batch_sizes(
     """One small all-gather of every rank's ``(batch size, failed flag)``: ``(sizes, failed ranks)``.
 
     Run before any collective whose shape depends on the batch, so that a wrong batch size or an invalid
-    input on one rank makes every rank raise instead of hanging.
+    input on one rank makes every rank raise instead of hanging (by a head with ``validate_inputs``). In one
+    process: ``([batch], [0] if failed else [])``, no collective.
     """
+    if not spec.distributed:
+        return [batch], [spec.rank] if failed else []
     info = _all_gather(torch.tensor([[batch, int(failed)]], dtype=torch.int64, device=device), spec).cpu()
     sizes = [int(v) for v in info[:, 0]]
     bad = [rank for rank, flag in enumerate(info[:, 1].tolist()) if flag]
@@ -313,7 +318,7 @@ def gather_head_inputs(
     """
     if not spec.distributed:
         x_hat, norms = l2_normalize(embeddings, eps)
-        return GatheredBatch(embeddings, x_hat, norms, labels, aux)
+        return GatheredBatch(embeddings, x_hat, norms, all_gather_labels(labels, spec), aux)
     keys = sorted(aux)  # the same order on every rank
     replicated = torch.stack([torch.linalg.vector_norm(embeddings, dim=1), *(aux[k] for k in keys)], dim=1)
     emb_g, replicated_g = gather_batch(embeddings, replicated, spec)

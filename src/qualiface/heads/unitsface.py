@@ -173,7 +173,7 @@ class UniTSFace(Head):
             "unitsface/seen_fraction": self._seen_fraction(inputs.shard),
         }
         if self.training:  # after the loss terms that read the memory (batch order kept)
-            self.update_memory(inputs.embeddings, labels, None if inputs.owned is None else labels >= 0)
+            self.update_memory(inputs.embeddings, labels, inputs.owned)
             self.num_steps += 1
         ce_log = "loss/cosface"
         if uss is None:
@@ -195,7 +195,7 @@ class UniTSFace(Head):
         if inputs.owned is None:
             return inputs.class_index[inputs.labels]
         rows = torch.full_like(inputs.labels, -1)
-        owned = inputs.labels >= 0
+        owned = inputs.owned
         rows[owned] = inputs.class_index[inputs.labels[owned]]
         return rows
 
@@ -259,7 +259,8 @@ class UniTSFace(Head):
 
     @torch.no_grad()
     def update_memory(self, embeddings: Tensor, labels: Tensor, owned: Tensor | None = None) -> None:
-        """``feat_mem[y_k] ← f_k`` for the raw features of a batch; the later sample of a class wins.
+        """``feat_mem[y_k] ← f_k`` for the raw features of a batch; the later sample of a class wins, and a
+        non-finite feature is not written (no host read: a diverged step leaves the memory as it was).
 
         ``owned``: under a distributed shard, the samples whose class row lives here (the others are skipped).
         """
@@ -268,8 +269,10 @@ class UniTSFace(Head):
         classes, inverse = torch.unique(labels, return_inverse=True)
         order = torch.arange(labels.numel(), device=labels.device)
         last = torch.full_like(classes, -1).scatter_reduce_(0, inverse, order, reduce="amax")
-        self.feat_mem[classes] = embeddings.detach()[last].to(self.feat_mem.dtype)
-        self.seen[classes] = True
+        values = embeddings.detach()[last].to(self.feat_mem.dtype)
+        finite = torch.isfinite(values).all(dim=1)  # a non-finite feature (a diverged step) leaves its row as it was
+        self.feat_mem[classes] = torch.where(finite.unsqueeze(1), values, self.feat_mem[classes])
+        self.seen[classes] = self.seen[classes] | finite
 
     def extra_repr(self) -> str:
         return (

@@ -194,7 +194,7 @@ class Trainer:
 
             kwargs["shard"] = ShardSpec(self.info.rank, self.info.world_size)
         # the value checks of the head read tensors on the host at every step; here labels are checked where
-        # they are read (SourceDataset) and a non-finite loss stops the run (train_step)
+        # they are read (TrainSamples) and a non-finite loss stops the run (train_step), saying which input was bad
         kwargs.setdefault("validate_inputs", False)
         return qualiface.create_head(
             cfg.head.name, embedding_dim=self.backbone.embedding_dim, num_classes=self.num_classes, **kwargs
@@ -380,12 +380,16 @@ class Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             embeddings, aux = self.model(images)
-        out = self.head(embeddings, labels, **{k: aux[k] for k in self.aux_keys})
+        head_aux = {k: aux[k] for k in self.aux_keys}
+        out = self.head(embeddings, labels, **head_aux)
         loss = out.loss
         if not bool(torch.isfinite(loss.detach())):  # the step's one host synchronisation
             if not bool(torch.isfinite(embeddings).all()):  # a non-finite embedding makes the loss non-finite
                 self._stop("the backbone output contains NaN or Inf")
-            self._stop(f"the loss is {loss.item()}")
+            problem = self.head.input_problem(
+                embeddings.detach(), labels, **{k: v.detach() for k, v in head_aux.items()}
+            )
+            self._stop(problem or f"the loss is {loss.item()}")
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
