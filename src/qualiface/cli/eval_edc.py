@@ -11,8 +11,7 @@ import numpy as np
 import typer
 
 from qualiface.cli.apps import eval_app
-
-CONVENTIONS = ("fixed_threshold", "crfiqa", "magface")
+from qualiface.eval.edc.inputs import CONVENTIONS
 
 
 def _quality_methods(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import numpy as np
 import typer
@@ -132,15 +132,6 @@ def _from_pairs(
     return kwargs
 
 
-def _threshold_search(value: str) -> ThresholdSearch:
-    """``--threshold-search`` as :func:`evaluate_verification` takes it (the same error for another word)."""
-    if value == "grid":
-        return "grid"
-    if value == "exhaustive":
-        return "exhaustive"
-    raise ValueError(f"search must be 'grid' or 'exhaustive', got {value!r}")
-
-
 def _save_embeddings(path: Path, kwargs: dict[str, Any]) -> None:
     """Write the evaluated arrays under the key names ``--embeddings`` reads back."""
     split = "embeddings_b" in kwargs
@@ -248,7 +239,10 @@ def verify(
         if kwargs.get("flip") is None:
             kwargs.pop("flip", None)
         result = evaluate_verification(
-            **kwargs, fusion=fusion, n_folds=folds, threshold_search=_threshold_search(threshold_search)
+            **kwargs,
+            fusion=fusion,
+            n_folds=folds,
+            threshold_search=cast(ThresholdSearch, threshold_search),  # checked there
         )
         result.meta.update(meta)
         out.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,6 @@ import numpy as np
 
 from qualiface.eval.inputs import check_dims, check_ranks
 from qualiface.eval.results import Result
-from qualiface.eval.roc import DIR_EPSILON as _DIR_EPSILON
 from qualiface.eval.roc import threshold_at_fmr
 from qualiface.eval.search import search_gallery
 
@@ -43,10 +42,6 @@ DISTRACTOR_LABEL = -100
 TINYFACE_COUNTS: dict[str, int] = {"probes": 3_728, "gallery_matches": 4_443, "distractors": 153_428}
 """TinyFace test sizes from the paper (unverified; docs/protocols.md, 'TinyFace identification'); see
 :func:`check_tinyface_counts`."""
-
-DIR_EPSILON = _DIR_EPSILON
-"""Added to the highest non-mated score when an FPIR allows no false alarm (``find_thresholds_by_FAR``;
-:func:`qualiface.eval.roc.threshold_at_fmr` with ``rule="tinyface"``)."""
 
 
 def tinyface_key(path: str) -> str:

@@ -116,13 +116,14 @@ class LogAggregation(TrainerCallback):
         self.count += 1
         self.bar.update(1)
         if trainer.step % cfg.train.log_every == 0 or trainer.step == trainer.total_steps:
-            elapsed = time.perf_counter() - self.tick
             count = self.count
+            means = {k: float(v) / count for k, v in self.sums.items()}  # waits for the device: before the clock
+            elapsed = time.perf_counter() - self.tick
             state.row = {
                 "step": trainer.step,
                 "epoch": trainer.step / trainer.steps_per_epoch,
                 "lr": state.lr,
-                **{k: float(v) / count for k, v in self.sums.items()},
+                **means,
                 "images_per_s": count * cfg.data.batch_size * trainer.info.world_size / max(elapsed, 1e-9),
             }
             self.bar.set_postfix(loss=f"{state.row['loss']:.3f}", lr=f"{state.lr:.3g}")

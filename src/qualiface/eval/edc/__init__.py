@@ -64,15 +64,13 @@ from qualiface.eval.edc.inputs import (
     ErrorType,
     ScoreKind,
     _check_convention,
-    _check_error,
-    _check_score_kind,
+    fixed_threshold_options,
 )
 from qualiface.eval.edc.pairing import PAIR_QUALITY_FUNCTIONS, PairQualityFunction, normalize_quality, pair_quality
 from qualiface.eval.edc.pauc import area_under_theoretical_best, edc_pauc
 from qualiface.eval.edc.recomputed import erc_discard_grid, erc_recomputed_threshold
 from qualiface.eval.edc.references import edc_oracle, edc_random
 from qualiface.eval.edc.results import EDCResult, FixedThresholdEDC, RecomputedThresholdERC
-from qualiface.eval.inputs import finite_values, open_interval_values, unit_interval_values
 
 __all__ = [
     "CONVENTIONS",
@@ -148,12 +146,14 @@ def edc(
             score_kind=score_kind, method=method,
         )  # fmt: skip
     # the options of the fixed threshold only: checked as edc_fixed_threshold checks them, then refused
-    _check_score_kind(score_kind)
-    _check_error(error)
-    open_interval_values("fmr", fmr, 0.0, 1.0)
-    e0s = open_interval_values("starting_error", starting_error, 0.0, 1.0)
-    thresholds = finite_values("threshold", threshold)
-    unit_interval_values("discard_limits", discard_limits)
+    _, e0s, thresholds, _ = fixed_threshold_options(
+        fmr=fmr,
+        starting_error=starting_error,
+        threshold=threshold,
+        discard_limits=discard_limits,
+        error=error,
+        score_kind=score_kind,
+    )
     if e0s or thresholds:
         raise ValueError(f"convention {convention!r} re-estimates the threshold; starting_error/threshold do not apply")
     if error != "fnmr":

@@ -22,14 +22,12 @@ from qualiface.eval.edc.inputs import (
     DEFAULT_FMRS,
     ErrorType,
     ScoreKind,
-    _check_error,
-    _check_score_kind,
+    fixed_threshold_options,
 )
 from qualiface.eval.edc.kept import _stable_sort
 from qualiface.eval.edc.pairing import PairQualityFunction, _comparisons
 from qualiface.eval.edc.pauc import _step_pauc, area_under_theoretical_best
 from qualiface.eval.edc.results import Curve, EDCResult, FixedThresholdEDC
-from qualiface.eval.inputs import finite_values, open_interval_values, unit_interval_values
 from qualiface.eval.roc import threshold_at_fmr
 
 
@@ -75,15 +73,17 @@ def edc_fixed_threshold(
         ValueError: for non-finite inputs, lengths that differ, labels other than 0/1, a missing class, targets or
             limits out of range, an unknown option, or no operating point.
     """
-    _check_score_kind(score_kind)
-    _check_error(error)
+    fmrs, e0s, thresholds, limits = fixed_threshold_options(
+        fmr=fmr,
+        starting_error=starting_error,
+        threshold=threshold,
+        discard_limits=discard_limits,
+        error=error,
+        score_kind=score_kind,
+    )
     s, mated, key, pair_name = _comparisons(scores, labels, quality, quality_b, pair_quality, higher_is_better)
-    fmrs = open_interval_values("fmr", fmr, 0.0, 1.0)
-    e0s = open_interval_values("starting_error", starting_error, 0.0, 1.0)
-    thresholds = finite_values("threshold", threshold)
     if fmr is None and not e0s and not thresholds:
         fmrs = DEFAULT_FMRS
-    limits = unit_interval_values("discard_limits", discard_limits)
     sign = -1.0 if score_kind == "distance" else 1.0
     sim = -s if score_kind == "distance" else s
     points = _fixed_operating_points(sim, mated, error, fmrs, e0s, thresholds, sign)
