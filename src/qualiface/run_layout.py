@@ -7,6 +7,8 @@
     run_dir/metrics.csv                       one row per logged step
     run_dir/model.pt                          the trained model (weights + model card), see qualiface.models.model_file
     run_dir/checkpoints/step_00000100/        one folder per checkpoint: rank0.pt, rank1.pt, ..., COMPLETE
+    run_dir/tensorboard/                      TensorBoard events (log.tensorboard)
+    run_dir/calibration.qualiface.json        a calibrated threshold of model.pt (qualiface calibrate)
 
 The trainer writes through it, the loader and ``model.init_from`` read through it.
 """
@@ -14,6 +16,7 @@ The trainer writes through it, the loader and ``model.init_from`` read through i
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +53,27 @@ class RunLayout:
     @property
     def checkpoints(self) -> Path:
         return self.root / CHECKPOINT_DIR
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    def run_files(self) -> list[Path]:
+        """The files and folders of a run that exist in ``root``: what a new run there would overwrite."""
+        from qualiface.models.calibration import calibration_path
+
+        known = [self.model_file, self.config, self.run_json, self.metrics_csv, self.checkpoints, self.tensorboard]
+        return [path for path in (*known, calibration_path(self.root)) if path.exists() or path.is_symlink()]
+
+    def remove_run_files(self) -> list[Path]:
+        """Delete :meth:`run_files` (nothing else in ``root``); returns what was removed."""
+        removed = self.run_files()
+        for path in removed:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        return removed
 
     def step_dir(self, step: int) -> Path:
         return self.checkpoints / f"step_{step:08d}"

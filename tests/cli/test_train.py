@@ -30,6 +30,21 @@ def test_train_the_tiny_config_for_two_steps(tmp_path: Path) -> None:
     assert torch.load(out / "model.pt", weights_only=True)["step"] == 3
 
 
+def test_training_into_a_finished_run_is_refused_without_resume_or_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["train", str(TINY), "--set", "train.steps=1", "--out-dir", str(out)]).exit_code == 0
+    model = (out / "model.pt").read_bytes()
+    again = runner.invoke(app, ["train", str(TINY), "--set", "train.steps=2", "--out-dir", str(out)])
+    assert again.exit_code == 1
+    assert "holds a run already" in again.output
+    assert "--overwrite" in again.output
+    assert "Traceback" not in again.output
+    assert (out / "model.pt").read_bytes() == model
+    replaced = runner.invoke(app, ["train", str(TINY), "--set", "train.steps=2", "--out-dir", str(out), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert torch.load(out / "model.pt", weights_only=True)["step"] == 2
+
+
 def test_an_unknown_key_fails_with_a_hint() -> None:
     result = runner.invoke(app, ["train", str(TINY), "--set", "optim.lrr=0.1"])
     assert result.exit_code == 2

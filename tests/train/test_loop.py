@@ -222,3 +222,33 @@ def test_the_trainer_calls_the_backbones_after_step_hook(make_config, monkeypatc
     monkeypatch.setattr(TinyCNN, "after_optimizer_step", lambda self: calls.append(1), raising=False)
     train(make_config(overrides=("train.steps=3",)))
     assert len(calls) == 3
+
+
+def _snapshot(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def test_a_finished_run_is_never_overwritten_without_resume_or_overwrite(make_config) -> None:
+    cfg = make_config("run", overrides=("train.steps=2", "train.checkpoint_every=1"))
+    train(cfg)
+    before = _snapshot(Path(cfg.train.out_dir))
+    assert "model.pt" in before
+    assert "metrics.csv" in before
+    with pytest.raises(ValueError, match=r"holds a run already \(model\.pt, config\.yaml, .*--resume.*--overwrite"):
+        train(make_config("run", overrides=("train.steps=3",)))
+    assert _snapshot(Path(cfg.train.out_dir)) == before  # nothing written, truncated or pruned
+    with pytest.raises(ValueError, match="choose one"):
+        train(cfg, resume=True, overwrite=True)
+
+
+def test_overwrite_replaces_the_run_and_keeps_other_files(make_config) -> None:
+    cfg = make_config("run", overrides=("train.steps=3", "train.checkpoint_every=1"))
+    train(cfg)
+    run_dir = Path(cfg.train.out_dir)
+    (run_dir / "notes.txt").write_text("mine")
+    result = train(make_config("run", overrides=("train.steps=2", "train.checkpoint_every=100")), overwrite=True)
+    assert result.step == 2
+    assert torch.load(run_dir / "model.pt", weights_only=True)["step"] == 2
+    assert [step for step, _ in list_checkpoints(run_dir)] == [2]  # the old run's checkpoints are gone
+    assert len(_losses(run_dir)) == 2
+    assert (run_dir / "notes.txt").read_text() == "mine"

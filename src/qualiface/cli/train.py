@@ -21,6 +21,9 @@ def train_command(
     ] = None,
     out_dir: Annotated[Path | None, typer.Option(help="Run directory (overrides train.out_dir).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the newest complete checkpoint in the run dir.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace a previous run in the run dir (refused without it, or --resume).")
+    ] = False,
     print_config: Annotated[bool, typer.Option(help="Print the resolved config and exit.")] = False,
 ) -> None:
     """Train a backbone and head as CONFIG says. Under torchrun every process runs this same command:
@@ -46,7 +49,7 @@ def train_command(
     from qualiface.train.checkpoint import CheckpointError
 
     try:
-        result = train(cfg, resume=resume)
+        result = train(cfg, resume=resume, overwrite=overwrite)
     except (NonFiniteLossError, CheckpointError, ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

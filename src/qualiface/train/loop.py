@@ -87,13 +87,18 @@ def _aux_keys(backbone: nn.Module) -> set[str]:
 class Trainer:
     """The state of one run on one rank; :func:`train` is the entry point."""
 
-    def __init__(self, cfg: ExperimentConfig, info: DistInfo, *, resume: bool = False) -> None:
+    def __init__(self, cfg: ExperimentConfig, info: DistInfo, *, resume: bool = False, overwrite: bool = False) -> None:
         self.cfg = cfg
         self.info = info
         self.device = info.device
         self.run_dir = Path(cfg.train.out_dir)
         self.layout = RunLayout(self.run_dir)
+        self._claim_run_dir(resume, overwrite)  # every rank: the same view of the folder, the same error
         if info.is_main:
+            if overwrite and not resume:
+                removed = self.layout.remove_run_files()
+                if removed:
+                    logger.warning("--overwrite: removed the previous run's %s", ", ".join(p.name for p in removed))
             self.run_dir.mkdir(parents=True, exist_ok=True)
         barrier(info)
         torch.manual_seed(cfg.train.seed)
@@ -177,6 +182,18 @@ class Trainer:
             self.layout.run_json.write_text(json.dumps(self.describe(), indent=2) + "\n")
 
     # ------------------------------------------------------------------------------------------------ set-up
+
+    def _claim_run_dir(self, resume: bool, overwrite: bool) -> None:
+        """A new run never writes into another run's files: refused unless ``resume`` or ``overwrite``."""
+        if resume and overwrite:
+            raise ValueError("--resume continues the run in train.out_dir and --overwrite replaces it: choose one")
+        existing = self.layout.run_files()
+        if existing and not (resume or overwrite):
+            names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in existing)
+            raise ValueError(
+                f"{self.run_dir}: holds a run already ({names}); continue it with --resume, choose another "
+                f"train.out_dir (--out-dir), or replace it with --overwrite"
+            )
 
     def _preprocessing_probe(self) -> Any:
         """The backbone's preprocessing without building it twice at full size (it is a class attribute of the
@@ -505,20 +522,28 @@ def _worker_init(worker_id: int) -> None:
 
 
 def train(
-    cfg: ExperimentConfig, *, resume: bool = False, callbacks: Sequence[Callback] = (), info: DistInfo | None = None
+    cfg: ExperimentConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: Sequence[Callback] = (),
+    info: DistInfo | None = None,
 ) -> TrainResult:
     """Train as ``cfg`` says, in this process or as one rank of a torchrun job; see the module docstring.
 
     Args:
         cfg: the experiment.
         resume: continue from the newest complete checkpoint in ``cfg.train.out_dir``.
+        overwrite: replace a previous run in ``cfg.train.out_dir`` (its model, checkpoints, metrics, config,
+            TensorBoard events and calibration; nothing else in the folder). Without it, or ``resume``, a folder
+            that holds a run is refused.
         callbacks: called as ``callback(trainer, step, logged_row)`` after every step.
         info: an existing process set-up (tests); default: :func:`setup_distributed` from the environment.
     """
     own = info is None
     info = info or setup_distributed(cfg.train.backend, cfg.train.device)
     try:
-        trainer = Trainer(cfg, info, resume=resume)
+        trainer = Trainer(cfg, info, resume=resume, overwrite=overwrite)
         return trainer.run(callbacks)
     finally:
         if own:

@@ -39,7 +39,7 @@ class MetricsLog:
                 raise ImportError(
                     "log.tensorboard needs the tensorboard package: pip install 'qualiface[tensorboard]'"
                 ) from exc
-            self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"), purge_step=resume_step)
+            self.writer = SummaryWriter(log_dir=str(RunLayout(Path(run_dir)).tensorboard), purge_step=resume_step)
 
     def _rewrite(self) -> None:
         buffer = io.StringIO()
