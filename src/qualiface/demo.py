@@ -212,7 +212,7 @@ def run_demo(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        result = train(cfg)
+        result = train(cfg, overwrite=True)  # out_dir/run is the demo's own: a second demo replaces the first
         train_seconds = time.perf_counter() - start
 
         model = load_model(result.model_path or RunLayout(result.run_dir).model_file)

@@ -90,3 +90,10 @@ def test_help_lists_the_options():
     assert result.exit_code == 0
     for option in ("--out", "--steps", "--quick", "--no-progress"):
         assert option in result.output
+
+
+def test_a_second_demo_in_the_same_folder_replaces_the_first(quick_demo):
+    out, _ = quick_demo
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert (out / "run" / "model.pt").is_file()
