@@ -47,7 +47,7 @@ def test_there_is_a_tiny_synthetic_config() -> None:
         ({"train": {"precision": "fp8"}}, "train.precision: 'fp8' is not one of"),
         ({"log": {"progress": "yes"}}, "log.progress: expected true or false"),
         ({"eval": {"sets": [{"kind": "bin"}]}}, "eval.sets[0]: kind 'bin' needs a path"),
-        ({"head": {"sample_rate": 1.5}}, "head.sample_rate must be in (0, 1]"),
+        ({"head": {"sample_rate": 1.5}}, "head.sample_rate: must be a finite number > 0 and <= 1, got 1.5"),
         ({"train": {"steps": None, "epochs": None}}, "set train.steps or train.epochs"),
         ({"model": []}, "model: expected a mapping"),
     ],

@@ -4,14 +4,21 @@
 
 Unknown keys raise :class:`ConfigError` naming the dotted path and the closest valid key; values are checked
 against the field's type (``int``, ``float``, ``bool``, ``str``, a ``Literal`` choice, lists, nested sections).
-Override values are parsed with ``yaml.safe_load`` (``train.steps=20`` is an int, ``head.kwargs.margin=0.3``
-a float, ``eval.sets=[]`` a list). Components are checked against the registries when the config loads.
+Override values are parsed as YAML (``train.steps=20`` is an int, ``head.kwargs.margin=0.3`` a float,
+``eval.sets=[]`` a list). Components are checked against the registries when the config loads, and every value
+against its range (:func:`check_components`): non-finite numbers are refused everywhere.
+
+All YAML is read by :class:`StrictLoader` (:func:`load_yaml`): PyYAML's safe loader that refuses anchors and
+aliases (a few nested aliases expand to gigabytes, "billion laughs") and duplicate mapping keys (the later one
+would silently win), naming the source and the line. A config file over :data:`MAX_CONFIG_BYTES` is refused
+before it is parsed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -29,6 +36,72 @@ T = TypeVar("T", bound="DataclassInstance")
 
 class ConfigError(ValueError):
     """An invalid configuration: names the file (when known), the dotted key and what was expected."""
+
+
+#: The largest config file read (bytes); a training recipe is a few hundred bytes.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses anchors, aliases and duplicate mapping keys with a :class:`ConfigError`
+    ``"<source>:<line>: ..."``, raised while composing, before any alias could be expanded."""
+
+    def __init__(self, stream: str, source: str = "<yaml>") -> None:
+        super().__init__(stream)
+        self.source = source
+
+    def _refuse(self, event_or_node: yaml.Event | yaml.Node, message: str) -> ConfigError:
+        mark = event_or_node.start_mark
+        line = f":{mark.line + 1}" if mark is not None else ""  # marks count lines from 0
+        return ConfigError(f"{self.source}{line}: {message}")
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]  # (untyped in types-PyYAML)
+        if isinstance(event, yaml.AliasEvent):
+            raise self._refuse(event, f"YAML aliases are not allowed (*{event.anchor})")
+        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+            raise self._refuse(event, f"YAML anchors are not allowed (&{event.anchor})")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<' (its value, without aliases, is inline)
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: SafeConstructor refuses it below
+                continue
+            if duplicate:
+                raise self._refuse(key_node, f"duplicate key {key!r}")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, source: str = "<yaml>") -> Any:
+    """One YAML document read by :class:`StrictLoader`; ``source`` names it in the errors."""
+    loader = StrictLoader(text, source)
+    try:
+        return loader.get_single_data()
+    except ConfigError:
+        raise
+    except ValueError as exc:  # e.g. an integer over Python's digit limit for str -> int
+        raise yaml.YAMLError(str(exc)) from None
+    finally:
+        loader.dispose()
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` that writes shared objects out in full: no anchors, so :func:`load_yaml` reads it."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump_yaml(data: Any) -> str:
+    """``data`` as block YAML, in its key order, without anchors or aliases."""
+    return yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, default_flow_style=False)
 
 
 def _hint(key: str, valid: list[str]) -> str:
@@ -93,7 +166,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond the float range
+            raise ConfigError(f"{where}: must be a finite number, got {_show(value)}") from None
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -124,7 +200,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:
-    """Set ``a.b.c=value`` in the nested ``data`` (value parsed with ``yaml.safe_load``)."""
+    """Set ``a.b.c=value`` in the nested ``data`` (value parsed as YAML by :func:`load_yaml`)."""
     key, sep, raw = override.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {override!r} must look like key.path=value")
@@ -138,13 +214,150 @@ def apply_override(data: dict[str, Any], override: str) -> None:
             raise ConfigError(f"override {override!r}: {part!r} is not a section")
         node = child
     try:
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        node[parts[-1]] = load_yaml(raw, f"override {override!r}") if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {override!r}: the value is not valid YAML ({exc})") from exc
 
 
+#: Bounds of the numeric fields (:func:`check_components`): far beyond any real run, small enough that no value
+#: overflows a schedule or sizes an allocation without limit. The largest public face sets have ~2e6 identities
+#: and ~4e7 images; a learning rate above 10 or a weight decay above 1 only diverges.
+MAX_LR = 10.0
+MAX_WEIGHT_DECAY = 1.0
+MAX_STEPS = 10**9
+MAX_EPOCHS = 10**6
+MAX_CLASSES = 10**8
+MAX_EMBEDDING_DIM = 65_536
+MAX_BATCH_SIZE = 65_536
+MAX_WORKERS = 1_024
+MAX_SYNTHETIC_SIZE = 1_024
+MAX_SYNTHETIC_IMAGES = 10**8
+MAX_PAIRS = 10**7
+MAX_SEED = 2**63 - 1
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"a {value.bit_length()}-bit integer"  # repr of a huge int is long, or refused (Python 3.11+)
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _limit(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else repr(value)
+
+
+def _integer(where: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{where}: must be an integer >= {_limit(low)} and <= {_limit(high)}, got {_show(value)}")
+
+
+def _number(
+    where: str, value: float, low: float, high: float | None = None, *, low_open: bool = False, high_open: bool = False
+) -> None:
+    ok = math.isfinite(value) and (value > low if low_open else value >= low)
+    if high is not None:
+        ok = ok and (value < high if high_open else value <= high)
+    if not ok:
+        bounds = f"{'>' if low_open else '>='} {_limit(low)}"
+        if high is not None:
+            bounds += f" and {'<' if high_open else '<='} {_limit(high)}"
+        raise ConfigError(f"{where}: must be a finite number {bounds}, got {_show(value)}")
+
+
+def _non_finite(value: Any, where: str) -> tuple[str, float] | None:
+    """The dotted path and value of the first NaN or infinity in ``value`` (nested dicts and lists), else ``None``."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (where, value)
+    if isinstance(value, dict):
+        items: Any = ((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for path, item in items:
+        found = _non_finite(item, path)
+        if found is not None:
+            return found
+    return None
+
+
+def _check_values(cfg: ExperimentConfig) -> None:
+    """Every numeric field within its range (the ``MAX_*`` bounds); NaN and infinities refused everywhere."""
+    model, head, data, optim = cfg.model, cfg.head, cfg.data, cfg.optim
+    schedule, train, evaluation, synthetic = cfg.schedule, cfg.train, cfg.eval, cfg.data.synthetic
+    if "embedding_dim" in model.kwargs:
+        _integer("model.kwargs.embedding_dim", model.kwargs["embedding_dim"], 1, MAX_EMBEDDING_DIM)
+    _number("head.sample_rate", head.sample_rate, 0.0, 1.0, low_open=True)
+    if data.num_classes is not None:
+        _integer("data.num_classes", data.num_classes, 1, MAX_CLASSES)
+    _integer("data.batch_size", data.batch_size, 1, MAX_BATCH_SIZE)
+    _integer("data.num_workers", data.num_workers, 0, MAX_WORKERS)
+    _number("data.augment_p", data.augment_p, 0.0, 1.0)
+    _integer("data.synthetic.num_identities", synthetic.num_identities, 1, MAX_CLASSES)
+    _integer("data.synthetic.images_per_identity", synthetic.images_per_identity, 1, MAX_SYNTHETIC_IMAGES)
+    if synthetic.num_identities * synthetic.images_per_identity > MAX_SYNTHETIC_IMAGES:
+        raise ConfigError(
+            f"data.synthetic: num_identities × images_per_identity must be <= {_limit(MAX_SYNTHETIC_IMAGES)}, "
+            f"got {synthetic.num_identities * synthetic.images_per_identity:,}"
+        )
+    _integer("data.synthetic.size", synthetic.size, 8, MAX_SYNTHETIC_SIZE)
+    _integer("data.synthetic.seed", synthetic.seed, 0, MAX_SEED)
+    for i, severity in enumerate(synthetic.severity_range):
+        _number(f"data.synthetic.severity_range[{i}]", severity, 0.0, 1.0)
+    if len(synthetic.severity_range) != 2 or synthetic.severity_range[0] > synthetic.severity_range[1]:
+        raise ConfigError(
+            "data.synthetic.severity_range: must be [low, high] with low <= high, "
+            f"got {_show(synthetic.severity_range)}"
+        )
+    _number("data.synthetic.clean_fraction", synthetic.clean_fraction, 0.0, 1.0)
+    _number("optim.lr", optim.lr, 0.0, MAX_LR, low_open=True)
+    if optim.head_lr is not None:
+        _number("optim.head_lr", optim.head_lr, 0.0, MAX_LR, low_open=True)
+    _number("optim.momentum", optim.momentum, 0.0, 1.0, high_open=True)
+    if optim.name == "sgd" and optim.nesterov and optim.momentum == 0:
+        raise ConfigError("optim.nesterov: Nesterov momentum needs optim.momentum > 0")
+    for i, beta in enumerate(optim.betas):
+        _number(f"optim.betas[{i}]", beta, 0.0, 1.0, high_open=True)
+    if len(optim.betas) != 2:
+        raise ConfigError(f"optim.betas: must be two numbers [beta1, beta2], got {_show(optim.betas)}")
+    _number("optim.weight_decay", optim.weight_decay, 0.0, MAX_WEIGHT_DECAY)
+    if optim.head_weight_decay is not None:
+        _number("optim.head_weight_decay", optim.head_weight_decay, 0.0, MAX_WEIGHT_DECAY)
+    _number("schedule.warmup_epochs", schedule.warmup_epochs, 0.0, MAX_EPOCHS)
+    _integer("schedule.warmup_steps", schedule.warmup_steps, 0, MAX_STEPS)
+    _number("schedule.power", schedule.power, 0.0, low_open=True)
+    for i, milestone in enumerate(schedule.milestones):
+        _number(f"schedule.milestones[{i}]", milestone, 0.0, MAX_EPOCHS)
+    _number("schedule.gamma", schedule.gamma, 0.0, 1.0, low_open=True)
+    _number("schedule.min_lr_ratio", schedule.min_lr_ratio, 0.0, 1.0)
+    if train.steps is None and train.epochs is None:
+        raise ConfigError("train: set train.steps or train.epochs")
+    if train.steps is not None:
+        _integer("train.steps", train.steps, 1, MAX_STEPS)
+    if train.epochs is not None:
+        _number("train.epochs", train.epochs, 0.0, MAX_EPOCHS, low_open=True)
+    if train.grad_clip is not None and not (math.isfinite(train.grad_clip) and train.grad_clip > 0):
+        raise ConfigError(
+            f"train.grad_clip: must be a finite number > 0 (or null for no clipping), got {_show(train.grad_clip)}"
+        )
+    _integer("train.seed", train.seed, 0, MAX_SEED)
+    _integer("train.log_every", train.log_every, 1, MAX_STEPS)
+    _integer("train.checkpoint_every", train.checkpoint_every, 1, MAX_STEPS)
+    _integer("train.keep_checkpoints", train.keep_checkpoints, 1, MAX_STEPS)
+    _integer("eval.every", evaluation.every, 0, MAX_STEPS)
+    _integer("eval.batch_size", evaluation.batch_size, 1, MAX_BATCH_SIZE)
+    for i, source in enumerate(evaluation.sets):
+        _integer(f"eval.sets[{i}].num_pairs", source.num_pairs, 1, MAX_PAIRS)
+        if source.kind == "synthetic" and source.num_pairs % 2:
+            raise ConfigError(f"eval.sets[{i}].num_pairs: synthetic pairs need an even count, got {source.num_pairs}")
+    found = _non_finite(to_dict(cfg), "")
+    if found is not None:  # in the components' kwargs: the fields above are already checked
+        raise ConfigError(f"{found[0]}: must be a finite number, got {found[1]!r}")
+
+
 def check_components(cfg: ExperimentConfig) -> None:
-    """Registry names exist, and simple ranges hold; raises :class:`ConfigError`."""
+    """Registry names exist and every value is in its range; raises :class:`ConfigError`."""
     import qualiface.backbones
     import qualiface.heads  # noqa: F401  (registers the components)
     from qualiface.registry import BACKBONES, HEADS
@@ -155,27 +368,7 @@ def check_components(cfg: ExperimentConfig) -> None:
     ):
         if name not in registry:
             raise ConfigError(f"{where}: unknown {registry.family} {name!r}{_hint(name, registry.names())}")
-    checks = [
-        ("data.batch_size", cfg.data.batch_size >= 1, "must be >= 1"),
-        ("data.num_workers", cfg.data.num_workers >= 0, "must be >= 0"),
-        ("head.sample_rate", 0.0 < cfg.head.sample_rate <= 1.0, "must be in (0, 1]"),
-        ("optim.lr", cfg.optim.lr > 0, "must be positive"),
-        ("train.log_every", cfg.train.log_every >= 1, "must be >= 1"),
-        ("train.checkpoint_every", cfg.train.checkpoint_every >= 1, "must be >= 1"),
-        ("train.keep_checkpoints", cfg.train.keep_checkpoints >= 1, "must be >= 1"),
-        ("eval.every", cfg.eval.every >= 0, "must be >= 0"),
-    ]
-    if cfg.train.steps is None and cfg.train.epochs is None:
-        raise ConfigError("train: set train.steps or train.epochs")
-    if cfg.train.steps is not None:
-        checks.append(("train.steps", cfg.train.steps >= 1, "must be >= 1"))
-    if cfg.train.epochs is not None:
-        checks.append(("train.epochs", cfg.train.epochs > 0, "must be positive"))
-    if cfg.train.grad_clip is not None:
-        checks.append(("train.grad_clip", cfg.train.grad_clip > 0, "must be positive (or null for no clipping)"))
-    for where, ok, message in checks:
-        if not ok:
-            raise ConfigError(f"{where} {message}")
+    _check_values(cfg)
     for i, source in enumerate(cfg.eval.sets):
         if source.kind in ("bin", "pairs") and not source.path:
             raise ConfigError(f"eval.sets[{i}]: kind {source.kind!r} needs a path")
@@ -183,7 +376,7 @@ def check_components(cfg: ExperimentConfig) -> None:
 
 def config_from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """A checked :class:`ExperimentConfig` from nested dicts plus ``key=value`` overrides."""
-    data = yaml.safe_load(yaml.safe_dump(data)) if data else {}  # deep copy, plain types
+    data = load_yaml(dump_yaml(data), "config") if data else {}  # deep copy, plain types
     for override in overrides:
         apply_override(data, override)
     cfg = from_dict(ExperimentConfig, data)
@@ -197,9 +390,16 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     if path is not None:
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            with path.open("rb") as file:
+                raw = file.read(MAX_CONFIG_BYTES + 1)  # bounded read: a device or a pipe is refused too
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from exc
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: the config is larger than {MAX_CONFIG_BYTES:,} bytes; refused unread")
+        try:
+            data = load_yaml(raw.decode("utf-8"), str(path))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: the config is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
         if data is None:
@@ -214,7 +414,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
 
 def dump_config(cfg: ExperimentConfig, path: str | Path | None = None) -> str:
     """The resolved config as YAML text; also written to ``path`` when given."""
-    text = yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False)
+    text = dump_yaml(to_dict(cfg))
     if path is not None:
         Path(path).write_text(text, encoding="utf-8")
     return text
