@@ -252,3 +252,22 @@ def test_overwrite_replaces_the_run_and_keeps_other_files(make_config) -> None:
     assert [step for step, _ in list_checkpoints(run_dir)] == [2]  # the old run's checkpoints are gone
     assert len(_losses(run_dir)) == 2
     assert (run_dir / "notes.txt").read_text() == "mine"
+
+
+def test_weights_that_are_not_finite_are_never_checkpointed(make_config) -> None:
+    """A buffer the loss does not read (BatchNorm's running mean in training mode) turns NaN: the next checkpoint is
+    refused, naming the tensor, and the last good checkpoint stays the newest."""
+    cfg = make_config(overrides=("train.steps=10", "train.checkpoint_every=2"))
+
+    def poison(trainer, step: int, row: dict) -> None:
+        if step == 3:
+            with torch.no_grad():
+                trainer.backbone.features[1].running_mean.fill_(float("nan"))
+
+    with pytest.raises(
+        NonFiniteLossError, match=r"step 4: backbone\.features\.1\.running_mean is not finite.*step_00000002"
+    ):
+        train(cfg, callbacks=[poison])
+    run_dir = Path(cfg.train.out_dir)
+    assert [s for s, _ in list_checkpoints(run_dir)] == [2]
+    assert not (run_dir / "model.pt").exists()

@@ -84,6 +84,15 @@ def cleanup_distributed(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
+def any_rank(flag: bool, info: DistInfo, device: torch.device | None = None) -> bool:
+    """Whether ``flag`` is true on any rank (one small all-reduce; ``flag`` itself in one process)."""
+    if not info.distributed:
+        return flag
+    value = torch.tensor([int(flag)], device=device if device is not None else info.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()

@@ -36,6 +36,7 @@ from qualiface.train.callbacks import Callback, LoopState, loop_callbacks
 from qualiface.train.data import ShardedBatchSampler, build_train_samples
 from qualiface.train.distributed import (
     DistInfo,
+    any_rank,
     barrier,
     cleanup_distributed,
     setup_distributed,
@@ -299,10 +300,34 @@ class Trainer:
         }
 
     def save(self) -> Path:
+        """Checkpoint this step (collective); refused, on every rank, when any rank's weights are not finite, so
+        the checkpoint named after a stop is always a usable one."""
+        bad = self._non_finite_tensor()
+        if any_rank(bad is not None, self.info):
+            where = f"{bad} is not finite" if bad else "another rank's weights are not finite"
+            last = self.last_checkpoint
+            raise NonFiniteLossError(
+                f"step {self.step}: {where}; not checkpointed, "
+                + (f"the last good checkpoint is {last}" if last else "no checkpoint was written yet")
+                + ". Lower optim.lr, raise schedule.warmup_steps or set train.grad_clip, then continue with --resume."
+            )
         self.last_checkpoint = ckpt.save_checkpoint(
             self.run_dir, self.step, self.state(), self.info, self.cfg.train.keep_checkpoints
         )
         return self.last_checkpoint
+
+    def _non_finite_tensor(self) -> str | None:
+        """The name of the first parameter or buffer of the backbone or head that holds NaN or Inf, else ``None``
+        (one host read for the whole model)."""
+        named = [
+            *(("backbone." + k, v) for k, v in self.backbone.state_dict().items()),
+            *(("head." + k, v) for k, v in self.head.state_dict().items()),
+        ]
+        floats = [(k, v) for k, v in named if v.is_floating_point() and v.numel()]
+        flags = torch.stack([torch.isfinite(v).all() for _, v in floats]) if floats else torch.ones(0, dtype=torch.bool)
+        if bool(flags.all()):
+            return None
+        return floats[int((~flags).nonzero()[0])][0]
 
     def _resume(self) -> None:
         folder = ckpt.latest_checkpoint(self.run_dir)
