@@ -75,6 +75,17 @@ class RunLayout:
                 path.unlink()
         return removed
 
+    def stale_files(self) -> list[Path]:
+        """What a killed run leaves behind: unfinished checkpoint folders (``step_*.partial``) and the temporary
+        files of interrupted atomic writes (``.<name>.tmp-*``), in ``root`` and in the checkpoint folders."""
+        from qualiface.atomic import TMP_PATTERN
+
+        found = sorted(self.root.glob(TMP_PATTERN)) if self.root.is_dir() else []
+        if self.checkpoints.is_dir():
+            found += sorted(self.checkpoints.glob("step_*.partial"))
+            found += sorted(self.checkpoints.glob(f"step_*/{TMP_PATTERN}"))
+        return found
+
     def step_dir(self, step: int) -> Path:
         return self.checkpoints / f"step_{step:08d}"
 

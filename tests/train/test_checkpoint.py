@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from qualiface.train import checkpoint as ckpt
+from qualiface.train import train
+from qualiface.train.checkpoint import list_checkpoints
 from qualiface.train.distributed import DistInfo
 
 ONE = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
@@ -88,3 +90,43 @@ def test_rng_state_round_trip() -> None:
     torch.testing.assert_close(first[0], second[0])
     np.testing.assert_array_equal(first[1], second[1])
     assert first[2] == second[2]
+
+
+def test_a_checkpoint_is_flushed_to_disk_before_and_after_its_rename(tmp_path, monkeypatch) -> None:
+    """The rank files, the COMPLETE marker and the folder entries are fsynced before the folder is renamed into
+    place, and the checkpoints folder after it (a power loss leaves no COMPLETE checkpoint with missing data)."""
+    import qualiface.atomic
+    import qualiface.train.checkpoint as ckpt_module
+
+    flushed: list[Path] = []
+    real = qualiface.atomic.fsync_dir
+
+    def record(folder):
+        flushed.append(Path(folder))
+        real(folder)
+
+    monkeypatch.setattr(qualiface.atomic, "fsync_dir", record)
+    monkeypatch.setattr(ckpt_module, "fsync_dir", record)
+    final = ckpt_module.save_checkpoint(tmp_path, 3, {"x": torch.zeros(2)}, ONE, keep=2)
+    partial = final.with_name(final.name + ".partial")
+    assert flushed.count(partial) >= 2  # after the rank file and after the marker
+    assert flushed[-1] == final.parent
+    assert (final / "COMPLETE").read_text().startswith("step 3")
+
+
+def test_a_new_start_removes_what_a_killed_run_left_behind(make_config) -> None:
+    cfg = make_config(overrides=("train.steps=2", "train.checkpoint_every=1"))
+    train(cfg)
+    run_dir = Path(cfg.train.out_dir)
+    stale = [
+        run_dir / "checkpoints" / "step_00000007.partial",
+        run_dir / ".model.pt.tmp-123-456",
+        run_dir / "checkpoints" / "step_00000002" / ".rank0.pt.tmp-1-2",
+    ]
+    stale[0].mkdir()
+    (stale[0] / "rank0.pt").write_bytes(b"half")
+    stale[1].write_bytes(b"half")
+    stale[2].write_bytes(b"half")
+    train(make_config(overrides=("train.steps=3", "train.checkpoint_every=1")), resume=True)
+    assert not any(path.exists() for path in stale)
+    assert [step for step, _ in list_checkpoints(run_dir)] == [2, 3]

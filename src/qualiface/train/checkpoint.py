@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qualiface.atomic import atomic_torch_save
+from qualiface.atomic import atomic_path, atomic_torch_save, fsync_dir
 from qualiface.run_layout import COMPLETE_MARKER, RunLayout, rank_files
 from qualiface.train.distributed import DistInfo, barrier
 
@@ -94,10 +94,12 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], info: DistI
     atomic_save(state, partial / f"rank{info.rank}.pt")
     barrier(info)
     if info.is_main:
-        (partial / COMPLETE_MARKER).write_text(f"step {step}\nworld_size {info.world_size}\n")
+        with atomic_path(partial / COMPLETE_MARKER) as tmp:  # fsynced, then the folder's entries
+            tmp.write_text(f"step {step}\nworld_size {info.world_size}\n")
         if final.exists():
             shutil.rmtree(final)
         os.replace(partial, final)
+        fsync_dir(final.parent)  # the rename itself
         for _, old in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     barrier(info)

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import math
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -100,6 +101,12 @@ class Trainer:
                 removed = self.layout.remove_run_files()
                 if removed:
                     logger.warning("--overwrite: removed the previous run's %s", ", ".join(p.name for p in removed))
+            for stale in self.layout.stale_files():  # left by a killed run: never read, removed
+                if stale.is_dir():
+                    shutil.rmtree(stale)
+                else:
+                    stale.unlink(missing_ok=True)
+                logger.info("removed %s (left by an interrupted run)", stale)
             self.run_dir.mkdir(parents=True, exist_ok=True)
         barrier(info)
         torch.manual_seed(cfg.train.seed)
