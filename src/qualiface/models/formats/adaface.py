@@ -40,14 +40,12 @@ class AdaFace(ModelFormat):
         if not state:
             raise mismatch(request.path, cls.name, [], [], list(raw), what="no key starts with 'model.'")
         name, kwargs = infer_ir(state, request.path, request.arch)
-        kwargs.update(request.overrides)
-        backbone = build_and_load(name, kwargs, state, request.path, cls.name, all_keys=list(raw))
+        backbone = build_and_load(name, kwargs, state, request, cls.name, all_keys=list(raw))
         return finish(
             backbone,
             request,
             cls.name,
             name,
-            kwargs,
             preprocessing=PREPROCESSING,
             quality=head_quality("adaface"),
             info={"dropped_keys": [k for k in raw if not k.startswith("model.")]},

@@ -223,12 +223,17 @@ def build_and_load(
     name: str,
     kwargs: Mapping[str, Any],
     state: Mapping[str, Tensor],
-    path: Path,
+    request: LoadRequest,
     fmt: str,
     *,
+    path: Path | None = None,
     all_keys: list[str] | None = None,
 ) -> Backbone:
-    """Build ``name`` on the meta device, check keys and shapes strictly, then load the weights (assign)."""
+    """Build ``name`` with ``kwargs`` and the caller's ``request.overrides`` on the meta device, check keys and
+    shapes strictly, then load the weights (assign). The arguments used are kept as ``backbone.arch_kwargs``
+    (what :func:`finish` records). ``path``: the file named in errors (default ``request.path``)."""
+    path = request.path if path is None else path
+    kwargs = {**kwargs, **request.overrides}
     if name not in BACKBONES:
         raise ModelLoadError(f"{path}: unknown backbone {name!r}; registered: {', '.join(BACKBONES.names())}")
     try:
@@ -330,7 +335,6 @@ def finish(
     request: LoadRequest,
     fmt: str,
     arch: str,
-    kwargs: Mapping[str, Any],
     *,
     preprocessing: Preprocessing | Mapping[str, Any] | None = None,
     quality: Sequence[QualityInfo] = (),
@@ -354,7 +358,7 @@ def finish(
         embedding_dim=int(backbone.embedding_dim),
         preprocessing=prep,
         architecture=arch,
-        architecture_kwargs=dict(kwargs),
+        architecture_kwargs=dict(backbone.arch_kwargs),
         quality=tuple(quality),
         thresholds=tuple(thresholds),
         weights_sha256=request.sha256,
@@ -366,7 +370,7 @@ def finish(
         module=backbone,
         device=request.device,
         path=str(request.path),
-        info={"backbone": arch, "backbone_kwargs": dict(kwargs), **dict(info or {})},
+        info={"backbone": arch, "backbone_kwargs": dict(backbone.arch_kwargs), **dict(info or {})},
     )
 
 

@@ -39,6 +39,5 @@ class InsightFace(ModelFormat):
             name = arch or name
         else:
             name, kwargs = infer_iresnet(state, request.path, arch, cls.name)
-        kwargs.update(request.overrides)
-        backbone = build_and_load(name, kwargs, state, request.path, cls.name)
-        return finish(backbone, request, cls.name, name, kwargs, preprocessing=PREPROCESSING)
+        backbone = build_and_load(name, kwargs, state, request, cls.name)
+        return finish(backbone, request, cls.name, name, preprocessing=PREPROCESSING)

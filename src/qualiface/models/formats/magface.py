@@ -51,14 +51,12 @@ class MagFace(ModelFormat):
             )
         name, kwargs = infer_iresnet(state, request.path, request.arch, cls.name)
         kwargs.update(bn_eps=2e-5, bn_momentum=0.9, features_weight_trainable=True)
-        kwargs.update(request.overrides)
-        backbone = build_and_load(name, kwargs, state, request.path, cls.name, all_keys=list(raw))
+        backbone = build_and_load(name, kwargs, state, request, cls.name, all_keys=list(raw))
         return finish(
             backbone,
             request,
             cls.name,
             name,
-            kwargs,
             preprocessing=PREPROCESSING,
             quality=head_quality("magface"),
             info={"dropped_keys": dropped},

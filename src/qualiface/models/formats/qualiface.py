@@ -46,8 +46,8 @@ class Qualiface(ModelFormat):
         except ModelFileError as exc:
             raise ModelLoadError(str(exc)) from None
         arch = request.arch or model_file.backbone
-        kwargs = {**model_file.backbone_kwargs, **request.overrides}
-        backbone = build_and_load(arch, kwargs, model_file.state_dict, request.path, cls.name)
+        kwargs = dict(model_file.backbone_kwargs)
+        backbone = build_and_load(arch, kwargs, model_file.state_dict, request, cls.name)
         head_name = model_file.head.get("name")
         thresholds = []
         if model_file.head.get("threshold") is not None:
@@ -69,7 +69,6 @@ class Qualiface(ModelFormat):
             request,
             cls.name,
             arch,
-            kwargs,
             preprocessing=preprocessing,
             quality=branch_quality(backbone.quality_branch) or head_quality(head_name),
             thresholds=thresholds,
@@ -95,15 +94,16 @@ class Qualiface(ModelFormat):
             raise ModelLoadError(f"{rank0}: not a qualiface training checkpoint (no backbone / config)")
         model_cfg = config.get("model") or {}
         arch = request.arch or str(model_cfg.get("backbone"))
-        kwargs = {**dict(model_cfg.get("kwargs") or {}), **request.overrides}
-        backbone = build_and_load(arch, kwargs, state_dict_of({"state_dict": state["backbone"]}), rank0, cls.name)
+        kwargs = dict(model_cfg.get("kwargs") or {})
+        backbone = build_and_load(
+            arch, kwargs, state_dict_of({"state_dict": state["backbone"]}), request, cls.name, path=rank0
+        )
         head_name = (config.get("head") or {}).get("name")
         return finish(
             backbone,
             request,
             cls.name,
             arch,
-            kwargs,
             quality=branch_quality(backbone.quality_branch) or head_quality(head_name),
             provenance={"trained_by": "qualiface", "step": state.get("step"), "checkpoint": str(rank0.parent.name)},
             info={"step": state.get("step"), "head": {"name": head_name}},

@@ -44,14 +44,13 @@ class Safetensors(ModelFormat):
         arch = request.arch or card.architecture
         if arch is None:
             raise ModelLoadError(f"{path}: the model card names no architecture")
-        kwargs = {**card.architecture_kwargs, **request.overrides}
-        backbone = build_and_load(arch, kwargs, state, path, cls.name)
+        kwargs = dict(card.architecture_kwargs)
+        backbone = build_and_load(arch, kwargs, state, request, cls.name)
         model = finish(
             backbone,
             request,
             cls.name,
             arch,
-            kwargs,
             preprocessing=card.preprocessing,
             quality=card.quality,
             thresholds=card.thresholds,

@@ -38,8 +38,7 @@ class UniTSFace(ModelFormat):
         losses = {k: v for k, v in state.items() if k.startswith(("sample_to_class_loss.", "sample_to_sample_loss."))}
         backbone_state = {k: v for k, v in state.items() if k not in losses}
         arch, kwargs = infer_lresnet(backbone_state, request.path, request.arch)
-        kwargs.update(request.overrides)
-        backbone = build_and_load(arch, kwargs, backbone_state, request.path, cls.name, all_keys=list(state))
+        backbone = build_and_load(arch, kwargs, backbone_state, request, cls.name, all_keys=list(state))
         thresholds = []
         bias = losses.get("sample_to_sample_loss.bias")
         if bias is not None and bias.numel() == 1 and 0 < float(bias) <= UNITSFACE_GAMMA:  # b <= 0: never initialised
@@ -48,4 +47,4 @@ class UniTSFace(ModelFormat):
                     value=float(bias) / UNITSFACE_GAMMA, kind="learned", source="sample_to_sample_loss.bias / 64"
                 )
             )
-        return finish(backbone, request, cls.name, arch, kwargs, preprocessing=PREPROCESSING, thresholds=thresholds)
+        return finish(backbone, request, cls.name, arch, preprocessing=PREPROCESSING, thresholds=thresholds)
