@@ -179,7 +179,7 @@ def test_wrong_structure_is_named(tmp_path, obj, message):
 def test_non_image_element_is_named_at_load(tmp_path):
     path = tmp_path / "junk.bin"
     path.write_bytes(pickle.dumps(([_jpeg(0), b"not an image", _jpeg(1), _jpeg(2)], [True, False]), protocol=4))
-    with pytest.raises(ValueError, match=r"junk\.bin: element 1 is not a JPEG or PNG image"):
+    with pytest.raises(ValueError, match=r"junk\.bin: element 1: not an image in a supported format \(JPEG, PNG\)"):
         load_bin(path)
 
 

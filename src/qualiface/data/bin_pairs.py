@@ -27,6 +27,8 @@ from typing import Any, overload
 
 import numpy as np
 
+from qualiface.imaging import decode_image, image_size
+
 _ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     {
         ("numpy.core.multiarray", "_reconstruct"),
@@ -100,18 +102,6 @@ def safe_unpickle(data: bytes, source: str) -> Any:
     raise ValueError(f"{source}: the pickle holds text that decodes neither as ASCII nor as bytes")
 
 
-def decode_rgb(data: bytes, what: str, formats: list[str] | tuple[str, ...] | None = _PACK_FORMATS) -> np.ndarray:
-    """Decode an encoded image with Pillow to RGB ``uint8`` ``(H, W, 3)``; ``ValueError`` naming ``what``."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data), formats=formats) as image:
-            image.load()
-            return np.asarray(image.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"{what}: cannot decode the image ({type(exc).__name__}: {exc})") from None
-
-
 class LazyImages:
     """A lazily decoded image list: ``images[i]`` is RGB ``uint8`` ``(H, W, 3)``, ``images[a:b]`` a stack
     ``(n, H, W, 3)`` (a NumPy-like source for :func:`qualiface.models.embed_images`).
@@ -166,7 +156,7 @@ class EncodedImages(LazyImages):
 
     def decode(self, index: int) -> np.ndarray:
         """Element ``index`` decoded to RGB ``uint8`` ``(H, W, 3)``."""
-        return decode_rgb(self.blobs[index], self.describe(index))
+        return decode_image(self.blobs[index], self.describe(index), formats=_PACK_FORMATS)
 
 
 @dataclass(frozen=True)
@@ -251,12 +241,6 @@ def load_bin(path: str | Path, *, check_images: bool = True) -> VerificationPair
         raise ValueError(f"{source}: the pack holds no pairs")
     blobs = [_as_bytes(element, i, source) for i, element in enumerate(bins)]
     if check_images:
-        from PIL import Image
-
         for i, blob in enumerate(blobs):
-            try:
-                with Image.open(io.BytesIO(blob), formats=_PACK_FORMATS):
-                    pass
-            except (OSError, ValueError, SyntaxError) as exc:
-                raise ValueError(f"{source}: element {i} is not a JPEG or PNG image ({exc})") from None
+            image_size(blob, f"{source}: element {i}", _PACK_FORMATS)
     return VerificationPairs(images=EncodedImages(blobs, source), issame=issame, source=source)

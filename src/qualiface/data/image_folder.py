@@ -31,15 +31,17 @@ from typing import Any, Literal
 import numpy as np
 from torch.utils.data import Dataset
 
-from qualiface.data.bin_pairs import decode_rgb
+from qualiface import imaging
 from qualiface.data.recordio import IMAGE_EXTENSIONS
+from qualiface.errors import InputError
+from qualiface.imaging import DEFAULT_MAX_PIXELS
 
 logger = logging.getLogger(__name__)
 
 OnError = Literal["raise", "skip"]
 
 
-class ImageDataError(ValueError):
+class ImageDataError(InputError):
     """Bad training input: the message names the folder, CSV row or image file."""
 
 
@@ -51,21 +53,17 @@ class Skipped:
     reason: str
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Read and decode ``path`` with Pillow to a writable RGB ``uint8`` ``(H, W, 3)`` array.
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read and decode ``path`` to a writable RGB ``uint8`` ``(H, W, 3)`` array (the bounded decoder,
+    :mod:`qualiface.imaging`).
 
     Raises:
-        ImageDataError: the file cannot be read or decoded (the message names it).
+        ImageDataError: the file cannot be read, is too large or cannot be decoded (the message names it).
     """
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ImageDataError(f"{path}: cannot read the image ({exc})") from None
-    try:
-        image = decode_rgb(data, str(path), formats=None)
-    except ValueError as exc:
+        return imaging.read_image(path, max_pixels=max_pixels)
+    except imaging.ImageDecodeError as exc:
         raise ImageDataError(str(exc)) from None
-    return image if image.flags.writeable else image.copy()
 
 
 def _is_image(path: Path) -> bool:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qualiface.data.bin_pairs import LazyImages, decode_rgb
+from qualiface.data.bin_pairs import LazyImages
+from qualiface.imaging import decode_image
 
 PATH_A_ALIASES = ("path_a", "path1", "image_a", "image1", "img1")
 PATH_B_ALIASES = ("path_b", "path2", "image_b", "image2", "img2")
@@ -49,7 +50,7 @@ class ImageFiles(LazyImages):
             data = path.read_bytes()
         except OSError as exc:
             raise ValueError(f"{path}: cannot read the image ({exc})") from None
-        return decode_rgb(data, str(path), formats=None)
+        return decode_image(data, str(path))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ raises :class:`~qualiface.data.recordio.format.RecordIOError` naming the file an
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
+from qualiface import imaging
 from qualiface.data.recordio.format import (
     FLOAT32_EXACT_LIMIT,
     IRHeader,
@@ -29,6 +29,7 @@ from qualiface.data.recordio.format import (
     scan_index,
     unpack_record,
 )
+from qualiface.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError
 
 Layout = Literal["insightface", "im2rec"]
 
@@ -210,40 +211,30 @@ class RecordIOReader:
         return ranges
 
 
-def decode_image(payload: bytes, mode: Literal["rgb", "bgr"] = "rgb") -> np.ndarray:
-    """Decode an encoded image payload to an ``(H, W, 3)`` uint8 array.
-
-    JPEG goes through simplejpeg (libjpeg-turbo, about 2x Pillow's speed here, same pixels: BENCHMARKS.md); other
-    formats, and any JPEG simplejpeg refuses, through Pillow.
+def decode_image(
+    payload: bytes,
+    mode: Literal["rgb", "bgr"] = "rgb",
+    *,
+    what: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Decode a record's image payload to an ``(H, W, 3)`` uint8 array with the bounded decoder
+    (:func:`qualiface.imaging.decode_image`: JPEG through simplejpeg, the pixel limit checked from the header).
 
     Args:
         payload: JPEG/PNG/… bytes from a record.
         mode: ``"rgb"`` (arcface_torch, ``mx.image.imdecode``) or ``"bgr"`` (AdaFace, ``cv2``).
+        what: how an error names the record (e.g. ``"train.rec key 17"``); default ``"record payload"``.
+        max_pixels: the largest ``width x height`` decoded.
 
     Raises:
-        ValueError: an empty payload (a header or identity record) or bytes Pillow cannot decode.
+        ImageDecodeError: an empty payload (a header or identity record has no image), bytes that are not an image,
+            over the pixel limit, truncated or corrupt (a ``ValueError``).
     """
-    from PIL import Image, UnidentifiedImageError
-
-    if mode not in ("rgb", "bgr"):
-        raise ValueError(f"mode must be 'rgb' or 'bgr', got {mode!r}")
     if not payload:
-        raise ValueError("empty image payload (a header or identity record has no image)")
-    if payload[:2] == b"\xff\xd8" and _simplejpeg is not None:
-        try:
-            decoded: np.ndarray = _simplejpeg.decode_jpeg(payload, colorspace=mode.upper())
-            return decoded
-        except ValueError:
-            pass  # Pillow gives the error message (or decodes what simplejpeg cannot)
-    try:
-        with Image.open(io.BytesIO(payload)) as img:
-            array = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot decode image payload of {len(payload)} bytes: {err}") from err
-    return np.ascontiguousarray(array[..., ::-1]) if mode == "bgr" else array
-
-
-try:  # libjpeg-turbo bindings; optional at import so that a broken wheel degrades to Pillow
-    import simplejpeg as _simplejpeg
-except ImportError:  # pragma: no cover - it is a dependency
-    _simplejpeg = None
+        raise ImageDecodeError(
+            what or "record payload", "empty image payload (a header or identity record has no image)"
+        )
+    return imaging.decode_image(
+        payload, what or f"record payload of {len(payload)} bytes", mode=mode, max_pixels=max_pixels
+    )
