@@ -234,6 +234,7 @@ MAX_SYNTHETIC_SIZE = 1_024
 MAX_SYNTHETIC_IMAGES = 10**8
 MAX_PAIRS = 10**7
 MAX_SEED = 2**63 - 1
+MAX_DDP_TIMEOUT = 24 * 60  # minutes
 
 
 def _show(value: Any) -> str:
@@ -345,6 +346,7 @@ def _check_values(cfg: ExperimentConfig) -> None:
     _integer("train.log_every", train.log_every, 1, MAX_STEPS)
     _integer("train.checkpoint_every", train.checkpoint_every, 1, MAX_STEPS)
     _integer("train.keep_checkpoints", train.keep_checkpoints, 1, MAX_STEPS)
+    _number("train.ddp_timeout", train.ddp_timeout, 0.0, MAX_DDP_TIMEOUT, low_open=True)
     _integer("eval.every", evaluation.every, 0, MAX_STEPS)
     _integer("eval.batch_size", evaluation.batch_size, 1, MAX_BATCH_SIZE)
     for i, source in enumerate(evaluation.sets):

@@ -167,6 +167,9 @@ class TrainConfig:
         backend: ``auto`` (NCCL on CUDA, gloo on CPU), ``gloo`` or ``nccl``.
         device: ``auto`` (the local CUDA device under torchrun when present, else CPU), ``cpu`` or ``cuda``.
         deterministic: ``torch.use_deterministic_algorithms(True)``.
+        ddp_timeout: minutes a collective waits for the other processes before the run fails (a rank that died
+            or hangs stops the others after this long). Rank 0 evaluates alone while the others wait at a
+            barrier, so raise it when one evaluation (``eval.sets``) takes longer.
     """
 
     out_dir: str = "runs/train"
@@ -183,6 +186,7 @@ class TrainConfig:
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     deterministic: bool = False
+    ddp_timeout: float = 10.0
 
 
 @dataclass

@@ -44,13 +44,13 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={raw!r} is not an integer") from exc
 
 
-def setup_distributed(backend: str = "auto", device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
+def setup_distributed(backend: str = "auto", device: str = "auto", timeout_minutes: float = 10.0) -> DistInfo:
     """Read the torchrun environment, pick the device and initialise the process group when ``WORLD_SIZE > 1``.
 
     Args:
         backend: ``auto`` (NCCL for CUDA, gloo for CPU), ``gloo`` or ``nccl``.
         device: ``auto`` (``cuda:LOCAL_RANK`` when CUDA is available, else CPU), ``cpu`` or ``cuda``.
-        timeout_s: collective timeout.
+        timeout_minutes: how long a collective waits for the other ranks before it fails (``train.ddp_timeout``).
     """
     rank = _env_int("RANK", 0)
     world_size = _env_int("WORLD_SIZE", 1)
@@ -70,7 +70,7 @@ def setup_distributed(backend: str = "auto", device: str = "auto", timeout_s: fl
         chosen = backend if backend != "auto" else ("nccl" if use_cuda else "gloo")
         if chosen == "nccl" and not use_cuda:
             raise ValueError("train.backend 'nccl' needs CUDA devices; use 'gloo' (or 'auto') on CPU")
-        kwargs: dict[str, Any] = {"timeout": timedelta(seconds=timeout_s)}
+        kwargs: dict[str, Any] = {"timeout": timedelta(minutes=timeout_minutes)}
         if chosen == "nccl":
             kwargs["device_id"] = dev
         dist.init_process_group(chosen, rank=rank, world_size=world_size, **kwargs)

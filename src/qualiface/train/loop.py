@@ -573,7 +573,7 @@ def train(
         info: an existing process set-up (tests); default: :func:`setup_distributed` from the environment.
     """
     own = info is None
-    info = info or setup_distributed(cfg.train.backend, cfg.train.device)
+    info = info or setup_distributed(cfg.train.backend, cfg.train.device, cfg.train.ddp_timeout)
     try:
         trainer = Trainer(cfg, info, resume=resume, overwrite=overwrite)
         return trainer.run(callbacks)
