@@ -245,12 +245,10 @@ def _end_to_end(trainer: Any, steps: int, batch: int) -> dict[str, Any]:
 
 def run_data(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
-    from torch.utils.data import DataLoader
 
     import qualiface
     from qualiface.config.io import config_from_dict
-    from qualiface.train.data import ShardedBatchSampler, build_train_samples
-    from qualiface.train.loop import _worker_init
+    from qualiface.train.data import ShardedBatchSampler, build_train_samples, make_loader
 
     workers = spec["workers"]
     torch.set_num_threads(1 if workers == 0 else spec["threads"])
@@ -259,14 +257,7 @@ def run_data(spec: dict[str, Any]) -> dict[str, Any]:
         preprocessing = qualiface.create_backbone(spec["backbone"]).preprocessing
     samples = build_train_samples(cfg.data, preprocessing, cfg.train.seed)
     sampler = ShardedBatchSampler(len(samples), cfg.data.batch_size, 1, 0, cfg.train.seed)
-    loader = DataLoader(
-        samples,
-        batch_sampler=sampler,
-        num_workers=workers,
-        generator=torch.Generator(),
-        worker_init_fn=_worker_init if workers else None,
-        prefetch_factor=4 if workers else None,
-    )
+    loader = make_loader(samples, sampler, workers, pin_memory=False)
     start = time.perf_counter()
     it = iter(loader)
     for _ in range(max(1, workers)):  # until every worker has delivered its first batch

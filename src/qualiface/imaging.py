@@ -126,6 +126,25 @@ def read_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, mode: Mode =
     return decode_image(read_image_bytes(path), str(path), max_pixels=max_pixels, mode=mode)
 
 
+#: The kinds of failure :func:`failure_kind` tells apart, each with the words that identify it in a message.
+_FAILURE_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("over the pixel limit", ("over the limit of",)),
+    ("file too large", ("bytes; not read",)),
+    ("unreadable file", ("cannot read",)),
+    ("empty", ("empty",)),
+    ("truncated", ("truncated",)),
+    ("not an image", ("not an image", "not a readable image")),
+)
+
+
+def failure_kind(message: str) -> str:
+    """A short class of a decoder failure message, for counts in a run's summary (``"truncated"``, ...)."""
+    for kind, words in _FAILURE_KINDS:
+        if any(word in message for word in words):
+            return kind
+    return "undecodable"
+
+
 def _decode_jpeg(data: bytes, what: str, max_pixels: int, mode: Mode) -> np.ndarray | None:
     """simplejpeg's decode after its header check; ``None`` to let Pillow decode (or word the error)."""
     assert _simplejpeg is not None

@@ -61,7 +61,7 @@ def test_augmentation_depends_only_on_seed_epoch_and_index() -> None:
 
 def test_images_of_the_wrong_size_are_reported() -> None:
     samples = build_train_samples(_synthetic_cfg(), Preprocessing((3, 32, 32)), 0)
-    with pytest.raises(ValueError, match="image 0 is 16x16 but the backbone takes 32x32"):
+    with pytest.raises(ValueError, match=r"synthetic\(seed=0\): image 0: 16x16 but the backbone takes 32x32"):
         samples[(0, 0)]
 
 
@@ -84,10 +84,11 @@ def test_recordio_source_with_a_corrupt_record_names_it(tmp_path: Path) -> None:
         build_train_samples(DataConfig(source="recordio", path=str(rec)), Preprocessing((3, 16, 16)), 0)
     cfg = DataConfig(source="recordio", path=str(rec), num_classes=2)
     samples = build_train_samples(cfg, Preprocessing((3, 16, 16)), 0)
-    image, label = samples[(0, 0)]
+    image, label, skipped = samples[(0, 0)]
     assert label == 0
     assert image.shape == (3, 16, 16)
-    with pytest.raises(ValueError, match=r"train\.rec: image 1"):
+    assert skipped == ()
+    with pytest.raises(ValueError, match=r"train\.rec key 1: not an image"):
         samples[(0, 1)]
 
 
@@ -111,5 +112,5 @@ def test_a_label_outside_the_class_count_names_the_source_and_the_image() -> Non
     items = [(np.zeros((4, 4, 3), np.uint8), 1), (np.zeros((4, 4, 3), np.uint8), 5)]
     samples = TrainSamples(SourceDataset(items, 3, False, "faces.csv"), lambda image, _: image, 0, (4, 4))
     assert samples[(0, 0)][1] == 1
-    with pytest.raises(ValueError, match=r"faces\.csv: image 1 has label 5, outside \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"faces\.csv: image 1: label 5, outside \[0, 3\)"):
         samples[(0, 1)]

@@ -5,6 +5,7 @@ every :class:`TrainerCallback` of :func:`loop_callbacks`, in list order, on ever
 evaluation, checkpoints and the export, need every rank). The order is part of the behaviour:
 
 after a step
+    0. :class:`SkipSummary`: the images the batch skipped (``data.on_error: skip``) are counted;
     1. :class:`LogAggregation`: running means of the step's values; at a log step (every ``train.log_every``
        steps and the last) they become the row (``step``, ``epoch``, ``lr``, the means, ``images_per_s``),
        and the progress bar shows the loss;
@@ -18,9 +19,13 @@ after a step
        ``callback(trainer, step, row)``;
 
 at the end of the run
+    0. :class:`SkipSummary`: the skipped images of every rank, summed, logged and written to ``run.json`` (first,
+       so that the summary is there whatever the export does);
     6. :class:`PeriodicCheckpoint`: a checkpoint at the last step unless one was just written;
     7. :class:`FinalEvaluation`: the verification sets (``eval.sets``) once more, logged;
-    8. :class:`FinalExport`: ``model.pt`` (rank 0), then a barrier.
+    0. :class:`SkipSummary`: the skipped images of every rank, summed, logged and written to ``run.json`` (first,
+       so that the summary is there whatever the export does);
+    6. ...
 
 :meth:`TrainerCallback.close` runs in list order when the run ends, normally or not (the progress bar, then the
 metrics log).
@@ -28,19 +33,27 @@ metrics log).
 
 from __future__ import annotations
 
+import json
+import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from qualiface.train.distributed import barrier
+from qualiface.atomic import atomic_path
+from qualiface.data.image_folder import Skipped
+from qualiface.imaging import failure_kind
+from qualiface.train.distributed import DistInfo, barrier
 
 if TYPE_CHECKING:
     from qualiface.train.loop import Trainer, TrainResult
+
+logger = logging.getLogger(__name__)
 
 #: A user-facing callback, called as ``callback(trainer, step, logged_row)`` after every step (``logged_row`` is
 #: empty at the steps that log nothing).
@@ -57,6 +70,7 @@ class LoopState:
         lr: the learning rate the step used (read before it).
         values: the step's loss, head logs and gradient norm (detached).
         row: what this step logs (empty at the steps that log nothing); the callbacks add to it in order.
+        skipped: the items this rank's batch skipped (``data.on_error: skip``).
     """
 
     trainer: Trainer
@@ -64,9 +78,19 @@ class LoopState:
     lr: float = 0.0
     values: dict[str, Tensor] = field(default_factory=dict)
     row: dict[str, float] = field(default_factory=dict)
+    skipped: Sequence[Skipped] = ()
 
-    def begin_step(self, lr: float, loss: Tensor, logs: dict[str, Tensor], grad_norm: Tensor | None) -> None:
-        """Record a step that was just taken; its row starts empty."""
+    def begin_step(
+        self,
+        lr: float,
+        loss: Tensor,
+        logs: dict[str, Tensor],
+        grad_norm: Tensor | None,
+        *,
+        skipped: Sequence[Skipped] = (),
+    ) -> None:
+        """Record a step that was just taken (and the images its batch skipped); its row starts empty."""
+        self.skipped = skipped
         self.lr = lr
         self.values = {"loss": loss, **logs}
         if grad_norm is not None:
@@ -211,9 +235,72 @@ class FinalExport(TrainerCallback):
         barrier(state.trainer.info)
 
 
+class SkipSummary(TrainerCallback):
+    """The items skipped under ``data.on_error: skip``: those left out when the source was built, then those each
+    batch skipped, on every rank (whichever DataLoader worker met them). At the end the ranks' lists are summed
+    (collective), logged by rank 0 and written to ``run.json`` as ``"skipped": {"count", "by_reason", "items"}``
+    (the first :attr:`MAX_ITEMS` items in full) and to ``TrainResult.skipped``."""
+
+    MAX_ITEMS = 1000
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.count = 0
+        self.by_reason: Counter[str] = Counter()
+        self.items: list[Skipped] = []
+        construction = getattr(trainer.samples.source.dataset, "skipped", ())
+        self._add(list(construction) if trainer.info.is_main else [])
+
+    def _add(self, skipped: Sequence[Skipped]) -> None:
+        for item in skipped:
+            self.count += 1
+            self.by_reason[failure_kind(item.reason)] += 1
+            if len(self.items) < self.MAX_ITEMS:
+                self.items.append(item)
+
+    def on_step_end(self, state: LoopState) -> None:
+        self._add(state.skipped)
+
+    def on_train_end(self, state: LoopState) -> None:
+        trainer = self.trainer
+        mine = (self.count, dict(self.by_reason), [(s.what, s.reason) for s in self.items])
+        ranks = _gather(mine, trainer.info)
+        if not trainer.info.is_main:
+            return
+        count = sum(r[0] for r in ranks)
+        by_reason: Counter[str] = Counter()
+        for r in ranks:
+            by_reason.update(r[1])
+        items = [{"what": what, "reason": reason} for r in ranks for what, reason in r[2]][: self.MAX_ITEMS]
+        summary = {"count": count, "by_reason": dict(by_reason.most_common()), "items": items}
+        state.result.skipped = summary
+        if count:
+            reasons = ", ".join(f"{n} {kind}" for kind, n in by_reason.most_common())
+            logger.warning("skipped %d images (data.on_error: skip): %s; listed in run.json", count, reasons)
+        path = trainer.layout.run_json
+        if path.is_file():
+            described = json.loads(path.read_text())
+            described["skipped"] = summary
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(described, indent=2) + "\n")
+
+
+def _gather(obj: object, info: DistInfo) -> list[Any]:
+    """``obj`` of every rank, in rank order (collective; ``[obj]`` in one process)."""
+    if not info.distributed:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def loop_callbacks(trainer: Trainer, callbacks: Sequence[Callback] = ()) -> list[TrainerCallback]:
     """The loop's bookkeeping in its order (see the module docstring), ``callbacks`` after the checkpoint."""
+    skips = SkipSummary(trainer)
     return [
+        skips,
         LogAggregation(trainer),
         PeriodicEvaluation(),
         MetricsLogging(trainer),

@@ -34,7 +34,7 @@ from qualiface.quality.branches import branch_for_aux_key, branch_modules, get_b
 from qualiface.run_layout import RunLayout
 from qualiface.train import checkpoint as ckpt
 from qualiface.train.callbacks import Callback, LoopState, loop_callbacks
-from qualiface.train.data import ShardedBatchSampler, build_train_samples
+from qualiface.train.data import ShardedBatchSampler, build_train_samples, make_loader
 from qualiface.train.distributed import (
     DistInfo,
     any_rank,
@@ -67,6 +67,7 @@ class TrainResult:
     eval_metrics: dict[str, float] = field(default_factory=dict)
     model_path: Path | None = None
     checkpoint: Path | None = None
+    skipped: dict[str, Any] = field(default_factory=dict)
 
 
 class _AuxForward(nn.Module):
@@ -466,17 +467,7 @@ class Trainer:
         )
 
     def _loader(self) -> DataLoader:
-        workers = self.cfg.data.num_workers
-        return DataLoader(
-            self.samples,
-            batch_sampler=self.sampler,
-            num_workers=workers,
-            pin_memory=self.device.type == "cuda",
-            generator=torch.Generator(),  # keeps the loader from drawing on the global RNG (exact resume)
-            worker_init_fn=_worker_init if workers else None,
-            persistent_workers=False,
-            prefetch_factor=4 if workers else None,
-        )
+        return make_loader(self.samples, self.sampler, self.cfg.data.num_workers, self.device.type == "cuda")
 
     def evaluate(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
@@ -513,9 +504,9 @@ class Trainer:
         self._set_train_mode()
         try:
             if self.step < self.total_steps:
-                for images, labels in self._loader():
+                for batch in self._loader():
                     lr = self.optimizer.param_groups[0]["lr"]
-                    state.begin_step(lr, *self.train_step(images, labels))
+                    state.begin_step(lr, *self.train_step(batch.images, batch.labels), skipped=batch.skipped)
                     for hook in hooks:
                         hook.on_step_end(state)
                     if self.step >= self.total_steps:
@@ -547,10 +538,6 @@ def init_centres_blockwise(head: Head, seed: int, block: int = 65_536) -> None:
                 head.init_centres_(values)
             first, last = max(low, start), min(high, start + rows)
             weight[first - start : last - start].copy_(values[first - low : last - low])
-
-
-def _worker_init(worker_id: int) -> None:
-    torch.set_num_threads(1)
 
 
 def train(
