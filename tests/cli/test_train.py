@@ -35,7 +35,7 @@ def test_training_into_a_finished_run_is_refused_without_resume_or_overwrite(tmp
     assert runner.invoke(app, ["train", str(TINY), "--set", "train.steps=1", "--out-dir", str(out)]).exit_code == 0
     model = (out / "model.pt").read_bytes()
     again = runner.invoke(app, ["train", str(TINY), "--set", "train.steps=2", "--out-dir", str(out)])
-    assert again.exit_code == 1
+    assert again.exit_code == 2  # the user's input (the run directory) is refused
     assert "holds a run already" in again.output
     assert "--overwrite" in again.output
     assert "Traceback" not in again.output

@@ -50,7 +50,7 @@ def train_command(
 
     try:
         result = train(cfg, resume=resume, overwrite=overwrite)
-    except (NonFiniteLossError, CheckpointError, ValueError, FileNotFoundError) as exc:
+    except (NonFiniteLossError, CheckpointError) as exc:  # the run stopped; input errors exit 2 (cli.apps)
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     if rank == 0:

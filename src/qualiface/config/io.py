@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_or
 import yaml
 
 from qualiface.config.schema import ExperimentConfig
+from qualiface.errors import InputError
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 T = TypeVar("T", bound="DataclassInstance")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """An invalid configuration: names the file (when known), the dotted key and what was expected."""
 
 

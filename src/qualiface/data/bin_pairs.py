@@ -27,6 +27,7 @@ from typing import Any, overload
 
 import numpy as np
 
+from qualiface.errors import InputError
 from qualiface.imaging import decode_image, image_size
 
 _ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
@@ -42,7 +43,7 @@ _ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
 _PACK_FORMATS = ("JPEG", "PNG")
 
 
-class UnsafePickleError(ValueError):
+class UnsafePickleError(InputError):
     """A pack asked for a global outside the allowed NumPy reconstruction path (never executed)."""
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from qualiface.data.align import arcface_template, similarity_transform, warp_affine
 from qualiface.data.image_folder import ImageDataError, read_image
 from qualiface.detect.base import Detection, Detector
+from qualiface.errors import InputError
 
 __all__ = [
     "FaceAlignError",
@@ -37,7 +38,7 @@ FailureReason = Literal["unreadable", "no_face", "wrong_size", "detector_error"]
 OnError = Literal["report", "raise"]
 
 
-class FaceAlignError(ValueError):
+class FaceAlignError(InputError):
     """A file could not give a face under ``on_error="raise"``; :attr:`failure` says which and why."""
 
     def __init__(self, failure: FaceFailure) -> None:

@@ -26,6 +26,7 @@ import qualiface
 from qualiface.backbones.base import Backbone
 from qualiface.config.io import dump_config, to_dict
 from qualiface.config.schema import ExperimentConfig
+from qualiface.errors import RunError
 from qualiface.heads.base import Head
 from qualiface.models.card import ThresholdInfo
 from qualiface.models.face_model import FaceModel
@@ -46,13 +47,14 @@ from qualiface.train.distributed import (
 from qualiface.train.evaluation import VerificationSet, build_verification_set, evaluate_sets
 from qualiface.train.init_from import gather_centres, read_init_source
 from qualiface.train.metrics_log import MetricsLog
-from qualiface.train.optim import build_optimizer, build_scheduler, clip_gradients
+from qualiface.train.optim import build_optimizer, build_scheduler, clip_gradients, total_steps
 from qualiface.train.precision import grad_scaler, resolve_precision
+from qualiface.train.resume import read_resumes, resume_run
 
 logger = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunError):
     """The loss became NaN or infinite; the run stopped before applying that step."""
 
 
@@ -120,10 +122,7 @@ class Trainer:
             len(self.samples), cfg.data.batch_size, info.world_size, info.rank, cfg.train.seed
         )
         self.steps_per_epoch = self.sampler.steps_per_epoch
-        if cfg.train.steps is not None:
-            self.total_steps = cfg.train.steps
-        else:
-            self.total_steps = max(1, math.floor((cfg.train.epochs or 1.0) * self.steps_per_epoch))
+        self.total_steps = total_steps(cfg.train.steps, cfg.train.epochs, self.steps_per_epoch)
 
         torch.manual_seed(cfg.train.seed)
         self.backbone = qualiface.create_backbone(cfg.model.backbone, **cfg.model.kwargs)
@@ -171,13 +170,16 @@ class Trainer:
             self.model = torch.compile(self.model)  # type: ignore[assignment]
 
         self.optimizer = build_optimizer(cfg.optim, self.backbone, self.head)
-        self.scheduler = build_scheduler(cfg.schedule, self.optimizer, self.total_steps, self.steps_per_epoch)
         self.scaler = grad_scaler(self.autocast_dtype, self.device)
         self.clip_params = [p for p in self.backbone.parameters() if p.requires_grad]
         self.step = 0
         self.last_checkpoint: Path | None = None
-        if resume:
-            self._resume()
+        self.scheduler: torch.optim.lr_scheduler.LambdaLR
+        self.resumes: list[dict[str, Any]] = []
+        if resume:  # the checkpoint, with the config's changes applied or refused; the schedule at its step
+            self.resumes = [*(read_resumes(self.layout.run_json) if info.is_main else []), resume_run(self)]
+        else:
+            self.scheduler = build_scheduler(cfg.schedule, self.optimizer, self.total_steps, self.steps_per_epoch)
         self.sampler.start_step = self.step
         self.eval_sets: list[VerificationSet] = []
         if info.is_main:
@@ -288,6 +290,7 @@ class Trainer:
             "global_batch": self.cfg.data.batch_size * self.info.world_size,
             "autocast": str(self.autocast_dtype) if self.autocast_dtype is not None else "float32",
             "channels_last": self.channels_last,
+            "resumes": self.resumes,
         }
 
     # ------------------------------------------------------------------------------------------------ checkpoints
@@ -336,32 +339,6 @@ class Trainer:
         if bool(flags.all()):
             return None
         return floats[int((~flags).nonzero()[0])][0]
-
-    def _resume(self) -> None:
-        folder = ckpt.latest_checkpoint(self.run_dir)
-        if folder is None:
-            raise ckpt.CheckpointError(
-                f"{self.layout.checkpoints}: no complete checkpoint to resume from; start without --resume"
-            )
-        state = ckpt.load_rank_state(folder, self.info)
-        saved = state["config"]
-        current = to_dict(self.cfg)
-        changed = [k for k in ("model", "head", "data") if saved.get(k) != current.get(k)]
-        if changed:
-            raise ckpt.CheckpointError(
-                f"{folder}: the config sections {changed} differ from the checkpoint's; resume with the saved "
-                f"{self.layout.config}"
-            )
-        self.backbone.load_state_dict(state["backbone"])
-        self.head.load_state_dict(state["head"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state.get("scaler") is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
-        self.step = int(state["step"])
-        self.last_checkpoint = folder
-        logger.info("resumed from %s at step %d", folder, self.step)
 
     def export(self) -> Path | None:
         """``run_dir/model.pt`` (rank 0): backbone weights, model card, and every class centre (gathered from the
