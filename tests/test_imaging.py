@@ -163,3 +163,23 @@ def test_a_hostile_header_stays_small_in_memory(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert int(result.stdout.strip()) < 600
+
+
+def test_a_decode_at_the_pixel_limit_costs_the_image_and_its_output_only(tmp_path):
+    """A 39.6 MP RGBA PNG (within the 40 MP limit): Pillow's 4-byte pixels plus the 3-byte output, about 7 bytes per
+    pixel (the whole-image RGB conversion and tobytes buffers made it over 10 before)."""
+    path = tmp_path / "large.png"
+    Image.fromarray(np.zeros((6000, 6600, 4), np.uint8)).save(path, compress_level=1)
+    script = textwrap.dedent(
+        f"""
+        import resource
+        from pathlib import Path
+        from qualiface.imaging import read_image
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        image = read_image(Path({str(path)!r}))
+        assert image.shape == (6000, 6600, 3) and image.flags.writeable
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 / (6000 * 6600))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert float(result.stdout.strip()) < 8.0

@@ -171,18 +171,30 @@ def _decode_pillow(data: bytes, what: str, max_pixels: int, mode: Mode, formats:
                 width, height = image.size
                 check_pixels(int(width), int(height), what, max_pixels)
                 image.load()
-                rgb = image if image.mode == "RGB" else image.convert("RGB")
-                array = np.asarray(rgb)  # read-only, over Pillow's bytes: one copy of the pixels, not two
-                del rgb
+                return _pixels(image, mode)
     except ImageDecodeError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         raise _worded(exc, what, max_pixels, formats) from None
-    if array.ndim != 3 or array.shape[2] != 3:  # pragma: no cover - convert("RGB") always gives 3 channels
-        raise ImageDecodeError(what, f"decoded to an unexpected shape {array.shape}")
-    if mode == "bgr":
-        return np.ascontiguousarray(array[..., ::-1])
-    return array if array.flags.writeable else array.copy()
+
+
+#: Pixels converted per strip by :func:`_pixels` (about 1 MP: a few MB of temporaries, whatever the image size).
+_STRIP_PIXELS = 1 << 20
+
+
+def _pixels(image: PIL.Image.Image, mode: Mode) -> np.ndarray:
+    """A decoded Pillow image as a writable ``uint8 (H, W, 3)`` array, converted strip by strip into the output:
+    the memory is the decoded image plus the output (no whole-image RGB copy, no ``tobytes`` buffers)."""
+    width, height = image.size
+    out = np.empty((height, width, 3), np.uint8)
+    rows = max(1, _STRIP_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        strip = image.crop((0, top, width, min(height, top + rows)))
+        if strip.mode != "RGB":
+            strip = strip.convert("RGB")
+        values = np.asarray(strip)
+        out[top : top + values.shape[0]] = values[..., ::-1] if mode == "bgr" else values
+    return out
 
 
 def _open(data: bytes, formats: tuple[str, ...]) -> PIL.Image.Image:
