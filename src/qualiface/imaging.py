@@ -66,7 +66,7 @@ def image_size(data: bytes, what: str, formats: tuple[str, ...] = IMAGE_FORMATS)
         raise ImageDecodeError(what, "empty (no image bytes)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")  # Pillow's warnings (bomb, skipped TIFF tags): the errors are ours
             with _open(data, formats) as image:
                 width, height = image.size
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
@@ -166,7 +166,7 @@ def _decode_pillow(data: bytes, what: str, max_pixels: int, mode: Mode, formats:
     try:
         with warnings.catch_warnings():
             # the pixel limit is ours (checked below, before load); Pillow's own bomb check is a second guard
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")  # Pillow's warnings (bomb, skipped TIFF tags): the errors are ours
             with _open(data, formats) as image:
                 width, height = image.size
                 check_pixels(int(width), int(height), what, max_pixels)
