@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import shutil
-import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -225,12 +224,9 @@ def test_the_demo_model_embeds_verifies_and_serves_photos(tmp_path: Path, demo_r
     assert verified.exit_code == 0, verified.output
     assert -1 <= json.loads(verified.stdout)["similarity"] <= 1
 
-    from qualiface.serve import FaceService, make_server
+    from qualiface.serve import FaceService, ServerOptions, create_app, serving_in_thread
 
-    server = make_server(FaceService(load_model(demo_run)), port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serving_in_thread(create_app(FaceService(load_model(demo_run))), ServerOptions(port=0)) as base:
         photo = photos[0].read_bytes()
         status, body = _post(f"{base}/embed", photo)
         assert status == 200, body
@@ -244,9 +240,6 @@ def test_the_demo_model_embeds_verifies_and_serves_photos(tmp_path: Path, demo_r
         status, body = _post(f"{base}/verify", json.dumps({**pair, "threshold": 5}).encode())
         assert status == 400
         assert "within [-1, 1]" in body["error"]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _post(url: str, data: bytes) -> tuple[int, dict]:
