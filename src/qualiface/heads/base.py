@@ -185,6 +185,9 @@ class Head(nn.Module):
     #: The quality its training produces: ``"feature_norm"`` (the embedding norm follows quality: MagFace,
     #: AdaFace), the name of the quality branch whose output it trains (CR-FIQA, ScaleFace), or ``None``.
     trained_quality: ClassVar[str | None] = None
+    #: The state entries with one row per class of this process's block (``weight`` and any per-class buffer):
+    #: a checkpoint written by one number of processes is split along these rows to resume on another.
+    class_rows: ClassVar[frozenset[str]] = frozenset({"weight"})
     normalize_eps: ClassVar[float] = 1e-12
 
     def __init__(

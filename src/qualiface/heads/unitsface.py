@@ -98,6 +98,7 @@ class UniTSFace(Head):
     """
 
     normalize_eps = 1e-5
+    class_rows = frozenset({"weight", "feat_mem", "seen"})
 
     feat_mem: Tensor
     seen: Tensor

@@ -10,6 +10,13 @@ Each rank writes ``rankR.pt`` to a temporary file and renames it (``os.replace``
 ``step_N.partial/``; after a barrier rank 0 writes ``COMPLETE`` and renames the folder to ``step_N``. A folder
 without ``COMPLETE`` (a run killed while saving) is never resumed from, and the previous checkpoint is left in
 place until a newer one is complete. Files load with ``torch.load(weights_only=True)``.
+
+A checkpoint written by ``N`` processes resumes on ``M`` (:func:`load_rank_state` with :class:`ClassRows`):
+rank ``r`` of ``M`` reads the rank files whose class block (:class:`~qualiface.heads.sharding.ShardSpec`)
+overlaps its own and joins their rows of every per-class entry (the head's ``class_rows``: class centres,
+UniTSFace's memory; and the optimizer state shaped like those parameters: SGD momentum, AdamW moments). The
+replicated rest (backbone, the head's other entries and parameters, the optimizer's scalars, step, config,
+scaler) and the RNG states come from the first of those files.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from __future__ import annotations
 import os
 import random
 import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +33,7 @@ import numpy as np
 import torch
 
 from qualiface.atomic import atomic_path, atomic_torch_save, fsync_dir
+from qualiface.heads.sharding import ShardSpec
 from qualiface.run_layout import COMPLETE_MARKER, RunLayout, rank_files
 from qualiface.train.distributed import DistInfo, barrier
 
@@ -106,19 +116,120 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], info: DistI
     return final
 
 
-def load_rank_state(folder: Path, info: DistInfo, map_location: torch.device | str = "cpu") -> dict[str, Any]:
-    """This rank's state from a complete checkpoint folder; checks the world size it was written with."""
+@dataclass(frozen=True)
+class ClassRows:
+    """The entries of a rank's state that hold one row per class of its shard, for resuming a checkpoint on
+    another number of processes.
+
+    Attributes:
+        num_classes: ``C``, split over the ranks as :class:`~qualiface.heads.sharding.ShardSpec` says.
+        head: the head's state entries with a row per local class (``Head.class_rows``).
+        optimizer: optimizer state index -> the head parameter it belongs to, for the parameters among ``head``
+            (their state tensors shaped like the parameter are split by rows too).
+    """
+
+    num_classes: int
+    head: frozenset[str]
+    optimizer: Mapping[int, str] = field(default_factory=dict)
+
+
+def read_checkpoint_config(folder: Path) -> tuple[dict[str, Any], int]:
+    """``(the config a complete checkpoint was written with, the number of processes that wrote it)``, read
+    without loading its tensors (memory-mapped)."""
+    files = _complete_rank_files(Path(folder))
+    return dict(_load(files[0], mmap=True)["config"]), len(files)
+
+
+def load_rank_state(
+    folder: Path, info: DistInfo, class_rows: ClassRows | None = None, map_location: torch.device | str = "cpu"
+) -> dict[str, Any]:
+    """This rank's state from a complete checkpoint folder. Written by another number of processes, it is
+    resharded for this one when ``class_rows`` says which entries are split by class, else refused."""
     folder = Path(folder)
-    if not (folder / COMPLETE_MARKER).is_file():
-        raise CheckpointError(f"{folder}: not a complete checkpoint (no COMPLETE marker; the save was interrupted)")
-    files = rank_files(folder)
-    if len(files) != info.world_size:
+    files = _complete_rank_files(folder)
+    if len(files) == info.world_size:
+        return _load(files[info.rank], map_location=map_location)
+    if class_rows is None:
         raise CheckpointError(
             f"{folder}: written by {len(files)} process(es) but this run has {info.world_size}; resume with the "
             f"same number of processes (the class centres are sharded per rank)"
         )
-    path = folder / f"rank{info.rank}.pt"
+    return _resharded_state(files, info, class_rows, map_location)
+
+
+def _complete_rank_files(folder: Path) -> list[Path]:
+    if not (folder / COMPLETE_MARKER).is_file():
+        raise CheckpointError(f"{folder}: not a complete checkpoint (no COMPLETE marker; the save was interrupted)")
+    files = rank_files(folder)
+    if [p.name for p in files] != [f"rank{r}.pt" for r in range(len(files))]:
+        names = ", ".join(p.name for p in files) or "none"
+        raise CheckpointError(f"{folder}: the rank files are not rank0.pt ... rank(N-1).pt (found {names})")
+    return files
+
+
+def _load(path: Path, map_location: torch.device | str = "cpu", mmap: bool = False) -> dict[str, Any]:
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # corrupt or foreign file
         raise CheckpointError(f"{path}: cannot be read as a qualiface checkpoint ({exc})") from exc
+
+
+def _resharded_state(
+    files: list[Path], info: DistInfo, rows: ClassRows, map_location: torch.device | str
+) -> dict[str, Any]:
+    """Rank ``info.rank``'s state from the rank files of a run with ``len(files)`` processes (module docstring)."""
+    folder = files[0].parent
+    total = rows.num_classes
+    new = ShardSpec(info.rank, info.world_size)
+    start = new.class_start(total)
+    stop = start + new.num_local(total)
+    parts: list[_Part] = []  # the old shards that hold some of our classes
+    for old_rank, path in enumerate(files):
+        old = ShardSpec(old_rank, len(files))
+        first, count = old.class_start(total), old.num_local(total)
+        low, high = max(start, first), min(stop, first + count)
+        if low < high:
+            parts.append(_Part(_load(path, map_location=map_location), count, slice(low - first, high - first)))
+    state = dict(parts[0].state)
+    head = dict(state["head"])
+    for key in rows.head:
+        head[key] = _join_rows([(part.state["head"][key], part) for part in parts], f"{folder}: head.{key}")
+    state["head"] = head
+    optimizer = dict(state["optimizer"])
+    optimizer["state"] = dict(optimizer["state"])
+    for index, name in rows.optimizer.items():
+        entries = [part.state["optimizer"]["state"].get(index) for part in parts]
+        if all(entry is None for entry in entries):
+            continue  # never stepped: no state to split
+        if any(entry is None for entry in entries):
+            raise CheckpointError(f"{folder}: the optimizer state of head.{name} is missing from some rank files")
+        shape = parts[0].state["head"][name].shape
+        joined = dict(entries[0])
+        for key, value in entries[0].items():  # tensors shaped like the parameter; scalars (AdamW's step) as is
+            if isinstance(value, torch.Tensor) and value.shape == shape:
+                pieces = [(entry[key], part) for entry, part in zip(entries, parts, strict=True)]
+                joined[key] = _join_rows(pieces, f"{folder}: the optimizer state {key!r} of head.{name}")
+        optimizer["state"][index] = joined
+    state["optimizer"] = optimizer
+    state["world_size"], state["rank"] = info.world_size, info.rank
+    return state
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One old rank's state, its number of classes and the rows of them that the new rank takes."""
+
+    state: dict[str, Any]
+    rows: int
+    own: slice
+
+
+def _join_rows(pieces: list[tuple[torch.Tensor, _Part]], where: str) -> torch.Tensor:
+    """The rows each old shard gives the new rank, in rank order."""
+    for tensor, part in pieces:
+        if tensor.dim() == 0 or tensor.shape[0] != part.rows or tensor.shape[1:] != pieces[0][0].shape[1:]:
+            raise CheckpointError(
+                f"{where}: shape {tuple(tensor.shape)} in a rank file, expected {part.rows} rows of "
+                f"{tuple(pieces[0][0].shape[1:])}"
+            )
+    return torch.cat([tensor[part.own] for tensor, part in pieces])

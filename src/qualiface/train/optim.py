@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,25 +51,54 @@ def split_decay(module: nn.Module, no_decay: str) -> tuple[list[nn.Parameter], l
     return decay, keep
 
 
+def group_settings(cfg: OptimConfig, group: str) -> dict[str, Any]:
+    """The hyperparameters of the parameter group named ``group`` (``backbone``, ``backbone_no_decay``, ``head``,
+    ``head_no_decay``) under ``cfg``: the base ``lr``, ``weight_decay`` and the optimizer's own (SGD momentum and
+    Nesterov, AdamW betas)."""
+    head = group.startswith("head")
+    lr = cfg.head_lr if head and cfg.head_lr is not None else cfg.lr
+    decay = cfg.head_weight_decay if head and cfg.head_weight_decay is not None else cfg.weight_decay
+    settings: dict[str, Any] = {"lr": lr, "weight_decay": 0.0 if group.endswith("_no_decay") else decay}
+    if cfg.name == "sgd":
+        settings.update(momentum=cfg.momentum, nesterov=cfg.nesterov)
+    elif cfg.name == "adamw":
+        if len(cfg.betas) != 2:
+            raise ValueError(f"optim.betas needs two values, got {cfg.betas}")
+        settings["betas"] = (cfg.betas[0], cfg.betas[1])
+    else:
+        raise ValueError(f"optim.name must be 'sgd' or 'adamw', got {cfg.name!r}")
+    return settings
+
+
 def build_optimizer(cfg: OptimConfig, backbone: nn.Module, head: nn.Module) -> torch.optim.Optimizer:
     """SGD or AdamW over four groups: backbone (decay / no decay) and head (decay / no decay)."""
-    head_lr = cfg.lr if cfg.head_lr is None else cfg.head_lr
-    head_wd = cfg.weight_decay if cfg.head_weight_decay is None else cfg.head_weight_decay
     groups = []
-    for name, module, lr, wd in (("backbone", backbone, cfg.lr, cfg.weight_decay), ("head", head, head_lr, head_wd)):
+    for name, module in (("backbone", backbone), ("head", head)):
         decay, keep = split_decay(module, cfg.no_decay)
-        for suffix, params, weight_decay in (("", decay, wd), ("_no_decay", keep, 0.0)):
+        for group, params in ((name, decay), (name + "_no_decay", keep)):
             if params:
-                groups.append({"params": params, "lr": lr, "weight_decay": weight_decay, "name": name + suffix})
+                groups.append({"params": params, "name": group, **group_settings(cfg, group)})
     if not groups:
         raise ValueError("nothing to train: no parameter requires a gradient")
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    if cfg.name == "adamw":
-        if len(cfg.betas) != 2:
-            raise ValueError(f"optim.betas needs two values, got {cfg.betas}")
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]))
-    raise ValueError(f"optim.name must be 'sgd' or 'adamw', got {cfg.name!r}")
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]))
+
+
+def apply_optim_config(cfg: OptimConfig, optimizer: torch.optim.Optimizer) -> None:
+    """Set every group's hyperparameters to ``cfg`` (a resumed run whose config changed them); the optimizer's
+    state (momentum buffers, AdamW moments and step counts) is kept. ``lr`` becomes the group's base lr:
+    :func:`build_scheduler` then sets the lr of the step."""
+    for group in optimizer.param_groups:
+        group.update(group_settings(cfg, group["name"]))
+
+
+def total_steps(steps: int | None, epochs: float | None, steps_per_epoch: int) -> int:
+    """The run's length in optimizer steps: ``train.steps``, else ``train.epochs`` times ``steps_per_epoch``
+    rounded down (at least one step)."""
+    if steps is not None:
+        return steps
+    return max(1, math.floor((epochs or 1.0) * steps_per_epoch))
 
 
 def lr_factor(cfg: ScheduleConfig, total_steps: int, steps_per_epoch: int) -> Callable[[int], float]:
@@ -101,10 +131,16 @@ def lr_factor(cfg: ScheduleConfig, total_steps: int, steps_per_epoch: int) -> Ca
 
 
 def build_scheduler(
-    cfg: ScheduleConfig, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int
+    cfg: ScheduleConfig, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int, step: int = 0
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-iteration ``LambdaLR`` (call ``step()`` after every optimizer step)."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total_steps, steps_per_epoch))
+    """A per-iteration ``LambdaLR`` (call ``step()`` after every optimizer step) at ``step``: every group's lr
+    becomes ``base · factor(step)``, its base lr being the group's ``lr`` now (a resumed run sets it with
+    :func:`apply_optim_config` first)."""
+    for group in optimizer.param_groups:
+        group["initial_lr"] = group["lr"]
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_factor(cfg, total_steps, steps_per_epoch), last_epoch=step - 1
+    )
 
 
 def clip_gradients(params: Iterable[nn.Parameter], max_norm: float | None) -> torch.Tensor | None:
