@@ -9,7 +9,9 @@ Layout of a run directory::
 Each rank writes ``rankR.pt`` to a temporary file and renames it (``os.replace``) into
 ``step_N.partial/``; after a barrier rank 0 writes ``COMPLETE`` and renames the folder to ``step_N``. A folder
 without ``COMPLETE`` (a run killed while saving) is never resumed from, and the previous checkpoint is left in
-place until a newer one is complete. Files load with ``torch.load(weights_only=True)``.
+place until a newer one is complete. Files load with ``torch.load(weights_only=True)``. The scheduler's state is
+written for reference only: a resume rebuilds the schedule from its config at the step
+(:mod:`qualiface.train.resume`).
 
 A checkpoint written by ``N`` processes resumes on ``M`` (:func:`load_rank_state` with :class:`ClassRows`):
 rank ``r`` of ``M`` reads the rank files whose class block (:class:`~qualiface.heads.sharding.ShardSpec`)
