@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from qualiface.atomic import atomic_path
-from qualiface.models.card import CardError, ThresholdInfo, check_threshold, file_sha256
+from qualiface.models.card import MAX_JSON_CHARS, CardError, ThresholdInfo, check_threshold, file_sha256, parse_json
 from qualiface.models.formats.common import ModelLoadError
 from qualiface.run_layout import RunLayout
 
@@ -100,8 +100,9 @@ def load_calibration(model_path: str | os.PathLike[str], sha256: str | None = No
         return ModelLoadError(f"{target}: {what}")
 
     try:
-        record = json.loads(target.read_text(), parse_constant=_no_constant)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        with target.open("rb") as fh:  # a bounded read: parse_json refuses more than MAX_JSON_CHARS
+            record = parse_json(fh.read(MAX_JSON_CHARS + 1), "calibration file")
+    except (OSError, CardError) as exc:
         raise refuse(f"unreadable calibration file ({exc}); delete it or recalibrate (qualiface calibrate)") from None
     if not isinstance(record, dict) or record.get("format") != CALIBRATION_FORMAT or "threshold" not in record:
         raise refuse(f"not a qualiface calibration file (expected format {CALIBRATION_FORMAT!r})")
@@ -138,10 +139,6 @@ def calibrated_threshold(record: Mapping[str, Any]) -> ThresholdInfo:
         pairs=record.get("pairs"),
         created=record.get("created"),
     )
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def _optional_float(value: Any) -> float | None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from qualiface.backbones.base import Preprocessing
+from qualiface.errors import InputError
 
 CARD_FORMAT = "qualiface.card/1"
 #: ``Preprocessing.source`` of a model loaded only to be described (``qualiface info``) whose preprocessing is unknown.
@@ -60,8 +61,37 @@ PREPROCESSING_HELP = (
 )
 
 
-class CardError(ValueError):
+class CardError(InputError):
     """A model card, preprocessing specification or threshold that is not valid; names the field."""
+
+
+#: The longest JSON text read as a card or a sidecar file (a card is a few KB).
+MAX_JSON_CHARS = 1 << 20
+
+
+def parse_json(text: str | bytes, where: str) -> Any:
+    """The value of the JSON text of a card or a sidecar file, read within bounds.
+
+    Raises:
+        CardError: (naming ``where``) text over :data:`MAX_JSON_CHARS`, bytes that are not UTF-8, text that is not
+            JSON, ``NaN`` / ``Infinity`` (JSON has no such numbers), or arrays and objects nested too deeply.
+    """
+    if len(text) > MAX_JSON_CHARS:
+        raise CardError(f"{where}: {len(text)} characters of JSON, more than the {MAX_JSON_CHARS} read")
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except UnicodeDecodeError as exc:
+        raise CardError(f"{where}: not UTF-8 text ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise CardError(f"{where}: not valid JSON ({exc})") from None
+    except ValueError as exc:  # _no_constant
+        raise CardError(f"{where}: {exc}") from None
+    except RecursionError:
+        raise CardError(f"{where}: JSON arrays or objects nested too deeply") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 # ------------------------------------------------------------------------------------------------ preprocessing
@@ -70,6 +100,8 @@ class CardError(ValueError):
 def preprocessing_from_dict(value: Mapping[str, Any], base: Preprocessing | None = None) -> Preprocessing:
     """A :class:`Preprocessing` from its dict form (lists become tuples, one number becomes three, unknown fields
     are an error), on top of ``base``."""
+    if not isinstance(value, Mapping):
+        raise CardError(f"preprocessing must be a JSON object, got {type(value).__name__}")
     known = {f.name for f in fields(Preprocessing)}
     unknown = sorted(set(value) - known)
     if unknown:
@@ -222,6 +254,18 @@ def check_threshold(value: Any, what: str) -> float:
     return float(value)
 
 
+#: The JSON types of the card's plain fields, checked when a card is read (``(types, words)``).
+_FIELD_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "name": (str, "a string"),
+    "source_format": (str, "a string"),
+    "architecture": ((str, type(None)), "a string or null"),
+    "architecture_kwargs": (dict, "an object"),
+    "weights_sha256": ((str, type(None)), "a string or null"),
+    "provenance": (dict, "an object"),
+    "licence": ((str, type(None)), "a string or null"),
+}
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """What a face model is (see the module docstring). Build one with the loaders; read it with
@@ -300,6 +344,10 @@ class ModelCard:
             if unknown:
                 raise CardError(f"unknown fields {unknown}")
             rest = {k: data[k] for k in known if k in data}
+            for key, value in rest.items():
+                expected = _FIELD_TYPES.get(key)
+                if expected is not None and not isinstance(value, expected[0]):
+                    raise CardError(f"{key} must be {expected[1]}, got {type(value).__name__}")
             card = cls(preprocessing=preprocessing, quality=quality, thresholds=thresholds, **rest)
         except CardError as exc:
             raise CardError(f"{where}: {exc}") from None
@@ -312,11 +360,7 @@ class ModelCard:
 
     @classmethod
     def from_json(cls, text: str, *, where: str = "model card") -> ModelCard:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CardError(f"{where}: not valid JSON ({exc})") from None
-        return cls.from_dict(data, where=where)
+        return cls.from_dict(parse_json(text, where), where=where)
 
     def summary(self) -> str:
         """Several lines for people (``qualiface info``)."""

@@ -23,11 +23,12 @@ from typing import Any
 from torch import Tensor
 
 from qualiface.atomic import atomic_torch_save
+from qualiface.errors import InputError
 
 MODEL_FORMAT = "qualiface.model/1"
 
 
-class ModelFileError(ValueError):
+class ModelFileError(InputError):
     """A file that is not a readable qualiface model file; names the file and what is wrong."""
 
 
@@ -99,11 +100,14 @@ def parse_model_file(obj: Any, path: Path) -> ModelFile:
     state = obj["state_dict"]
     if not isinstance(state, Mapping):
         raise ModelFileError(f"{path}: state_dict is a {type(state).__name__}, not a dict of tensors")
+    kwargs = obj.get("backbone_kwargs") or {}
+    if not isinstance(kwargs, Mapping):
+        raise ModelFileError(f"{path}: backbone_kwargs is a {type(kwargs).__name__}, not a dict")
     head: Mapping[str, Any] = obj["head"] if isinstance(obj.get("head"), Mapping) else {}
     head_state: Mapping[str, Any] | None = obj["head_state"] if isinstance(obj.get("head_state"), Mapping) else None
     return ModelFile(
         backbone=str(obj["backbone"]),
-        backbone_kwargs=dict(obj.get("backbone_kwargs") or {}),
+        backbone_kwargs={str(k): v for k, v in kwargs.items()},
         state_dict={str(k): v for k, v in state.items() if isinstance(v, Tensor)},
         preprocessing=dict(obj["preprocessing"]) if isinstance(obj.get("preprocessing"), Mapping) else None,
         head=dict(head),

@@ -16,12 +16,14 @@ import torch
 from torch import Tensor
 
 from qualiface.backbones.base import Backbone, Preprocessing
+from qualiface.errors import InputError
 from qualiface.models.card import ModelCard, QualityInfo, ThresholdInfo, file_sha256
 from qualiface.models.face_model import FaceModel
+from qualiface.models.formats.tensor_bounds import declared_budget, named_tensors, unbounded_tensor
 from qualiface.registry import BACKBONES
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(InputError):
     """A file that cannot be loaded as the requested (or detected) model: names the file, the missing and
     unexpected keys, and the source format the keys fit best."""
 
@@ -90,7 +92,18 @@ LRESNET_ARCHS = {(3, 4, 14, 3): "lresnet50eir", (3, 13, 30, 3): "lresnet100eir",
 
 
 def torch_load(path: Path) -> Any:
-    """``torch.load(weights_only=True)``; a pickled Python object is refused with an explanation."""
+    """``torch.load(weights_only=True)`` of a file whose tensors are checked before anything allocates their size.
+
+    A pickled Python object is refused with an explanation; a tensor that declares more than its storage holds
+    (a broadcast view, overlapping strides) or a file whose tensors declare more than a few times its size is
+    refused naming the tensor (:mod:`qualiface.models.formats.tensor_bounds`). A zip file (every ``torch.save``
+    since PyTorch 1.6) allocates only the storages it holds, which torch checks against their records; a legacy
+    file declares its storage sizes in the pickle, so it is first read without data (a fake-tensor pass) and its
+    storages are bounded by the file's size before the real read.
+
+    Raises:
+        ModelLoadError: an unreadable or refused file (one line, naming the file).
+    """
     import argparse
     import pathlib
 
@@ -102,29 +115,67 @@ def torch_load(path: Path) -> Any:
     ]
     try:
         with torch.serialization.safe_globals(benign):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            budget = declared_budget(path.stat().st_size)
+            if not _is_zip(path):
+                _check_bounds(_load_without_data(path), path, budget, storages=True)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        try:
-            needed = [str(g) for g in torch.serialization.get_unsafe_globals_in_checkpoint(path)]
-        except Exception:  # not a zip checkpoint
-            needed = []
-        if not needed and "unsupported global" not in str(exc).lower():
-            reason = str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
-            raise ModelLoadError(f"{path}: not a readable PyTorch file ({reason})") from None
-        module_hint = ""
-        if any("torch.nn.modules" in g or "LResNet" in g or "backbone" in g for g in needed):
-            module_hint = (
-                " It looks like a whole pickled nn.Module (e.g. UniTSFace's *_th_epoch.pth, saved with "
-                "torch.save(net)); re-save its weights with torch.save(net.state_dict(), ...) in a trusted "
-                "environment, or use the *_checkpoint.tar state dict."
-            )
-        objects = f" It references Python objects: {', '.join(needed[:8])}." if needed else ""
-        raise ModelLoadError(
-            f"{path}: refused to load: the file contains pickled Python objects, and unpickling them could run "
-            f"arbitrary code (qualiface loads with torch.load(weights_only=True)).{objects}{module_hint}"
-        ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        raise _unpickling_refused(path, exc) from None
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # a corrupt pickle raises anything (KeyError, struct.error, ...)
         raise ModelLoadError(f"{path}: not a readable PyTorch file ({type(exc).__name__}: {exc})") from None
+    _check_bounds(obj, path, budget)
+    return obj
+
+
+def _is_zip(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(4) == b"PK\x03\x04"
+
+
+def _load_without_data(path: Path) -> Any:
+    """The legacy file's tensors on fake storages of their declared sizes (nothing allocated, no data read)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _check_bounds(obj: Any, path: Path, budget: int, *, storages: bool = False) -> None:
+    """Refuse unbounded tensors; with ``storages`` also storages (counted per tensor) over ``budget`` bytes."""
+    problem = unbounded_tensor(obj, budget)
+    if problem is None and storages:
+        total = 0
+        for name, tensor in named_tensors(obj):
+            total += tensor.untyped_storage().nbytes()
+            if total > budget:
+                problem = f"the storages up to tensor {name!r} declare {total} bytes, more than the file's size allows"
+                break
+    if problem is not None:
+        raise ModelLoadError(f"{path}: refused: {problem} (file of {path.stat().st_size} bytes)")
+
+
+def _unpickling_refused(path: Path, exc: pickle.UnpicklingError) -> ModelLoadError:
+    try:
+        needed = [str(g) for g in torch.serialization.get_unsafe_globals_in_checkpoint(path)]
+    except Exception:  # not a zip checkpoint
+        needed = []
+    if not needed and "unsupported global" not in str(exc).lower():
+        reason = str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+        return ModelLoadError(f"{path}: not a readable PyTorch file ({reason})")
+    module_hint = ""
+    if any("torch.nn.modules" in g or "LResNet" in g or "backbone" in g for g in needed):
+        module_hint = (
+            " It looks like a whole pickled nn.Module (e.g. UniTSFace's *_th_epoch.pth, saved with "
+            "torch.save(net)); re-save its weights with torch.save(net.state_dict(), ...) in a trusted "
+            "environment, or use the *_checkpoint.tar state dict."
+        )
+    objects = f" It references Python objects: {', '.join(needed[:8])}." if needed else ""
+    return ModelLoadError(
+        f"{path}: refused to load: the file contains pickled Python objects, and unpickling them could run "
+        f"arbitrary code (qualiface loads with torch.load(weights_only=True)).{objects}{module_hint}"
+    )
 
 
 def flat_keys(obj: Any) -> list[str]:

@@ -13,7 +13,6 @@ Otherwise loading fails with a message that says how to state it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from typing import Any
 
@@ -27,6 +26,7 @@ from qualiface.models.card import (
     CardError,
     ModelCard,
     QualityInfo,
+    parse_json,
     preprocessing_from_dict,
 )
 from qualiface.models.face_model import FaceModel
@@ -91,7 +91,7 @@ def _recorded_card(meta: dict[str, str], path: Any) -> ModelCard | None:
         if "qualiface.card" in meta:
             return ModelCard.from_json(meta["qualiface.card"], where=f"{path}: model card")
         if meta.get("qualiface.format") == ONNX_FORMAT:  # an export from before the card
-            prep = preprocessing_from_dict(json.loads(meta["qualiface.preprocessing"]))
+            prep = preprocessing_from_dict(parse_json(meta["qualiface.preprocessing"], "qualiface.preprocessing"))
             method = meta.get("qualiface.quality_method") or None
             quality = (QualityInfo(method=method, source="branch"),) if method else ()
             return ModelCard(
