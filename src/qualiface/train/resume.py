@@ -174,26 +174,28 @@ def resume_run(trainer: Trainer) -> dict[str, Any]:
     ckpt.set_rng_state(state["rng"])
     trainer.step = step
     trainer.last_checkpoint = folder
+    old_length = total_steps(saved["train"].get("steps"), saved["train"].get("epochs"), trainer.steps_per_epoch)
+    return _report(trainer, folder, saved_world, changes, old_length, restored)
 
+
+def _report(
+    trainer: Trainer, folder: Path, saved_world: int, changes: list[Change], old_length: int, restored: list[float]
+) -> dict[str, Any]:
+    """Log what the resume applied (INFO) and return its record for ``run.json``."""
+    step, world = trainer.step, trainer.info.world_size
     logger.info("resumed from %s at step %d", folder, step)
-    record: dict[str, Any] = {"step": step, "checkpoint": str(folder), "processes": [saved_world, info.world_size]}
-    if saved_world != info.world_size:
-        logger.info("resume: the class centres of %d process(es) resharded over %d", saved_world, info.world_size)
+    record: dict[str, Any] = {"step": step, "checkpoint": str(folder), "processes": [saved_world, world]}
+    if saved_world != world:
+        logger.info("resume: the class centres of %d process(es) resharded over %d", saved_world, world)
     for change in changes:
-        unused = _UNUSED.get(change.field)
-        note = f" (not read by optim.name {unused!r})" if unused == cfg.optim.name else ""
-        logger.info("resume at step %d: %s%s", step, change, note)
+        unused = _UNUSED.get(change.field) == trainer.cfg.optim.name
+        logger.info("resume at step %d: %s%s", step, change, " (not read by this optimizer)" if unused else "")
     record["changes"] = {c.field: [c.old, c.new] for c in changes}
-    saved_train = saved.get("train", {})
-    old_length = total_steps(saved_train.get("steps"), saved_train.get("epochs"), trainer.steps_per_epoch)
     if old_length != trainer.total_steps:
         logger.info("resume at step %d: the run's length %d -> %d steps", step, old_length, trainer.total_steps)
         record["total_steps"] = [old_length, trainer.total_steps]
-    lrs = {
-        group["name"]: [old, group["lr"]]
-        for group, old in zip(trainer.optimizer.param_groups, restored, strict=True)
-        if old != group["lr"]
-    }
+    groups = trainer.optimizer.param_groups
+    lrs = {g["name"]: [old, g["lr"]] for g, old in zip(groups, restored, strict=True) if old != g["lr"]}
     if lrs:
         text = ", ".join(f"{name} {old:.6g} -> {new:.6g}" for name, (old, new) in lrs.items())
         logger.info("resume at step %d: the learning rate follows the new config from this step: %s", step, text)
