@@ -150,3 +150,24 @@ def test_connections_beyond_the_cap_get_503(service: FaceService) -> None:
 def test_bad_server_options_are_refused(port: int) -> None:
     with pytest.raises(ValueError, match="port"):
         ServerOptions(port=port)
+
+
+def test_the_socket_listens_as_soon_as_it_is_bound() -> None:
+    """The CLI prints the URL after binding and before uvicorn starts: a client told it is held, not refused."""
+    from qualiface.serve.server import bind, url_of
+
+    with bind("127.0.0.1", 0) as sock, socket.create_connection(sock.getsockname()[:2], timeout=5):
+        assert url_of(sock).startswith("http://127.0.0.1:")
+
+
+def test_answers_are_not_held_back_by_nagles_algorithm(service: FaceService) -> None:
+    """Head and body go out as two writes: without TCP_NODELAY each answer waited ~40 ms for a delayed ACK."""
+    with _server(service) as port:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/health")
+        connection.getresponse().read()
+        start = time.monotonic()
+        for _ in range(20):
+            connection.request("GET", "/health")
+            assert connection.getresponse().read()
+        assert time.monotonic() - start < 0.5  # 20 x 40 ms = 0.8 s with the delay

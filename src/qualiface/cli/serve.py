@@ -63,7 +63,7 @@ def serve(
             raise ValueError(f"--max-megapixels must be positive, got {max_megapixels}")
         face_model = open_model(model, preprocessing=preprocessing)
         service = FaceService(face_model, max_pixels=max(1, int(max_megapixels * 1e6)))
-        sock = bind(host, port)
+        sock = bind(host, port, options.backlog)
     except ValueError as exc:
         raise fail(str(exc)) from None
     warning = exposure_warning(host, api_key)
