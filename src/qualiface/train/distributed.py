@@ -13,6 +13,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from qualiface.train.launcher_guard import guard_rank
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -52,6 +54,7 @@ def setup_distributed(backend: str = "auto", device: str = "auto", timeout_minut
         device: ``auto`` (``cuda:LOCAL_RANK`` when CUDA is available, else CPU), ``cpu`` or ``cuda``.
         timeout_minutes: how long a collective waits for the other ranks before it fails (``train.ddp_timeout``).
     """
+    guard_rank()  # under torchrun: this rank ends with its agent, never trains on as an orphan
     rank = _env_int("RANK", 0)
     world_size = _env_int("WORLD_SIZE", 1)
     local_rank = _env_int("LOCAL_RANK", rank)
