@@ -77,10 +77,17 @@ def _assert_same_run(resumed: dict[str, Any], straight: dict[str, Any], optim: s
                 resumed[part][key], value, rtol=1e-5, atol=atol, msg=lambda m, k=key: f"{k}: {m}"
             )
     assert resumed["optimizer"].keys() == straight["optimizer"].keys()
+    # the optimizer state sums gradients, so its noise scales with the largest entry: the head's momentum
+    # reaches 5, where an uninterrupted 2-process run already differs from the 1-process one by 5e-6
     for index, entry in straight["optimizer"].items():
         for key, value in entry.items():
+            scale = float(value.abs().max())
             torch.testing.assert_close(
-                resumed["optimizer"][index][key], value, rtol=1e-5, atol=atol, msg=lambda m, k=key: f"{k}: {m}"
+                resumed["optimizer"][index][key],
+                value,
+                rtol=1e-5,
+                atol=max(atol, 2e-6 * scale),
+                msg=lambda m, k=key: f"{k}: {m}",
             )
 
 
