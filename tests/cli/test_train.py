@@ -53,7 +53,7 @@ def test_an_unknown_key_fails_with_a_hint() -> None:
 
 def test_resume_without_checkpoint_fails_clearly(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", str(TINY), "--out-dir", str(tmp_path / "empty"), "--resume"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # the input (--resume without a checkpoint) is refused
     assert "no complete checkpoint" in result.output
 
 

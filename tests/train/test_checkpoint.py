@@ -130,3 +130,13 @@ def test_a_new_start_removes_what_a_killed_run_left_behind(make_config) -> None:
     train(make_config(overrides=("train.steps=3", "train.checkpoint_every=1")), resume=True)
     assert not any(path.exists() for path in stale)
     assert [step for step, _ in list_checkpoints(run_dir)] == [2, 3]
+
+
+def test_a_rank_file_whose_tensors_declare_more_than_they_hold_is_refused(tmp_path: Path) -> None:
+    """A broadcast view (4 bytes of data, 4 GB declared) in a checkpoint is refused before anything touches it."""
+    ckpt.save_checkpoint(tmp_path, 1, {"step": 1, "w": torch.zeros(1).expand(10**9)}, ONE, keep=2)
+    folder = ckpt.latest_checkpoint(tmp_path)
+    assert folder is not None
+    assert (folder / "rank0.pt").stat().st_size < 10_000
+    with pytest.raises(ckpt.CheckpointError, match=r"rank0\.pt: refused, tensor 'w'"):
+        ckpt.load_rank_state(folder, ONE)

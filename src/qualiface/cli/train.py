@@ -45,14 +45,9 @@ def train_command(
         return
     rank = int(os.environ.get("RANK", "0") or 0)
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(levelname)s %(message)s")
-    from qualiface.train import NonFiniteLossError, train
-    from qualiface.train.checkpoint import CheckpointError
+    from qualiface.train import train
 
-    try:
-        result = train(cfg, resume=resume, overwrite=overwrite)
-    except (NonFiniteLossError, CheckpointError) as exc:  # the run stopped; input errors exit 2 (cli.apps)
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    result = train(cfg, resume=resume, overwrite=overwrite)  # errors: one line, exit 2 or 1 (cli.apps)
     if rank == 0:
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.eval_metrics.items())
         typer.echo(f"trained {result.step} steps; run directory {result.run_dir}" + (f"; {metrics}" if metrics else ""))

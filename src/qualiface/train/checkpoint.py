@@ -35,13 +35,19 @@ import numpy as np
 import torch
 
 from qualiface.atomic import atomic_path, atomic_torch_save, fsync_dir
+from qualiface.errors import InputError, RunError
 from qualiface.heads.sharding import ShardSpec
 from qualiface.run_layout import COMPLETE_MARKER, RunLayout, rank_files
 from qualiface.train.distributed import DistInfo, barrier
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used: names the path and what is wrong."""
+class CheckpointError(RunError):
+    """A checkpoint that cannot be written or read (the message names it); a run failure, exit code 1."""
+
+
+class ResumeRefusedError(CheckpointError, InputError):
+    """A ``--resume`` the user's input makes impossible (no checkpoint, a config change that cannot be applied):
+    a :class:`CheckpointError` and an :class:`~qualiface.errors.InputError` (exit code 2)."""
 
 
 atomic_save = atomic_torch_save  # the name the trainer and its tests use
@@ -170,10 +176,17 @@ def _complete_rank_files(folder: Path) -> list[Path]:
 
 
 def _load(path: Path, map_location: torch.device | str = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """A rank file, its tensors checked before anything allocates what they declare (the model files' bounds)."""
+    from qualiface.models.formats.tensor_bounds import declared_budget, unbounded_tensor
+
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        state: dict[str, Any] = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # corrupt or foreign file
         raise CheckpointError(f"{path}: cannot be read as a qualiface checkpoint ({exc})") from exc
+    problem = unbounded_tensor(state, declared_budget(path.stat().st_size))
+    if problem is not None:
+        raise CheckpointError(f"{path}: refused, {problem}")
+    return state
 
 
 def _resharded_state(

@@ -3,7 +3,7 @@
 ``qualiface train CONFIG --resume`` continues with the config it is given, which may differ from the one the
 checkpoint was written with (``--set optim.lr=0.01``, a longer ``train.steps``, another number of processes).
 No difference is ignored: each changed field is either applied, logged at INFO as ``old -> new`` and recorded
-in ``run.json`` (``resumes``), or refused with a one-line :class:`~qualiface.train.checkpoint.CheckpointError`
+in ``run.json`` (``resumes``), or refused with a one-line :class:`~qualiface.train.checkpoint.ResumeRefusedError`
 that names it.
 
 Refused
@@ -96,17 +96,17 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[Chang
 
 
 def refuse_changes(changes: list[Change], folder: Path, saved_config: Path) -> None:
-    """Raise :class:`~qualiface.train.checkpoint.CheckpointError` for the first change a resume cannot apply."""
+    """Raise :class:`~qualiface.train.checkpoint.ResumeRefusedError` for the first change a resume cannot apply."""
     fixed = [c for c in changes if c.field.split(".")[0] in FIXED_SECTIONS and c.field not in FREE_FIELDS]
     if fixed:
         sections = sorted({c.field.split(".")[0] for c in fixed})
-        raise ckpt.CheckpointError(
+        raise ckpt.ResumeRefusedError(
             f"{folder}: the config sections {sections} differ from the checkpoint's ({fixed[0]}); resume with the "
             f"saved {saved_config}"
         )
     for change in changes:
         if change.field in REFUSED:
-            raise ckpt.CheckpointError(f"{folder}: {change} on resume is refused: {REFUSED[change.field]}")
+            raise ckpt.ResumeRefusedError(f"{folder}: {change} on resume is refused: {REFUSED[change.field]}")
 
 
 def check_global_batch(folder: Path, saved_batch: int, saved_world: int, batch: int, world: int) -> None:
@@ -119,7 +119,7 @@ def check_global_batch(folder: Path, saved_batch: int, saved_world: int, batch: 
         if expected % world == 0
         else f"use a number of processes that divides {expected}"
     )
-    raise ckpt.CheckpointError(
+    raise ckpt.ResumeRefusedError(
         f"{folder}: data.batch_size {batch} x {world} process(es) = {batch * world} images per step, but the "
         f"checkpoint was trained with {saved_batch} x {saved_world} = {expected}; the data order and the epochs "
         f"follow the global batch: {fix}"
@@ -129,7 +129,7 @@ def check_global_batch(folder: Path, saved_batch: int, saved_world: int, batch: 
 def check_length(folder: Path, length: int, step: int, field: str) -> None:
     """The run must not end before the step it resumes from."""
     if length < step:
-        raise ckpt.CheckpointError(
+        raise ckpt.ResumeRefusedError(
             f"{folder}: {field} gives {length} steps, fewer than the checkpoint's step {step}; set train.steps to "
             f"{step} or more"
         )
@@ -150,7 +150,7 @@ def resume_run(trainer: Trainer) -> dict[str, Any]:
     cfg, info = trainer.cfg, trainer.info
     folder = ckpt.latest_checkpoint(trainer.run_dir)
     if folder is None:
-        raise ckpt.CheckpointError(
+        raise ckpt.ResumeRefusedError(
             f"{trainer.layout.checkpoints}: no complete checkpoint to resume from; start without --resume"
         )
     saved, saved_world = ckpt.read_checkpoint_config(folder)
