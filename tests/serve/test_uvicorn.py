@@ -170,4 +170,4 @@ def test_answers_are_not_held_back_by_nagles_algorithm(service: FaceService) -> 
         for _ in range(20):
             connection.request("GET", "/health")
             assert connection.getresponse().read()
-        assert time.monotonic() - start < 0.5  # 20 x 40 ms = 0.8 s with the delay
+        assert time.monotonic() - start < 0.7  # at least 20 x 40 ms = 0.8 s with the delay
