@@ -38,6 +38,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from qualiface.errors import InputError
+
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
 IR_FORMAT = "<IfQQ"
@@ -48,7 +50,7 @@ FLOAT32_EXACT_LIMIT = 1 << 24
 LabelLike = float | int | Sequence[float] | np.ndarray
 
 
-class RecordIOError(ValueError):
+class RecordIOError(InputError):
     """A corrupt, truncated or inconsistent RecordIO file (the message names the file and offset or key)."""
 
 
@@ -184,32 +186,49 @@ def read_framed(fh: BinaryIO, offset: int, source: str) -> tuple[bytes, int]:
 # Index (``.idx``)
 
 
+#: The longest ``.idx`` line read (two 20-digit numbers and a tab need 41 bytes; a binary file has no short lines).
+MAX_IDX_LINE = 128
+
+
 def read_idx(idx_path: str | os.PathLike[str]) -> list[tuple[int, int]]:
     """Parse a ``.idx`` file into ``(key, byte offset)`` pairs in file order.
 
+    Every non-blank line must be ``<key>\\t<offset>`` in ASCII digits (keys fit the 64-bit record id); lines are
+    read at most :data:`MAX_IDX_LINE` bytes at a time, so a binary file costs no more than a text one.
+
     Raises:
-        RecordIOError: a malformed line or a duplicate key (naming the file and line number).
+        RecordIOError: a line that is not ``<key>\\t<offset>`` (binary, not UTF-8, too long, a sign, a space inside),
+            a key beyond 64 bits or a duplicate key, naming the file and line number.
     """
     path = Path(idx_path)
     pairs: list[tuple[int, int]] = []
     seen: set[int] = set()
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for lineno, line in enumerate(iter(lambda: fh.readline(MAX_IDX_LINE + 1), b""), start=1):
+            if len(line) > MAX_IDX_LINE:
+                raise RecordIOError(f"{path}:{lineno}: line longer than {MAX_IDX_LINE} bytes: not a .idx file")
             stripped = line.strip()
-            if not stripped:
-                continue
-            fields = stripped.split("\t")
-            try:
-                key, offset = int(fields[0]), int(fields[1])
-            except (IndexError, ValueError):
-                raise RecordIOError(f"{path}:{lineno}: expected '<key>\\t<offset>', got {stripped!r}") from None
-            if len(fields) != 2 or offset < 0:
-                raise RecordIOError(f"{path}:{lineno}: expected '<key>\\t<offset>', got {stripped!r}")
+            key_text, _, offset_text = stripped.partition(b"\t")
+            if not (key_text.isdigit() and offset_text.isdigit()):  # ASCII digits only (bytes.isdigit)
+                if not stripped:
+                    continue
+                raise RecordIOError(f"{path}:{lineno}: expected '<key>\\t<offset>', got {_shown(stripped)}")
+            key, offset = int(key_text), int(offset_text)
+            if key >= 1 << 64:
+                raise RecordIOError(f"{path}:{lineno}: key {key} does not fit the 64-bit record id")
             if key in seen:
                 raise RecordIOError(f"{path}:{lineno}: duplicate key {key}")
             seen.add(key)
             pairs.append((key, offset))
     return pairs
+
+
+def _shown(line: bytes) -> str:
+    """A line as text for a message: the text when it is UTF-8, else the bytes' repr (``b'\\xff...'``)."""
+    try:
+        return repr(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        return f"{line[:40]!r} (not UTF-8 text)"
 
 
 def scan_index(rec_path: str | os.PathLike[str]) -> list[tuple[int, int]]:

@@ -80,6 +80,9 @@ class RecordIOReader:
                 self._init_insightface(header)
 
     def _init_insightface(self, header: IRHeader) -> None:
+        """Take the layout from header record 0 once its claims are checked against the index: ``N`` images at keys
+        ``1..N`` and ``C`` identity records at ``N+1..N+C`` must all be in the index (checked before any list
+        sized by them is built)."""
         label = np.asarray(header.label)
         if label.size < 2:
             raise RecordIOError(f"{self.rec_path}: header record 0 has flag {header.flag}, expected >= 2 labels")
@@ -87,6 +90,19 @@ class RecordIOReader:
         if not 1 <= first_identity <= end_identity:
             raise RecordIOError(
                 f"{self.rec_path}: header record 0 label {label.tolist()} is not a range [N+1, N+1+C] with N >= 0"
+            )
+        images, classes = first_identity - 1, end_identity - first_identity
+        if images + classes + 1 > len(self.keys):
+            raise RecordIOError(
+                f"{self.rec_path} (key 0): header record 0 claims {images} images and {classes} identity records "
+                f"(keys 1..{end_identity - 1}), but {self._index_name} holds {len(self.keys)} records"
+            )
+        missing = next((key for key in range(1, end_identity) if key not in self._offsets), None)
+        if missing is not None:
+            what = "image" if missing < first_identity else "identity record"
+            raise RecordIOError(
+                f"{self.rec_path} (key 0): header record 0 claims keys 1..{end_identity - 1}, but {what} key "
+                f"{missing} is not in {self._index_name}"
             )
         self.layout = "insightface"
         self.header0 = header
@@ -126,6 +142,10 @@ class RecordIOReader:
 
     # -- records --
 
+    @property
+    def _index_name(self) -> str:
+        return str(self.idx_path) if self.idx_path is not None else f"the scanned index of {self.rec_path}"
+
     def offset(self, key: int) -> int:
         """Byte offset of record ``key``.
 
@@ -135,8 +155,7 @@ class RecordIOReader:
         try:
             return self._offsets[key]
         except KeyError:
-            where = self.idx_path if self.idx_path is not None else f"the scanned index of {self.rec_path}"
-            raise KeyError(f"key {key} not in {where}") from None
+            raise KeyError(f"key {key} not in {self._index_name}") from None
 
     def read_raw(self, key: int) -> bytes:
         """The reassembled payload of record ``key`` (header included)."""
@@ -145,8 +164,20 @@ class RecordIOReader:
         return record
 
     def read(self, key: int) -> tuple[IRHeader, bytes]:
-        """Read record ``key`` and return its :class:`IRHeader` and image bytes."""
-        return unpack_record(self.read_raw(key), source=f"{self.rec_path} (key {key})")
+        """Read record ``key`` and return its :class:`IRHeader` and image bytes.
+
+        Raises:
+            RecordIOError: a corrupt record, or one whose id is not ``key`` (the index does not belong to this
+                ``.rec``, or was shuffled: every MXNet writer stores the key as the id).
+        """
+        header, payload = unpack_record(self.read_raw(key), source=f"{self.rec_path} (key {key})")
+        if header.id != key:
+            raise RecordIOError(
+                f"{self.rec_path} (key {key}): the record at byte offset {self._offsets[key]} has id {header.id}, "
+                f"not its key {key} in {self._index_name}: the index does not belong to this file (delete it to "
+                f"rebuild it from the records)"
+            )
+        return header, payload
 
     # -- images and labels --
 
