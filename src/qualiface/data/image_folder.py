@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 
 from qualiface import imaging
 from qualiface.data.recordio import IMAGE_EXTENSIONS
+from qualiface.data.recordio.pack import is_identity_folder, is_image_file, list_folder
 from qualiface.errors import InputError
 from qualiface.imaging import DEFAULT_MAX_PIXELS
 
@@ -64,10 +65,6 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         return imaging.read_image(path, max_pixels=max_pixels)
     except imaging.ImageDecodeError as exc:
         raise ImageDataError(str(exc)) from None
-
-
-def _is_image(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 class ImageListDataset(Dataset):
@@ -160,8 +157,8 @@ class ImageFolderDataset(ImageListDataset):
 
     Args:
         root: the folder of identity folders.
-        on_error: ``"raise"`` or ``"skip"``; with ``"skip"`` an empty identity folder is left out (and gets no
-            label) instead of raising.
+        on_error: ``"raise"`` or ``"skip"``; with ``"skip"`` an empty or unreadable identity folder is left out
+            (and gets no label) instead of raising.
         transform: optional callable applied to the ``uint8`` image.
         verify: decode every file at construction.
 
@@ -169,8 +166,9 @@ class ImageFolderDataset(ImageListDataset):
         classes: the identity folder names, in label order.
 
     Raises:
-        ImageDataError: ``root`` is not a folder, has no identity folders, an identity folder has no image
-            (naming it, unless skipped) or no image is left.
+        ImageDataError: ``root`` is not a folder, it or an identity folder cannot be listed (no permission:
+            naming it), has no identity folders, an identity folder has no image (naming it, unless skipped) or no
+            image is left.
     """
 
     def __init__(
@@ -184,22 +182,24 @@ class ImageFolderDataset(ImageListDataset):
         root = Path(root)
         if not root.is_dir():
             raise ImageDataError(f"{root}: not a folder")
-        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        folders = list_folder(root, is_identity_folder, ImageDataError)
         if not folders:
             raise ImageDataError(f"{root}: no identity subfolders")
         samples: list[tuple[Path, int]] = []
         skipped: list[Skipped] = []
         self.classes: list[str] = []
         for folder in folders:
-            files = sorted(p for p in folder.iterdir() if _is_image(p))
-            if not files:
-                error = ImageDataError(
-                    f"{folder}: empty identity folder (no {', '.join(sorted(IMAGE_EXTENSIONS))} files)"
-                )
+            try:
+                files = list_folder(folder, is_image_file, ImageDataError)
+                if not files:
+                    raise ImageDataError(
+                        f"{folder}: empty identity folder (no {', '.join(sorted(IMAGE_EXTENSIONS))} files)"
+                    )
+            except ImageDataError as error:
                 if on_error == "raise":
-                    raise error
+                    raise
                 skipped.append(Skipped(str(folder), str(error)))
-                logger.warning("%s: skipped empty identity folder %s", root, folder)
+                logger.warning("%s: skipped identity folder %s (%s)", root, folder, error)
                 continue
             samples.extend((path, len(self.classes)) for path in files)
             self.classes.append(folder.name)

@@ -6,13 +6,15 @@ The records are laid out as InsightFace's ``RecBuilder`` does (:mod:`qualiface.d
 
 from __future__ import annotations
 
-import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from qualiface import imaging
 from qualiface.data.recordio.format import FLOAT32_EXACT_LIMIT
 from qualiface.data.recordio.writer import RecordIOWriter
+from qualiface.errors import InputError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 
@@ -29,19 +31,39 @@ class PackSummary:
     class_names: tuple[str, ...]
 
 
+def list_folder(folder: Path, keep: Callable[[Path], bool], error: type[ValueError] = InputError) -> list[Path]:
+    """The entries of ``folder`` that ``keep`` accepts, sorted by name.
+
+    Raises:
+        error: (one line naming the folder or entry) a folder that cannot be listed or an entry that cannot be
+            examined: no permission, not a folder, gone.
+    """
+    try:
+        return sorted(p for p in folder.iterdir() if keep(p))
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise error(f"{exc.filename or folder}: cannot read the folder ({reason})") from None
+
+
+def is_identity_folder(path: Path) -> bool:
+    """A visible sub-folder (one identity of an image folder)."""
+    return not path.name.startswith(".") and path.is_dir()
+
+
+def is_image_file(path: Path) -> bool:
+    """A visible file with an extension in :data:`IMAGE_EXTENSIONS` (any case)."""
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+
+
 def _identity_images(root: Path) -> list[tuple[str, list[Path]]]:
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = list_folder(root, is_identity_folder)
     if not folders:
-        raise ValueError(f"{root}: no identity subfolders")
+        raise InputError(f"{root}: no identity subfolders")
     identities = []
     for folder in folders:
-        files = sorted(
-            p
-            for p in folder.iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
+        files = list_folder(folder, is_image_file)
         if not files:
-            raise ValueError(f"{folder}: empty identity folder (no {', '.join(sorted(IMAGE_EXTENSIONS))} files)")
+            raise InputError(f"{folder}: empty identity folder (no {', '.join(sorted(IMAGE_EXTENSIONS))} files)")
         identities.append((folder.name, files))
     return identities
 
@@ -67,8 +89,9 @@ def pack_image_folder(
     Hidden files and files with other extensions are ignored.
 
     Raises:
-        ValueError: no identity folders, an empty identity folder, an unreadable image, or more than 2^24 records
-            (float32 ranges would not be exact).
+        InputError: no identity folders, a folder that cannot be listed, an empty identity folder, or more than 2^24
+            records (float32 ranges would not be exact).
+        ImageDecodeError: an image that cannot be read or decoded (truncated, corrupt, over the pixel limit).
         FileExistsError: ``train.rec`` exists and ``overwrite`` is false.
     """
     root, out = Path(image_root), Path(out_dir)
@@ -76,7 +99,7 @@ def pack_image_folder(
     num_images = sum(len(files) for _, files in identities)
     num_classes = len(identities)
     if num_images + 1 + num_classes > FLOAT32_EXACT_LIMIT:
-        raise ValueError(f"{root}: {num_images} images + {num_classes} classes exceed the float32-exact 2^24 keys")
+        raise InputError(f"{root}: {num_images} images + {num_classes} classes exceed the float32-exact 2^24 keys")
     out.mkdir(parents=True, exist_ok=True)
     if not rec_name.endswith(".rec"):
         raise ValueError(f"rec_name must end in .rec, got {rec_name!r}")
@@ -100,9 +123,9 @@ def pack_image_folder(
 def _write_pack(
     identities: list[tuple[str, list[Path]]], num_images: int, rec_path: Path, idx_path: Path
 ) -> tuple[int, int]:
-    """Write the records of :func:`pack_image_folder`; returns the (height, width) of the first image."""
-    from PIL import Image, UnidentifiedImageError
-
+    """Write the records of :func:`pack_image_folder`; returns the (height, width) of the first image. Every
+    image is decoded once with the bounded decoder (:func:`qualiface.imaging.decode_image`), so a truncated, corrupt
+    or oversized file is refused naming it instead of being packed."""
     num_classes = len(identities)
     size: tuple[int, int] | None = None
     ranges = []
@@ -111,12 +134,9 @@ def _write_pack(
         for cls, (_, files) in enumerate(identities):
             start = key
             for file in files:
-                data = file.read_bytes()
-                try:
-                    with Image.open(io.BytesIO(data)) as img:
-                        size = size or (img.height, img.width)
-                except (UnidentifiedImageError, OSError) as err:
-                    raise ValueError(f"{file}: not a readable image: {err}") from err
+                data = imaging.read_image_bytes(file)
+                pixels = imaging.decode_image(data, str(file))
+                size = size or (pixels.shape[0], pixels.shape[1])
                 writer.write(key, cls, data)
                 key += 1
             ranges.append((start, key))
@@ -132,11 +152,12 @@ def read_property(path: str | os.PathLike[str]) -> tuple[int, int, int]:
     """Read a ``property`` file ``"<num_classes>,<height>,<width>"`` (``docs/formats.md``, RecordIO).
 
     Raises:
-        ValueError: not three comma-separated integers.
+        InputError: a first line that is not three comma-separated integers (a binary file too), naming the file.
     """
-    text = Path(path).read_text(encoding="utf-8").strip()
-    try:
-        num_classes, height, width = (int(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"{path}: expected '<num_classes>,<height>,<width>', got {text!r}") from None
+    with Path(path).open("rb") as fh:
+        first = fh.read(256).split(b"\n", 1)[0].strip()  # the first line (insightface's shuffle tool adds more)
+    fields = first.split(b",")
+    if len(fields) != 3 or not all(f.strip().isdigit() for f in fields):
+        raise InputError(f"{path}: expected '<num_classes>,<height>,<width>', got {first[:40]!r}")
+    num_classes, height, width = (int(f) for f in fields)
     return num_classes, height, width
