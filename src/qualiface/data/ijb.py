@@ -9,9 +9,10 @@ Layout: ``<root>/{IJBB,IJBC}/meta/`` with lower-case prefixes ``ijbb`` / ``ijbc`
   ``ijbc_1N_gallery_G1.csv``, ``ijbc_1N_gallery_G2.csv``, ``ijbc_1N_probe_mixed.csv`` (IJB-B: ``S1``/``S2``).
 
 Space-separated files are split on any whitespace (``np.loadtxt``; insightface uses ``pandas.read_csv(sep=' ')``,
-which gives the same values on well-formed files). Every reader raises ``ValueError`` naming the file and the
-line of the first bad entry, and ``FileNotFoundError`` naming a missing file. The published counts can be
-asserted with :func:`check_ijb_counts`.
+which gives the same values on well-formed files). Every reader raises :class:`IJBMetaError` (an
+:class:`~qualiface.errors.InputError`, so a ``ValueError``) naming the file and the line of the first bad entry (a
+line that is not UTF-8, a field that does not parse, an id outside int64), and ``FileNotFoundError`` naming a missing
+file. The published counts can be asserted with :func:`check_ijb_counts`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from qualiface.errors import InputError
 
 IJB_COUNTS: dict[str, dict[str, int]] = {
     "IJBB": {
@@ -52,15 +55,40 @@ GALLERY_FILES: dict[str, tuple[str, str]] = {
 PROBE_FILES: dict[str, str] = {"IJBB": "ijbb_1N_probe_mixed.csv", "IJBC": "ijbc_1N_probe_mixed.csv"}
 
 
+class IJBMetaError(InputError):
+    """An IJB meta file that cannot be read: the message names the file and the line of the first bad entry."""
+
+
+#: Template, media and subject ids are int64 (numpy's and insightface's type): larger ids are refused.
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
 def _require_file(path: Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     return path
 
 
+def _int64(text: str) -> int:
+    """An integer id as written in the meta files (ASCII digits, an optional sign) that fits int64."""
+    stripped = text.strip()
+    digits = stripped[1:] if stripped[:1] in ("-", "+") else stripped
+    if not (digits.isascii() and digits.isdigit()):
+        raise ValueError(f"cannot parse {text!r}")
+    value = int(stripped)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"id {value} is outside the 64-bit integer range")
+    return value
+
+
 def _data_lines(path: Path, skiprows: int = 0) -> Iterator[tuple[int, str]]:
-    with path.open() as handle:
-        for number, line in enumerate(handle, start=1):
+    """``(line number, text)`` of the non-blank lines after ``skiprows``; a line that is not UTF-8 is refused."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise IJBMetaError(f"{path}: line {number}: not UTF-8 text ({raw[:40]!r})") from None
             if number <= skiprows or not line.strip():
                 continue
             yield number, line
@@ -82,8 +110,9 @@ def _first_bad_line(path: Path, converters: list[Callable[[str], object]], delim
         for column, (field, convert) in enumerate(zip(fields, converters, strict=True)):
             try:
                 convert(field)
-            except ValueError:
-                return f"line {number}, column {column + 1}: cannot parse {field!r}"
+            except ValueError as exc:
+                reason = str(exc) if convert is _int64 else f"cannot parse {field!r}"
+                return f"line {number}, column {column + 1}: {reason}"
     return "unreadable content"
 
 
@@ -91,34 +120,35 @@ def _load_columns(path: Path, converters: list[Callable[[str], object]], dtype: 
     """A whitespace-separated table with exactly ``len(converters)`` columns, as a 2-D ``dtype`` array."""
     _require_file(path)
     try:
-        table = np.loadtxt(path, dtype=dtype, ndmin=2, comments=None)
-    except ValueError:
-        raise ValueError(f"{path}: {_first_bad_line(path, converters, None, 0)}") from None
+        table = np.loadtxt(path, dtype=dtype, ndmin=2, comments=None, encoding="utf-8")
+    except (ValueError, OverflowError):  # UnicodeDecodeError is a ValueError
+        raise IJBMetaError(f"{path}: {_first_bad_line(path, converters, None, 0)}") from None
     if table.shape[0] == 0:
-        raise ValueError(f"{path}: empty file")
+        raise IJBMetaError(f"{path}: empty file")
     if table.shape[1] != len(converters):
-        raise ValueError(f"{path}: {table.shape[1]} fields per line, expected {len(converters)}")
+        raise IJBMetaError(f"{path}: {table.shape[1]} fields per line, expected {len(converters)}")
     return table
 
 
 def _to_numbers(path: Path, column: np.ndarray, dtype: type, index: int, skiprows: int = 0) -> np.ndarray:
+    caster: Callable[[str], object] = _int64 if np.issubdtype(dtype, np.integer) else float
     try:
         return column.astype(dtype)
-    except ValueError:
-        caster = int if np.issubdtype(dtype, np.integer) else float
+    except (ValueError, OverflowError):
         for row, text in enumerate(column.tolist()):
             try:
                 caster(text)
-            except ValueError:
+            except ValueError as exc:
                 line = _line_of_row(path, row, skiprows)
-                raise ValueError(f"{path}: line {line}, column {index + 1}: cannot parse {text!r}") from None
-        raise
+                reason = str(exc) if caster is _int64 else f"cannot parse {text!r}"
+                raise IJBMetaError(f"{path}: line {line}, column {index + 1}: {reason}") from None
+        raise IJBMetaError(f"{path}: column {index + 1}: cannot convert to {np.dtype(dtype).name}") from None
 
 
 def read_face_tid_mid(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``<x>_face_tid_mid.txt`` -> ``(image_names (str), template_ids (int64), media_ids (int64))``."""
     path = Path(path)
-    table = _load_columns(path, [str, int, int], str)
+    table = _load_columns(path, [str, _int64, _int64], str)
     return table[:, 0], _to_numbers(path, table[:, 1], np.int64, 1), _to_numbers(path, table[:, 2], np.int64, 2)
 
 
@@ -135,19 +165,19 @@ def read_name_5pts_score(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.n
     if bad.any():
         row, column = np.argwhere(bad)[0]
         line = _line_of_row(path, int(row))
-        raise ValueError(f"{path}: line {line}, column {int(column) + 2}: non-finite value")
+        raise IJBMetaError(f"{path}: line {line}, column {int(column) + 2}: non-finite value")
     return table[:, 0], numbers[:, :10].reshape(-1, 5, 2), numbers[:, 10].copy()
 
 
 def read_template_pairs(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``<x>_template_pair_label.txt`` -> ``(template_id_1, template_id_2, label)`` (int64, int64, int8 in {0, 1})."""
     path = Path(path)
-    table = _load_columns(path, [int, int, int], np.int64)
+    table = _load_columns(path, [_int64, _int64, _int64], np.int64)
     labels = table[:, 2]
     wrong = (labels != 0) & (labels != 1)
     if wrong.any():
         row = int(np.flatnonzero(wrong)[0])
-        raise ValueError(
+        raise IJBMetaError(
             f"{path}: line {_line_of_row(path, row)}: label {int(labels[row])} is not 0 or 1 "
             f"({int(wrong.sum())} such line(s))"
         )
@@ -160,22 +190,30 @@ def read_template_subject_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]
     path = _require_file(Path(path))
     templates: list[int] = []
     subjects: list[int] = []
-    with path.open(newline="") as handle:
-        reader = csv.reader(handle)
+    line = [0]  # the file line of the row just read (blank lines are not fed to the csv reader)
+
+    def lines() -> Iterator[str]:
+        for line[0], text in _data_lines(path):
+            yield text
+
+    reader = csv.reader(lines())
+    try:
         if next(reader, None) is None:
-            raise ValueError(f"{path}: empty file (a header row is expected)")
-        for number, row in enumerate(reader, start=2):
+            raise IJBMetaError(f"{path}: empty file (a header row is expected)")
+        for row in reader:
             if not row or not any(field.strip() for field in row):
                 continue
             if len(row) < 2:
-                raise ValueError(f"{path}: line {number}: {len(row)} field(s), expected at least 2")
+                raise IJBMetaError(f"{path}: line {line[0]}: {len(row)} field(s), expected at least 2")
             try:
-                templates.append(int(row[0]))
-                subjects.append(int(row[1]))
-            except ValueError:
-                raise ValueError(f"{path}: line {number}: template or subject id {row[:2]} is not an integer") from None
+                templates.append(_int64(row[0]))
+                subjects.append(_int64(row[1]))
+            except ValueError as exc:
+                raise IJBMetaError(f"{path}: line {line[0]}: template or subject id {row[:2]}: {exc}") from None
+    except csv.Error as exc:
+        raise IJBMetaError(f"{path}: line {line[0]}: {exc}") from None
     if not templates:
-        raise ValueError(f"{path}: no data rows after the header")
+        raise IJBMetaError(f"{path}: no data rows after the header")
     return np.asarray(templates, dtype=np.int64), np.asarray(subjects, dtype=np.int64)
 
 
@@ -187,13 +225,13 @@ def template_subjects(
     templates = np.asarray(templates)
     subjects = np.asarray(subjects)
     if templates.shape != subjects.shape or templates.ndim != 1:
-        raise ValueError(f"{source}: templates and subjects must be 1-D of equal length")
+        raise IJBMetaError(f"{source}: templates and subjects must be 1-D of equal length")
     unique, first, inverse = np.unique(templates, return_index=True, return_inverse=True)
     chosen = subjects[first]
     conflict = chosen[inverse] != subjects
     if conflict.any():
         row = int(np.flatnonzero(conflict)[0])
-        raise ValueError(
+        raise IJBMetaError(
             f"{source}: template {int(templates[row])} is listed with subjects {int(chosen[inverse[row]])} "
             f"and {int(subjects[row])}"
         )
@@ -214,7 +252,7 @@ def detect_subset(meta_dir: str | Path) -> str:
 def _subset_name(subset: str) -> str:
     name = subset.upper().replace("-", "")
     if name not in IJB_COUNTS:
-        raise ValueError(f"unknown IJB subset {subset!r}; use 'IJBB' or 'IJBC'")
+        raise InputError(f"unknown IJB subset {subset!r}; use 'IJBB' or 'IJBC'")
     return name
 
 
@@ -255,7 +293,7 @@ def check_ijb_counts(subset: str, found: dict[str, int]) -> None:
         raise ValueError(f"unknown count name(s) {unknown}; known: {sorted(expected)}")
     wrong = [f"{key}: found {found[key]:,}, expected {expected[key]:,}" for key in found if found[key] != expected[key]]
     if wrong:
-        raise ValueError(f"{_subset_name(subset)} sizes differ from the published ones: " + "; ".join(wrong))
+        raise IJBMetaError(f"{_subset_name(subset)} sizes differ from the published ones: " + "; ".join(wrong))
 
 
 def load_ijb_meta(meta_dir: str | Path, subset: str | None = None, *, check_counts: bool = False) -> IJBMeta:
@@ -272,11 +310,11 @@ def load_ijb_meta(meta_dir: str | Path, subset: str | None = None, *, check_coun
     names, templates, medias = read_face_tid_mid(tid_path)
     names_5pts, landmarks, faceness = read_name_5pts_score(pts_path)
     if names.shape[0] != names_5pts.shape[0]:
-        raise ValueError(f"{tid_path} has {names.shape[0]} images but {pts_path} has {names_5pts.shape[0]}")
+        raise IJBMetaError(f"{tid_path} has {names.shape[0]} images but {pts_path} has {names_5pts.shape[0]}")
     differ = names != names_5pts
     if differ.any():
         row = int(np.flatnonzero(differ)[0])
-        raise ValueError(
+        raise IJBMetaError(
             f"{tid_path} and {pts_path} list different images at data row {row + 1}: "
             f"{str(names[row])!r} and {str(names_5pts[row])!r}"
         )
