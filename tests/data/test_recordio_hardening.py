@@ -4,6 +4,7 @@ is one RecordIOError line naming the file and the key or line (docs/formats.md, 
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -138,3 +139,18 @@ def test_a_lying_header_through_qualiface_train_is_one_line_and_exit_2(tmp_path:
     assert result.exit_code == EXIT_INPUT, result.output
     assert f"error: {rec} (key 0): header record 0 claims" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("bound", [math.nan, math.inf, 1.5])
+def test_identity_and_header_ranges_must_be_integer_keys(tmp_path: Path, bound: float) -> None:
+    """Found by tests/fuzz/test_fuzz_recordio.py: int(NaN) raised ValueError, int(inf) OverflowError, 1.5 read as 1."""
+    rec = tmp_path / "train.rec"
+    with RecordIOWriter(rec, tmp_path / "train.idx") as writer:
+        writer.write(1, 0, b"img")
+        writer.write(2, [bound, 2.0])
+        writer.write(0, [2.0, 3.0], id2=1)
+    with pytest.raises(RecordIOError, match=re.escape(f"{rec} (key 2): identity range [")):
+        RecordIOReader(rec).identity_ranges()
+    _insightface(tmp_path, [2.0, 3.0 + bound])
+    with pytest.raises(RecordIOError, match=re.escape(f"{rec}: header record 0 label [2.0, ")):
+        RecordIOReader(rec)

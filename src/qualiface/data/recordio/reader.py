@@ -86,7 +86,7 @@ class RecordIOReader:
         label = np.asarray(header.label)
         if label.size < 2:
             raise RecordIOError(f"{self.rec_path}: header record 0 has flag {header.flag}, expected >= 2 labels")
-        first_identity, end_identity = (int(v) if np.isfinite(v) else -1 for v in label[:2])
+        first_identity, end_identity = (int(v) if np.isfinite(v) and v == int(v) else -1 for v in label[:2])
         if not 1 <= first_identity <= end_identity:
             raise RecordIOError(
                 f"{self.rec_path}: header record 0 label {label.tolist()} is not a range [N+1, N+1+C] with N >= 0"
@@ -233,6 +233,10 @@ class RecordIOReader:
             label = np.asarray(header.label).reshape(-1)
             if header.flag < 2 or label.size < 2:
                 raise RecordIOError(f"{self.rec_path} (key {key}): identity record needs a 2-element label")
+            if not all(math.isfinite(v) and v == int(v) for v in label[:2].tolist()):
+                raise RecordIOError(
+                    f"{self.rec_path} (key {key}): identity range {label[:2].tolist()} is not two integer keys"
+                )
             start, end = int(label[0]), int(label[1])
             if not 1 <= start <= end <= first:
                 raise RecordIOError(
