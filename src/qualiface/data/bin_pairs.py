@@ -99,7 +99,8 @@ def safe_unpickle(data: bytes, source: str) -> Any:
             MemoryError,
             OverflowError,
         ) as exc:
-            raise ValueError(f"{source}: not a readable pickle (truncated or corrupt?): {exc}") from None
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__  # one line: the text may quote the file
+            raise ValueError(f"{source}: not a readable pickle (truncated or corrupt?): {reason}") from None
     raise ValueError(f"{source}: the pickle holds text that decodes neither as ASCII nor as bytes")
 
 
