@@ -5,6 +5,7 @@ or 'unreadable content')."""
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -87,3 +88,17 @@ def test_an_id_beyond_int64_through_eval_ijb_is_one_line(tmp_path: Path) -> None
     assert result.exit_code == EXIT_INPUT, result.output
     assert f"{meta / 'ijbc_face_tid_mid.txt'}: line 1, column 2: id {BIG} is outside" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "\n1.jpg 1 2\n"])
+def test_empty_and_blank_lines_give_no_numpy_warning(tmp_path: Path, content: str) -> None:
+    """Found by tests/fuzz/test_fuzz_ijb.py: np.loadtxt's UserWarnings on empty input and blank lines escaped."""
+    path = tmp_path / "ijbc_face_tid_mid.txt"
+    path.write_text(content)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if content.strip():
+            assert ijb.read_face_tid_mid(path)[1].tolist() == [1]
+        else:
+            with pytest.raises(IJBMetaError, match=re.escape(f"{path}: empty file")):
+                ijb.read_face_tid_mid(path)

@@ -18,6 +18,7 @@ file. The published counts can be asserted with :func:`check_ijb_counts`.
 from __future__ import annotations
 
 import csv
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +121,9 @@ def _load_columns(path: Path, converters: list[Callable[[str], object]], dtype: 
     """A whitespace-separated table with exactly ``len(converters)`` columns, as a 2-D ``dtype`` array."""
     _require_file(path)
     try:
-        table = np.loadtxt(path, dtype=dtype, ndmin=2, comments=None, encoding="utf-8")
+        with warnings.catch_warnings():  # numpy's notes on blank lines and empty input: an empty file is refused below
+            warnings.simplefilter("ignore", UserWarning)
+            table = np.loadtxt(path, dtype=dtype, ndmin=2, comments=None, encoding="utf-8")
     except (ValueError, OverflowError):  # UnicodeDecodeError is a ValueError
         raise IJBMetaError(f"{path}: {_first_bad_line(path, converters, None, 0)}") from None
     if table.shape[0] == 0:
