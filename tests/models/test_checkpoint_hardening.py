@@ -192,6 +192,21 @@ def test_bad_safetensors_headers_are_one_error_naming_the_file(
     assert words in str(info.value)
 
 
+@pytest.mark.parametrize("change", [{"embedding_dim": -1}, {"quality_branch": 5}])
+def test_architecture_arguments_a_backbone_refuses_are_one_error_naming_the_file(
+    tmp_path: Path, safetensors_model: Path, change: dict
+) -> None:
+    """Before: a RuntimeError (a negative dimension) or an AttributeError (an int branch name) traceback."""
+    raw = safetensors_model.read_bytes()
+    card = json.loads(json.loads(raw[8 : 8 + struct.unpack("<Q", raw[:8])[0]])["__metadata__"]["qualiface.card"])
+    card["architecture_kwargs"] = {**card["architecture_kwargs"], **change}
+    path = _safetensors_with(
+        tmp_path / "bad.safetensors", safetensors_model, {"__metadata__": {"qualiface.card": json.dumps(card)}}
+    )
+    with pytest.raises(ModelLoadError, match=re.escape(f"{path}: cannot build backbone 'iresnet18' with")):
+        load_model(path)
+
+
 def test_card_fields_of_the_wrong_json_type_are_refused_naming_the_field(safetensors_model: Path) -> None:
     card = load_model(safetensors_model).card.to_dict()
     for key, value in [("provenance", None), ("name", ["x"]), ("architecture_kwargs", [1]), ("licence", 3)]:

@@ -290,8 +290,10 @@ def build_and_load(
     try:
         with torch.device("meta"):
             backbone: Backbone = BACKBONES.create(name, **kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ModelLoadError(f"{path}: cannot build backbone {name!r} with {dict(kwargs)} ({exc})") from None
+    except (TypeError, ValueError, RuntimeError, AttributeError, LookupError, ArithmeticError) as exc:
+        # the arguments come from the file (a card, backbone_kwargs): whatever the constructor makes of them
+        reason = str(exc) if isinstance(exc, TypeError | ValueError) else f"{type(exc).__name__}: {exc}"
+        raise ModelLoadError(f"{path}: cannot build backbone {name!r} with {dict(kwargs)} ({reason})") from None
     own = backbone.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
