@@ -151,7 +151,7 @@ def test_a_file_that_is_not_a_checkpoint_is_one_error_naming_it(tmp_path: Path, 
     assert "\n" not in str(info.value)
 
 
-def _safetensors_with(path: Path, source: Path, change: dict) -> Path:
+def _safetensors_with(path: Path, source: Path, change: dict, tensor: str | None = None) -> Path:
     raw = source.read_bytes()
     size = struct.unpack("<Q", raw[:8])[0]
     header = json.loads(raw[8 : 8 + size])
@@ -159,7 +159,7 @@ def _safetensors_with(path: Path, source: Path, change: dict) -> Path:
         if key == "__metadata__":
             header[key] = {**header[key], **value}
         else:
-            name = next(k for k in header if k != "__metadata__")
+            name = tensor or next(k for k in header if k != "__metadata__")
             header[name] = {**header[name], key: value}
     text = json.dumps(header).encode()
     path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + size :])
@@ -205,6 +205,16 @@ def test_architecture_arguments_a_backbone_refuses_are_one_error_naming_the_file
     )
     with pytest.raises(ModelLoadError, match=re.escape(f"{path}: cannot build backbone 'iresnet18' with")):
         load_model(path)
+
+
+def test_integer_weights_for_a_float_parameter_are_a_mismatch_naming_the_key(
+    tmp_path: Path, safetensors_model: Path
+) -> None:
+    """Before: load_state_dict's RuntimeError traceback (an int32 tensor cannot be a Parameter)."""
+    path = _safetensors_with(tmp_path / "int.safetensors", safetensors_model, {"dtype": "I32"}, "conv1.weight")
+    with pytest.raises(ModelLoadError, match=re.escape(f"{path}: cannot load as safetensors (iresnet18)")) as info:
+        load_model(path)
+    assert "torch.int32 vs torch.float32" in str(info.value)
 
 
 def test_card_fields_of_the_wrong_json_type_are_refused_naming_the_field(safetensors_model: Path) -> None:

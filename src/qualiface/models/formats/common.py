@@ -302,10 +302,20 @@ def build_and_load(
         for k in own
         if k in state and tuple(state[k].shape) != tuple(own[k].shape)
     ]
+    shapes += [
+        f"{k} {state[k].dtype} vs {own[k].dtype}"
+        for k in own
+        if k in state and own[k].is_floating_point() != state[k].is_floating_point()
+    ]
     if missing or unexpected or shapes:
         raise mismatch(path, f"{fmt} ({name})", missing, unexpected, all_keys or list(state), shapes=shapes)
     weights = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
-    backbone.load_state_dict(weights, strict=True, assign=True)
+    try:
+        backbone.load_state_dict(weights, strict=True, assign=True)
+    except RuntimeError as exc:  # what the checks above do not foresee: still the file's weights
+        raise ModelLoadError(
+            f"{path}: cannot load the weights into {name!r} ({' '.join(str(exc).split())[:300]})"
+        ) from None
     backbone.eval()
     backbone.arch_kwargs = dict(kwargs)
     return backbone
