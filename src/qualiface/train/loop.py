@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import shutil
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -159,12 +160,17 @@ class Trainer:
         if info.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.model = DistributedDataParallel(
-                self.model,
-                device_ids=[self.device] if self.device.type == "cuda" else None,
-                broadcast_buffers=False,
-                find_unused_parameters=False,
-            )
+            with warnings.catch_warnings():
+                # torch 2.13 deprecates broadcast_buffers for forward_sync_buffers, which still syncs the buffers at
+                # init: each rank's BatchNorm statistics are its own (arcface_torch) and a resume restores them, so
+                # the deprecated flag stays until torch offers init_sync_buffers (its warning says as much)
+                warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+                self.model = DistributedDataParallel(
+                    self.model,
+                    device_ids=[self.device] if self.device.type == "cuda" else None,
+                    broadcast_buffers=False,
+                    find_unused_parameters=False,
+                )
             self.model.register_comm_hook(None, sum_gradients_hook)
         if cfg.train.compile:
             self.model = torch.compile(self.model)  # type: ignore[assignment]
