@@ -102,3 +102,13 @@ def test_empty_and_blank_lines_give_no_numpy_warning(tmp_path: Path, content: st
         else:
             with pytest.raises(IJBMetaError, match=re.escape(f"{path}: empty file")):
                 ijb.read_face_tid_mid(path)
+
+
+def test_a_landmark_beyond_float32_is_a_non_finite_value_without_a_numpy_warning(tmp_path: Path) -> None:
+    """Found by tests/fuzz/test_fuzz_ijb.py: the float32 cast warned 'overflow encountered in cast'."""
+    path = tmp_path / "ijbc_name_5pts_score.txt"
+    path.write_text("1.jpg 1e39 " + " ".join(["1"] * 10) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(IJBMetaError, match=re.escape(f"{path}: line 1, column 2: non-finite value")):
+            ijb.read_name_5pts_score(path)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from _helpers.fuzz import FAST, LONG, mutate
-from qualiface.data.bin_pairs import load_bin, safe_unpickle
+from qualiface.data.bin_pairs import UnsafePickleError, load_bin, safe_unpickle
 
 
 def _encoded(fmt: str, seed: int) -> bytes:
@@ -64,6 +64,13 @@ def _check(data: bytes) -> None:
 def test_the_seed_packs_load() -> None:
     for seed in SEEDS:
         _check(seed)
+
+
+def test_a_refused_global_with_a_line_break_in_its_name_is_one_line() -> None:
+    """Found by test_mutated_packs_long: a mutated module name 'numpy.\\n' made the refusal two lines."""
+    with pytest.raises(UnsafePickleError, match=r"^f\.bin: refused to load the global 'numpy\.\\n\.dtype'") as info:
+        safe_unpickle(b"\x80\x04\x8c\x07numpy.\n\x8c\x05dtype\x93.", "f.bin")  # STACK_GLOBAL of 'numpy.\n'
+    assert "\n" not in str(info.value)
 
 
 def test_a_corrupt_pickle_is_one_line_even_when_its_error_quotes_line_breaks() -> None:

@@ -69,8 +69,10 @@ class _PackUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED_GLOBALS:
             return _numpy_global(module, name)
+        shown = f"{module}.{name}"
+        shown = shown if shown.isprintable() and len(shown) <= 200 else repr(shown[:200])  # one line, whatever it is
         raise UnsafePickleError(
-            f"{self.source}: refused to load the global {module}.{name}; a verification pack only holds encoded "
+            f"{self.source}: refused to load the global {shown}; a verification pack only holds encoded "
             "images and bools (NumPy arrays at most), so this file is not a genuine pack"
         )
 

@@ -136,7 +136,8 @@ def _load_columns(path: Path, converters: list[Callable[[str], object]], dtype: 
 def _to_numbers(path: Path, column: np.ndarray, dtype: type, index: int, skiprows: int = 0) -> np.ndarray:
     caster: Callable[[str], object] = _int64 if np.issubdtype(dtype, np.integer) else float
     try:
-        return column.astype(dtype)
+        with np.errstate(over="ignore"):  # a float beyond float32 becomes inf, refused by the caller's finite check
+            return column.astype(dtype)
     except (ValueError, OverflowError):
         for row, text in enumerate(column.tolist()):
             try:
