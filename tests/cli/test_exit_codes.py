@@ -64,11 +64,8 @@ def test_an_input_error_deep_in_a_command_is_one_line_and_exit_2(tmp_path: Path)
     (faces / "a" / "bomb.png").write_bytes(
         b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00u0\x00\x00u0\x08\x02\x00\x00\x00\x00\x00\x00\x00"
     )
-    result = runner.invoke(
-        app,
-        ["train", str(TINY), "--set", "data.source=image_folder", "--set", f"data.path={faces}", "--set", "data.batch_size=1",
-         "--out-dir", str(tmp_path / "run")],
-    )  # fmt: skip
+    options = ["--set", "data.source=image_folder", "--set", f"data.path={faces}", "--set", "data.batch_size=1"]
+    result = runner.invoke(app, ["train", str(TINY), *options, "--out-dir", str(tmp_path / "run")])
     assert result.exit_code == EXIT_INPUT, result.output
     assert f"error: {faces / 'a' / 'bomb.png'}: " in result.output
     assert "Traceback" not in result.output

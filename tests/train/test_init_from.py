@@ -98,3 +98,15 @@ def test_centres_train_when_asked(tmp_path, arcface_two_processes) -> None:
     data["model"]["init_from"] = None
     with pytest.raises(ValueError, match=r"freeze_centres needs model\.init_from"):
         train(config_from_dict(data))
+
+
+def test_weights_of_another_shape_are_one_input_error(tmp_path, arcface_two_processes) -> None:
+    """A backbone of another embedding size: before, PyTorch's multi-line RuntimeError (a traceback in the CLI)."""
+    from qualiface.errors import InputError
+
+    run, _ = arcface_two_processes
+    data = _finetune(tmp_path / "wider", run)
+    data["model"]["kwargs"]["embedding_dim"] = 48
+    with pytest.raises(InputError, match=r"model\.init_from .*: the weights do not fit .*size mismatch") as info:
+        train(config_from_dict(data))
+    assert "\n" not in str(info.value)

@@ -27,7 +27,7 @@ import qualiface
 from qualiface.backbones.base import Backbone
 from qualiface.config.io import dump_config, to_dict
 from qualiface.config.schema import ExperimentConfig
-from qualiface.errors import RunError
+from qualiface.errors import InputError, RunError
 from qualiface.heads.base import Head
 from qualiface.models.card import ThresholdInfo
 from qualiface.models.face_model import FaceModel
@@ -257,7 +257,14 @@ class Trainer:
         gathered centres, a checkpoint folder one shard per rank. Logs what was loaded; with
         frozen centres (``head.freeze_centres``) a source without centres for this class count is refused."""
         backbone_state, centres, source = read_init_source(path)
-        missing, unexpected = self.backbone.load_state_dict(backbone_state, strict=False)
+        try:
+            missing, unexpected = self.backbone.load_state_dict(backbone_state, strict=False)
+        except RuntimeError as exc:  # shapes that differ: PyTorch lists every one over many lines
+            first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
+            raise InputError(
+                f"model.init_from {path}: the weights do not fit {self.cfg.model.backbone} "
+                f"({first.rstrip('.')}); init from a run of the same backbone and model.kwargs"
+            ) from None
         if unexpected or [k for k in missing if k.split(".")[0] not in branch_modules()]:
             raise ValueError(
                 f"model.init_from {path}: backbone keys do not match {self.cfg.model.backbone}: missing {missing[:5]}, "
