@@ -80,6 +80,16 @@ class StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def yaml_problem(exc: yaml.YAMLError) -> tuple[str, str]:
+    """PyYAML's error in one line, as ``(location, problem)``: ``"3:4"`` (line and column, or ``""``) and
+    ``"expected ',' or ']', but got ':' (while parsing a flow sequence)"`` (its text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = f"{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+    return where, f"{problem}" + (f" ({context})" if context else "")
+
+
 def load_yaml(text: str, source: str = "<yaml>") -> Any:
     """One YAML document read by :class:`StrictLoader`; ``source`` names it in the errors."""
     loader = StrictLoader(text, source)
@@ -217,7 +227,9 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     try:
         node[parts[-1]] = load_yaml(raw, f"override {override!r}") if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {override!r}: the value is not valid YAML ({exc})") from exc
+        where, problem = yaml_problem(exc)
+        at = f" at column {where.split(':')[1]}" if where else ""
+        raise ConfigError(f"override {override!r}: the value is not valid YAML{at}: {problem}") from None
 
 
 #: Bounds of the numeric fields (:func:`check_components`): far beyond any real run, small enough that no value
@@ -404,7 +416,8 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{path}: the config is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+            where, problem = yaml_problem(exc)
+            raise ConfigError(f"{path}:{where + ':' if where else ''} not valid YAML: {problem}") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):
