@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+#: The shared real data beside the repository (``../shared/data``) and the SFace recognizer in it.
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+SFACE = SHARED / "models" / "face_recognition_sface_2021dec_fp32_dequantized.onnx"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), for the record of every benchmark."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def rss_kib(field: str) -> int:

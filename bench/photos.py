@@ -18,25 +18,11 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 from typing import Any
 
-from _measure import best_of
-
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-SFACE = SHARED / "models" / "face_recognition_sface_2021dec_fp32_dequantized.onnx"
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from _measure import SFACE, SHARED, best_of, cpu_model
 
 
 def main() -> None:
@@ -74,7 +60,8 @@ def main() -> None:
     row("photos end to end", len(orl), best_of(lambda: embed_faces(model, load_faces(orl)), args.repeat))
 
     print(
-        f"{_cpu()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads, model {args.model.name}"
+        f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads, "
+        f"model {args.model.name}"
     )
     print(f"\n| step | images | best of {args.repeat} s | images/s |\n|---|---|---|---|")
     for r in rows:
@@ -82,7 +69,7 @@ def main() -> None:
     date = datetime.date.today().isoformat()
     out = args.out or Path(__file__).parent / "results" / f"photos_{date}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"command": " ".join(sys.argv), "date": date, "cpu": _cpu(), "cores": os.cpu_count(), "rows": rows}
+    record = {"command": " ".join(sys.argv), "date": date, "cpu": cpu_model(), "cores": os.cpu_count(), "rows": rows}
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -25,7 +25,6 @@ import datetime
 import http.client
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -37,18 +36,7 @@ from typing import Any
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-SFACE = SHARED / "models" / "face_recognition_sface_2021dec_fp32_dequantized.onnx"
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from _measure import SFACE, SHARED, cpu_model
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -180,7 +168,7 @@ def main() -> None:
     record = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": date,
-        "cpu": _cpu(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "model": args.model.name,
         "photos": len(photos),
@@ -190,7 +178,7 @@ def main() -> None:
         "rows": rows,
         "rounds": rounds,
     }
-    print(f"{record['command']}\n{date}, {_cpu()}, {os.cpu_count()} cores, model {args.model.name}")
+    print(f"{record['command']}\n{date}, {cpu_model()}, {os.cpu_count()} cores, model {args.model.name}")
     print(f"load average before {load_before}, after {load_after}")
     print(f"library in one process: {reference:.2f} photos/s (best of {len(baselines)} rounds: {baselines})")
     print(f"library CPU ms per photo: {baseline_cpu}")

@@ -63,24 +63,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from _measure import best_of, reset_peak, rss_kib
+from _measure import best_of, cpu_model, reset_peak, rss_kib
 
 DEFAULT_BATCH = {"mobilefacenet": 64, "iresnet50": 32}
 SHARED_FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "glint360k-sample" / "images"
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def _cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return platform.processor()
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def _data_cfg(spec: dict[str, Any]) -> dict[str, Any]:
@@ -408,7 +397,7 @@ def main() -> None:
 
     date = datetime.date.today().isoformat()
     machine = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "fast_bf16": cpu_has_fast_bf16(),
