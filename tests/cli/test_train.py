@@ -61,3 +61,34 @@ def test_print_config_shows_the_resolved_values() -> None:
     result = runner.invoke(app, ["train", str(TINY), "--set", "head.name=magface", "--print-config"])
     assert result.exit_code == 0
     assert "name: magface" in result.output
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_resumable(tmp_path: Path, monkeypatch) -> None:
+    """ENOSPC while writing step 2's checkpoint: before, an OSError traceback; now exit 1, one line naming the last
+    complete checkpoint, which a --resume continues from."""
+    import errno
+
+    from qualiface.train import checkpoint as ckpt
+
+    out = tmp_path / "run"
+    real = ckpt.atomic_save
+    calls = []
+
+    def full_disk(obj, path):
+        calls.append(path)
+        if "step_00000002" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(obj, path)
+
+    monkeypatch.setattr(ckpt, "atomic_save", full_disk)
+    args = ["train", str(TINY), "--set", "train.steps=3", "--set", "train.checkpoint_every=1", "--out-dir", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "No space left on device" in result.output
+    assert f"the last complete checkpoint is {out / 'checkpoints' / 'step_00000001'}" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    monkeypatch.setattr(ckpt, "atomic_save", real)
+    resumed = runner.invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert torch.load(out / "model.pt", weights_only=True)["step"] == 3

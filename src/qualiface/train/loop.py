@@ -335,9 +335,18 @@ class Trainer:
                 + (f"the last good checkpoint is {last}" if last else "no checkpoint was written yet")
                 + ". Lower optim.lr, raise schedule.warmup_steps or set train.grad_clip, then continue with --resume."
             )
-        self.last_checkpoint = ckpt.save_checkpoint(
-            self.run_dir, self.step, self.state(), self.info, self.cfg.train.keep_checkpoints
-        )
+        try:
+            self.last_checkpoint = ckpt.save_checkpoint(
+                self.run_dir, self.step, self.state(), self.info, self.cfg.train.keep_checkpoints
+            )
+        except OSError as exc:  # a full disk, a vanished mount: the partial folder is removed by the next run
+            last = self.last_checkpoint
+            raise ckpt.CheckpointError(
+                f"step {self.step}: the checkpoint could not be written ({exc.filename or self.run_dir}: "
+                f"{exc.strerror or exc}); "
+                + (f"the last complete checkpoint is {last}" if last else "no checkpoint was written yet")
+                + "; free the space, then continue with --resume"
+            ) from None
         return self.last_checkpoint
 
     def _non_finite_tensor(self) -> str | None:
