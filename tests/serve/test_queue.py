@@ -76,3 +76,40 @@ def test_the_limiter_refuses_bad_bounds() -> None:
         InferenceLimiter(0, 1)
     with pytest.raises(ValueError, match="queue"):
         InferenceLimiter(1, -1)
+
+
+def test_bodies_in_memory_share_one_budget() -> None:
+    """Four 1 MiB bodies against a 2.5 MiB budget and a queue of 10: two are held (their requests wait for the one
+    worker), the third is refused with 503 + Retry-After once its chunks would pass the budget (before: every
+    admitted request could hold max_bytes, 65 x 10 MiB with the default queue); the budget is given back after."""
+    service = _SlowService()
+    settings = ServeSettings(concurrency=1, queue=10, max_buffered=5 << 19, max_bytes=2 << 20)
+    app = create_app(service, settings)  # type: ignore[arg-type]
+    limiter: InferenceLimiter = app.state.limiter
+    chunk = bytes(1 << 16)
+
+    def post() -> Any:
+        length = str(16 * len(chunk))
+        return call_async(app, "POST", "/embed", headers=[("content-length", length)], chunks=[chunk] * 16)
+
+    async def scenario() -> None:
+        held = [asyncio.ensure_future(post())]
+        await _until(lambda: service.running == 1)
+        held.append(asyncio.ensure_future(post()))
+        await _until(lambda: limiter.buffered == 2 << 20)
+        refused = await asyncio.wait_for(post(), timeout=5)
+        assert refused.status == 503
+        assert refused.headers["retry-after"] == "1"
+        assert "request bodies in memory would pass 2,621,440 bytes" in refused.json()["error"]
+        assert limiter.buffered <= settings.max_buffered
+        service.release.set()
+        assert [answer.status for answer in await asyncio.gather(*held)] == [200, 200]
+        assert limiter.buffered == 0
+        assert limiter.admitted == 0
+
+    asyncio.run(scenario())
+
+
+def test_the_budget_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_buffered"):
+        InferenceLimiter(1, 1, max_buffered=0)

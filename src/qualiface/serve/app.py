@@ -67,6 +67,7 @@ class ServeSettings:
         max_bytes: the largest request body; a larger one gets 413 as soon as it is seen.
         concurrency: requests decoded and run at once, each in a worker thread.
         queue: requests waiting for a worker; beyond ``concurrency + queue``: 503 with ``Retry-After``.
+        max_buffered: bytes of request bodies held at once, over every request; beyond: 503 with ``Retry-After``.
         body_timeout: seconds to receive a body; then 408.
         retry_after: the ``Retry-After`` seconds of a 503.
         api_key: when set, every endpoint but ``/health`` and ``/openapi.json`` requires it.
@@ -76,13 +77,14 @@ class ServeSettings:
     max_bytes: int = 10 * 1024 * 1024
     concurrency: int = 1
     queue: int = 64
+    max_buffered: int = 64 * 1024 * 1024
     body_timeout: float = 30.0
     retry_after: int = 1
     api_key: str | None = None
     allowed_hosts: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        for name, low in (("max_bytes", 1), ("concurrency", 1), ("queue", 0), ("retry_after", 0)):
+        for name, low in (("max_bytes", 1), ("concurrency", 1), ("queue", 0), ("retry_after", 0), ("max_buffered", 1)):
             if getattr(self, name) < low:
                 raise InputError(f"{name} must be at least {low}, got {getattr(self, name)}")
         if not 0 < self.body_timeout < float("inf"):
@@ -94,7 +96,7 @@ class ServeSettings:
 def create_app(service: FaceService, settings: ServeSettings | None = None) -> FastAPI:
     """The application answering the endpoints of :mod:`qualiface.serve` with ``service``."""
     settings = settings or ServeSettings()
-    limiter = InferenceLimiter(settings.concurrency, settings.queue, settings.retry_after)
+    limiter = InferenceLimiter(settings.concurrency, settings.queue, settings.retry_after, settings.max_buffered)
     app = FastAPI(
         title="qualiface",
         version=qualiface.__version__,
@@ -108,8 +110,8 @@ def create_app(service: FaceService, settings: ServeSettings | None = None) -> F
     async def infer(request: Request, work: Callable[[bytes], dict[str, Any]]) -> Response:
         request.state.body_read = False
         try:
-            with limiter.admit():
-                body = bytes(await read_body(request, settings.max_bytes, settings.body_timeout))
+            with limiter.admit() as reserve:
+                body = bytes(await read_body(request, settings.max_bytes, settings.body_timeout, reserve))
                 request.state.body_read = True
                 payload = await limiter.run(lambda: work(body))
         except RequestError as exc:  # refused before its body was read through: close the connection

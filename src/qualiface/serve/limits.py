@@ -7,9 +7,12 @@
 * :class:`InferenceLimiter` admits at most ``concurrency + queue`` requests; ``concurrency`` of them run in worker
   threads at once, the others wait. A request beyond that is refused at once with 503 and ``Retry-After``.
 
-A request is admitted *before* its body is read, so the memory held by bodies is at most
-``(concurrency + queue) x max_bytes`` (twice that for the instant a body becomes ``bytes``; plus uvicorn's 64 KiB
-read buffer per connection), and the decoded images at most ``concurrency`` times the decoder's bound.
+A request is admitted *before* its body is read, and the bodies being read or waiting share one budget of
+``max_buffered`` bytes: a chunk that would take the bodies in memory past it ends its request with 503 and
+``Retry-After`` (a server busy with large bodies, not a client error). So the memory held by bodies is at most
+``max_buffered`` (twice one body for the instant it becomes ``bytes``; plus uvicorn's 64 KiB read buffer per
+connection), whatever ``concurrency + queue`` allows, and the decoded images at most ``concurrency`` times the
+decoder's bound.
 """
 
 from __future__ import annotations
@@ -42,8 +45,11 @@ def declared_length(values: Iterable[str]) -> int | None:
     return int(values[0])
 
 
-async def read_body(request: Request, max_bytes: int, timeout: float) -> bytearray:
-    """The request body, never more than ``max_bytes`` held (see the module docstring for the refusals)."""
+async def read_body(
+    request: Request, max_bytes: int, timeout: float, reserve: Callable[[int], None] | None = None
+) -> bytearray:
+    """The request body, never more than ``max_bytes`` held (see the module docstring for the refusals);
+    ``reserve(n)`` is called before ``n`` more bytes are kept (it raises to refuse them)."""
     declared = declared_length(request.headers.getlist("content-length"))
     if declared is not None and declared > max_bytes:
         raise RequestError(
@@ -59,6 +65,8 @@ async def read_body(request: Request, max_bytes: int, timeout: float) -> bytearr
                     )
                 if declared is not None and len(body) + len(chunk) > declared:
                     raise RequestError(HTTPStatus.BAD_REQUEST, f"body longer than its Content-Length of {declared}")
+                if reserve is not None:
+                    reserve(len(chunk))
                 body += chunk
     except TimeoutError:
         raise RequestError(
@@ -76,7 +84,11 @@ class InferenceLimiter:
     request, :meth:`run` runs a function in a worker thread once a worker is free.
     """
 
-    def __init__(self, concurrency: int = 1, queue: int = 64, retry_after: int = 1) -> None:
+    def __init__(
+        self, concurrency: int = 1, queue: int = 64, retry_after: int = 1, max_buffered: int = 64 << 20
+    ) -> None:
+        if max_buffered < 1:
+            raise ValueError(f"max_buffered must be at least 1, got {max_buffered}")
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         if queue < 0:
@@ -84,25 +96,40 @@ class InferenceLimiter:
         self.concurrency = concurrency
         self.queue = queue
         self.retry_after = retry_after
+        self.max_buffered = max_buffered
         self.admitted = 0
+        self.buffered = 0
         self._workers: anyio.CapacityLimiter | None = None  # made in the event loop (older anyio needs one)
 
     @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        """Hold a place for one request inside the block; :class:`RequestError` 503 with ``Retry-After`` when all
-        places are taken."""
+    def admit(self) -> Iterator[Callable[[int], None]]:
+        """Hold a place for one request inside the block, and give it ``reserve(n)`` to count ``n`` more body
+        bytes against ``max_buffered`` (released at the end of the block); :class:`RequestError` 503 with
+        ``Retry-After`` when all places, or the body budget, are taken."""
         if self.admitted >= self.concurrency + self.queue:
-            raise RequestError(
-                HTTPStatus.SERVICE_UNAVAILABLE,
-                f"busy: {self.admitted} requests running or waiting (limit {self.concurrency} + {self.queue}); "
-                "retry later",
-                headers={"Retry-After": str(self.retry_after)},
-            )
+            raise self._busy(f"{self.admitted} requests running or waiting (limit {self.concurrency} + {self.queue})")
         self.admitted += 1
+        held = 0
+
+        def reserve(count: int) -> None:
+            nonlocal held
+            if self.buffered + count > self.max_buffered:
+                raise self._busy(f"request bodies in memory would pass {self.max_buffered:,} bytes")
+            self.buffered += count
+            held += count
+
         try:
-            yield
+            yield reserve
         finally:
             self.admitted -= 1
+            self.buffered -= held
+
+    def _busy(self, why: str) -> RequestError:
+        return RequestError(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            f"busy: {why}; retry later",
+            headers={"Retry-After": str(self.retry_after)},
+        )
 
     async def run(self, fn: Callable[[], T]) -> T:
         """``fn()`` in a worker thread, after waiting for one of the ``concurrency`` workers."""
