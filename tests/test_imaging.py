@@ -7,12 +7,12 @@ import struct
 import subprocess
 import sys
 import textwrap
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from _helpers.hostile import png_claiming
 from qualiface import imaging
 from qualiface.data.image_folder import ImageDataError, read_image
 from qualiface.data.recordio import decode_image as decode_record
@@ -30,18 +30,6 @@ def _encoded(fmt: str, height: int = 20, width: int = 30, mode: str = "RGB") -> 
     buffer = io.BytesIO()
     Image.fromarray(pixels).convert(mode).save(buffer, fmt)
     return buffer.getvalue()
-
-
-def _png_claiming(width: int, height: int) -> bytes:
-    """A tiny PNG whose header declares ``width x height`` (a decompression bomb's shape)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-    )
 
 
 def _jpeg_claiming(width: int, height: int) -> bytes:
@@ -91,7 +79,7 @@ def test_a_jpeg_header_over_the_limit_is_refused_before_decoding(monkeypatch, wi
 @pytest.mark.parametrize(("width", "height"), [(8000, 8000), (20000, 20000), (65500, 65500)])
 def test_a_png_bomb_is_refused_naming_the_limit(width, height):
     with pytest.raises(ImageDecodeError, match=r"bomb\.png: .*pixels is over the limit of 40,000,000"):
-        decode_image(_png_claiming(width, height), "bomb.png")
+        decode_image(png_claiming(width, height), "bomb.png")
 
 
 def test_the_limit_is_the_callers():
@@ -128,7 +116,7 @@ def test_non_images_and_unsupported_formats_are_input_errors(data):
 
 def test_read_image_names_the_file_and_bounds_its_size(tmp_path, monkeypatch):
     path = tmp_path / "big.png"
-    path.write_bytes(_png_claiming(20000, 20000))
+    path.write_bytes(png_claiming(20000, 20000))
     with pytest.raises(ImageDataError, match=rf"{path}: .*over the limit"):
         read_image(path)
     monkeypatch.setattr(imaging, "MAX_FILE_BYTES", 10)
@@ -143,13 +131,13 @@ def test_record_payloads_are_named():
     with pytest.raises(ImageDecodeError, match=r"train\.rec key 7: .*over the limit"):
         decode_record(_jpeg_claiming(12000, 12000), what="train.rec key 7")
     with pytest.raises(ImageDecodeError, match=r"record payload of \d+ bytes: .*over the limit"):
-        decode_record(_png_claiming(20000, 20000))
+        decode_record(png_claiming(20000, 20000))
 
 
 def test_a_hostile_header_stays_small_in_memory(tmp_path):
     """The attack's files decoded in a fresh process: refused, and the process never grows past 600 MB."""
     (tmp_path / "a.jpg").write_bytes(_jpeg_claiming(65500, 65500))
-    (tmp_path / "b.png").write_bytes(_png_claiming(65500, 65500))
+    (tmp_path / "b.png").write_bytes(png_claiming(65500, 65500))
     script = textwrap.dedent(
         f"""
         from pathlib import Path

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from _helpers.hostile import png_claiming
 from qualiface.cli.app import app
 from qualiface.cli.apps import exit_for
 from qualiface.config import ConfigError
@@ -61,9 +62,7 @@ def test_an_input_error_deep_in_a_command_is_one_line_and_exit_2(tmp_path: Path)
     """A training folder with a decompression bomb: before, a ValueError from the decoder exited 1 (or escaped)."""
     faces = tmp_path / "faces"
     (faces / "a").mkdir(parents=True)
-    (faces / "a" / "bomb.png").write_bytes(
-        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00u0\x00\x00u0\x08\x02\x00\x00\x00\x00\x00\x00\x00"
-    )
+    (faces / "a" / "bomb.png").write_bytes(png_claiming(30000, 30000))
     options = ["--set", "data.source=image_folder", "--set", f"data.path={faces}", "--set", "data.batch_size=1"]
     result = runner.invoke(app, ["train", str(TINY), *options, "--out-dir", str(tmp_path / "run")])
     assert result.exit_code == EXIT_INPUT, result.output

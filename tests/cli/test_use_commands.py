@@ -23,6 +23,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import qualiface
+from _helpers.hostile import png_claiming
 from _helpers.shared_data import SHARED_DATA, need
 from qualiface.cli.app import app
 from qualiface.models import load_model
@@ -261,19 +262,9 @@ def test_verify_warns_below_the_calibrated_quality_range(tmp_path: Path, quality
 def test_embed_refuses_a_decompression_bomb_by_name(tmp_path: Path) -> None:
     """A 60-byte PNG declaring 65500 x 65500 pixels beside a real photo: before, decoded in full (12 GiB asked);
     now skipped, named with the reason, and the real photo is still embedded."""
-    import struct
-    import zlib
-
     need(ORL / "s1", SFACE)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
     bomb = tmp_path / "bomb.png"
-    header = struct.pack(">IIBBBBB", 65500, 65500, 8, 2, 0, 0, 0)
-    bomb.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
-    )
+    bomb.write_bytes(png_claiming(65500, 65500))
     out = tmp_path / "e.npz"
     result = runner.invoke(app, ["embed", str(bomb), str(_orl(1, 1)), "--model", str(SFACE), "--out", str(out)])
     assert result.exit_code == 0, result.output

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import struct
-import zlib
 from typing import Any
 
 import numpy as np
@@ -14,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from _helpers.asgi import Answer, call
+from _helpers.hostile import png_claiming
 from qualiface.serve import FaceService, ServeSettings, create_app
 from qualiface.serve.schemas import EmbedAnswer, ErrorAnswer, HealthAnswer, QualityAnswer, VerifyAnswer
 
@@ -106,20 +105,8 @@ def test_a_bad_query_flag_is_400(app, crop: bytes) -> None:
     assert "aligned" in _error(_post(app, "/embed", crop, "aligned=maybe"), 400)
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A 60-byte PNG declaring ``width x height`` RGB pixels (its one IDAT holds almost nothing)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-    )
-
-
 def test_a_decompression_bomb_is_400_naming_the_limit_before_decoding(app) -> None:
-    message = _error(_post(app, "/embed", _png_header_only(20000, 20000)), 400)
+    message = _error(_post(app, "/embed", png_claiming(20000, 20000)), 400)
     assert message.startswith("image: ")
     assert "400,000,000 pixels is over the limit of 1,000,000" in message
 

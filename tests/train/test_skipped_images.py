@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import io
 import json
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from _helpers.hostile import png_claiming
 from qualiface.backbones.base import Preprocessing
 from qualiface.config.schema import DataConfig
 from qualiface.data.image_folder import Skipped
@@ -27,23 +26,11 @@ def _png(value: int, size: int = 16) -> bytes:
     return buffer.getvalue()
 
 
-def _bomb() -> bytes:
-    """A PNG header declaring 30000 x 30000 pixels."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 8)) + chunk(b"IEND", b"")
-    )
-
-
 def _recordio(tmp_path: Path) -> Path:
     rec = tmp_path / "train.rec"
     with RecordIOWriter(rec, tmp_path / "train.idx") as writer:
         writer.write(0, 0, _png(10))
-        writer.write(1, 1, _bomb())
+        writer.write(1, 1, png_claiming(30000, 30000))
         writer.write(2, 1, _png(30))
     return rec
 
@@ -77,7 +64,7 @@ def _folder_with_bad_files(root: Path) -> list[Path]:
         for k in range(4):
             (folder / f"{k}.png").write_bytes(_png(40 * identity + k))
     bad.append(root / "id1" / "bomb.png")
-    bad[-1].write_bytes(_bomb())
+    bad[-1].write_bytes(png_claiming(30000, 30000))
     bad.append(root / "id2" / "cut.png")
     bad[-1].write_bytes(_png(7, size=64)[:60])
     return bad
