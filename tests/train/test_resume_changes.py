@@ -78,14 +78,16 @@ def test_a_longer_poly_run_continues_on_the_new_curve(make_config, caplog) -> No
 
 def test_changes_read_as_the_run_goes_are_accepted_and_logged(make_config, caplog) -> None:
     train(make_config(overrides=("train.steps=2",)))
-    changed = make_config(overrides=("train.steps=2", "data.num_workers=1", "train.grad_clip=1.0"))
+    changed = make_config(
+        overrides=("train.steps=2", "data.num_workers=1", "train.grad_clip=1.0", "data.on_error=skip")
+    )
     with caplog.at_level(logging.INFO, logger="qualiface.train"):
         result = train(changed, resume=True)
     messages = [r.getMessage() for r in caplog.records]
     assert any("data.num_workers 0 -> 1" in m for m in messages)
     assert any("train.grad_clip 5.0 -> 1.0" in m for m in messages)
     changes = json.loads((result.run_dir / "run.json").read_text())["resumes"][0]["changes"]
-    assert changes == {"data.num_workers": [0, 1], "train.grad_clip": [5.0, 1.0]}
+    assert changes == {"data.num_workers": [0, 1], "train.grad_clip": [5.0, 1.0], "data.on_error": ["raise", "skip"]}
 
 
 @pytest.mark.parametrize(

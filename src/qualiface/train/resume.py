@@ -7,7 +7,8 @@ in ``run.json`` (``resumes``), or refused with a one-line :class:`~qualiface.tra
 that names it.
 
 Refused
-    ``model``, ``head`` and ``data`` (but ``data.num_workers`` and ``data.batch_size``): the weights and the
+    ``model``, ``head`` and ``data`` (but ``data.num_workers``, ``data.batch_size`` and ``data.on_error``, so
+    that a run stopped by an unreadable image continues with ``--set data.on_error=skip``): the weights and the
     samples belong to them. ``optim.name``: one optimizer's state (momentum, AdamW moments) does not carry over
     to another. ``optim.no_decay``: it regroups the parameters. ``train.seed``: the rest of the epoch's order
     and augmentation follow it. A global batch (``data.batch_size`` x processes) other than the checkpoint's:
@@ -47,7 +48,8 @@ logger = logging.getLogger(__name__)
 FIXED_SECTIONS = ("model", "head", "data")
 #: Fields of those sections a resumed run may change: they do not change what is computed (the global batch,
 #: ``data.batch_size`` x processes, is checked on its own).
-FREE_FIELDS = frozenset({"data.num_workers", "data.batch_size"})
+#: ``data.on_error``: a run stopped by an unreadable image continues with ``skip`` (only the bad images change).
+FREE_FIELDS = frozenset({"data.num_workers", "data.batch_size", "data.on_error"})
 #: Fields whose change is refused, and why.
 REFUSED = {
     "optim.name": "one optimizer's state (momentum, moments) does not carry over to another; resume with the "
