@@ -26,21 +26,10 @@ class Answer:
         return json.loads(self.body, parse_constant=refuse)
 
 
-def call(
-    app: Any,
-    method: str,
-    path: str,
-    *,
-    headers: Iterable[tuple[str, str]] = (),
-    chunks: Iterable[bytes] = (),
-    delay: float = 0.0,
-    query: str = "",
-    client: tuple[str, int] = ("127.0.0.1", 50000),
-) -> Answer:
-    """One request to ``app``; the body is ``chunks`` (``delay`` seconds before each), taken lazily."""
-    return asyncio.run(
-        call_async(app, method, path, headers=headers, chunks=chunks, delay=delay, query=query, client=client)
-    )
+def call(app: Any, method: str, path: str, **options: Any) -> Answer:
+    """One request to ``app`` (:func:`call_async`'s options); the body is ``chunks`` (``delay`` seconds before
+    each), taken lazily."""
+    return asyncio.run(call_async(app, method, path, **options))
 
 
 async def call_async(

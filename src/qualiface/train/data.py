@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from qualiface.backbones.base import Preprocessing
 from qualiface.config.schema import DataConfig
 from qualiface.data.image_folder import ImageDataError, OnError, Skipped
+from qualiface.data.recordio import decode_image as decode_record
 from qualiface.data.transforms import Compose, to_tensor, training_transform
 from qualiface.imaging import ImageDecodeError
 
@@ -82,9 +83,7 @@ class SourceDataset(Dataset):
                 item = self.dataset[position]
                 image, label = item[0], int(item[1])
                 if self.decode:
-                    from qualiface.data.recordio import decode_image
-
-                    image = decode_image(image, "rgb", what=self.describe(position))
+                    image = decode_record(image, "rgb", what=self.describe(position))
             except (ImageDecodeError, ImageDataError) as exc:
                 if self.on_error == "raise":
                     raise
