@@ -21,6 +21,7 @@ import numpy as np
 
 from qualiface.data.recordio import IMAGE_EXTENSIONS
 from qualiface.detect.faces import FaceSet, align_faces
+from qualiface.detect.options import DetectorOptions
 from qualiface.eval import roc
 from qualiface.models.card import check_threshold
 from qualiface.models.face_model import FaceModel
@@ -55,13 +56,14 @@ def load_faces(
     aligned: bool = False,
     all_faces: bool = False,
     detector: Any = None,
+    detector_options: DetectorOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> FaceSet:
-    """Aligned crops of every file (detection + 5-point alignment, or taken as they are with ``aligned``)."""
+    """Aligned crops of every file (detection + 5-point alignment, or taken as they are with ``aligned``);
+    ``detector_options`` (:class:`~qualiface.detect.options.DetectorOptions`, default the defaults) say how faces
+    are found, ``detector`` replaces the detector itself."""
     if not aligned and detector is None:
-        from qualiface.detect.yunet import YuNetDetector
-
-        detector = YuNetDetector()
+        detector = (detector_options or DetectorOptions()).create()
     return align_faces(
         [Path(p) for p in paths], detector=detector, aligned=aligned, all_faces=all_faces, progress=progress
     )

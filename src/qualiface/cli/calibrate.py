@@ -10,7 +10,14 @@ from typing import Annotated, Any
 import typer
 
 from qualiface.cli.apps import app
-from qualiface.cli.photos import PreprocessingOption, fail, open_model, report_failures
+from qualiface.cli.photos import (
+    DetectorOption,
+    PreprocessingOption,
+    detector_options,
+    fail,
+    open_model,
+    report_failures,
+)
 
 
 @app.command("calibrate")
@@ -23,6 +30,7 @@ def calibrate(
     save: Annotated[bool, typer.Option(help="Store the threshold next to the model.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     preprocessing: PreprocessingOption = None,
+    detector: DetectorOption = None,
 ) -> None:
     """Find the cosine threshold at --fmr on labelled pairs and store it with the model (used by `verify`)."""
     from tqdm.auto import tqdm
@@ -44,7 +52,7 @@ def calibrate(
     def advance(done: int, total: int) -> None:
         bar.update(done - bar.n)
 
-    faces = load_faces(paths, aligned=aligned, progress=advance)
+    faces = load_faces(paths, aligned=aligned, detector_options=detector_options(detector), progress=advance)
     bar.close()
     rows = face_index(faces, paths)
     try:

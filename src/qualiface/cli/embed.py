@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from qualiface.cli.apps import app
-from qualiface.cli.photos import PreprocessingOption, faces_of, fail, open_model, report_failures
+from qualiface.cli.photos import DetectorOption, PreprocessingOption, faces_of, fail, open_model, report_failures
 
 
 @app.command("embed")
@@ -24,6 +24,7 @@ def embed(
     normalize: Annotated[bool, typer.Option(help="Write unit-length embeddings.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     preprocessing: PreprocessingOption = None,
+    detector: DetectorOption = None,
 ) -> None:
     """Detect, align and embed the faces in PHOTOS; writes one row per face with its file name."""
     import numpy as np
@@ -33,7 +34,7 @@ def embed(
     if out.suffix.lower() not in (".npz", ".npy", ".parquet"):
         raise fail(f"--out {out}: use a .npz, .npy or .parquet file")
     face_model = open_model(model, preprocessing=preprocessing)
-    faces = faces_of(photos, aligned=aligned, all_faces=all_faces, progress=progress)
+    faces = faces_of(photos, aligned=aligned, all_faces=all_faces, progress=progress, detector=detector)
     try:
         embeddings, quality = embed_faces(face_model, faces)
     except ValueError as exc:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from qualiface.detect.options import DETECTOR_HELP
 from qualiface.models.card import PREPROCESSING_HELP
 
 
@@ -26,6 +27,20 @@ PreprocessingOption = Annotated[
         "qualiface does not know): " + PREPROCESSING_HELP,
     ),
 ]
+
+
+#: The one spelling of the detector settings, on every command that finds faces in photos.
+DetectorOption = Annotated[
+    str | None,
+    typer.Option("--detector", help="How faces are found: " + DETECTOR_HELP),
+]
+
+
+def detector_options(spec: str | None) -> Any:
+    """The :class:`~qualiface.detect.options.DetectorOptions` of a ``--detector`` value."""
+    from qualiface.detect.options import DetectorOptions
+
+    return DetectorOptions.parse(spec)
 
 
 def open_model(
@@ -55,7 +70,13 @@ def open_model(
 
 
 def faces_of(
-    photos: Sequence[Path], *, aligned: bool, all_faces: bool = False, progress: bool = True, what: str = "faces"
+    photos: Sequence[Path],
+    *,
+    aligned: bool,
+    all_faces: bool = False,
+    progress: bool = True,
+    what: str = "faces",
+    detector: str | None = None,
 ) -> Any:
     """Expand folders, detect and align (or take aligned crops) with a progress bar."""
     from tqdm.auto import tqdm
@@ -72,7 +93,9 @@ def faces_of(
         bar.update(done - bar.n)
 
     try:
-        return load_faces(paths, aligned=aligned, all_faces=all_faces, progress=step)
+        return load_faces(
+            paths, aligned=aligned, all_faces=all_faces, detector_options=detector_options(detector), progress=step
+        )
     finally:
         bar.close()
 

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from qualiface.cli.apps import app
-from qualiface.cli.photos import PreprocessingOption, faces_of, fail, open_model, report_failures
+from qualiface.cli.photos import DetectorOption, PreprocessingOption, faces_of, fail, open_model, report_failures
 
 
 @app.command("quality")
@@ -26,6 +26,7 @@ def quality(
     all_faces: Annotated[bool, typer.Option(help="Every face of a photo, not only the largest.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     preprocessing: PreprocessingOption = None,
+    detector: DetectorOption = None,
 ) -> None:
     """Score every face: CSV with file, face, score, method, source (branch, head, or embedding_norm: the raw
     embedding's norm of a recognizer not trained for quality), model, model_sha256, preprocessing."""
@@ -40,7 +41,7 @@ def quality(
             f"(method feature_norm, source embedding_norm), a heuristic",
             err=True,
         )
-    faces = faces_of(photos, aligned=aligned, all_faces=all_faces, progress=progress)
+    faces = faces_of(photos, aligned=aligned, all_faces=all_faces, progress=progress, detector=detector)
     scores: Iterable[float] = []
     if len(faces):
         try:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from qualiface.cli.apps import app
-from qualiface.cli.photos import PreprocessingOption, faces_of, fail, open_model
+from qualiface.cli.photos import DetectorOption, PreprocessingOption, faces_of, fail, open_model
 
 
 @app.command("verify")
@@ -23,12 +23,13 @@ def verify(
     aligned: Annotated[bool, typer.Option(help="Photos are aligned 112x112 crops: no detection.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     preprocessing: PreprocessingOption = None,
+    detector: DetectorOption = None,
 ) -> None:
     """Compare the largest face of A with the largest face of B: similarity, decision, qualities, warnings."""
     from qualiface.use import compare
 
     face_model = open_model(model, preprocessing=preprocessing)
-    faces = [faces_of([p], aligned=aligned, progress=False) for p in (image_a, image_b)]
+    faces = [faces_of([p], aligned=aligned, progress=False, detector=detector) for p in (image_a, image_b)]
     try:
         result = compare(face_model, faces[0], faces[1], threshold=threshold)
     except ValueError as exc:
