@@ -1,55 +1,6 @@
-"""``python -m qualiface``: a short tour that trains every head for a few steps on synthetic identities."""
+"""``python -m qualiface ...``: the ``qualiface`` command line (``python -m qualiface tour`` is the short tour)."""
 
-from __future__ import annotations
-
-import time
-
-import torch
-from torch import nn
-
-import qualiface
-
-
-def _synthetic(classes: int = 8, per_class: int = 16, dim: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    centres = torch.randn(classes, dim, generator=g) * 2
-    labels = torch.arange(classes).repeat_interleave(per_class)
-    return centres[labels] + 0.7 * torch.randn(len(labels), dim, generator=g), labels
-
-
-def _train(name: str, images: torch.Tensor, labels: torch.Tensor, steps: int = 40) -> tuple[float, float]:
-    torch.manual_seed(0)
-    body = nn.Sequential(nn.Linear(images.shape[1], 64), nn.PReLU(), nn.Linear(64, 16))
-    branch = nn.Linear(images.shape[1], 1)
-    head = qualiface.create_head(name, 16, int(labels.max()) + 1)
-    params = [*body.parameters(), *branch.parameters(), *head.parameters()]
-    optimizer = torch.optim.SGD(params, lr=0.05, momentum=0.9)
-    losses = []
-    for _ in range(steps):
-        emb = body(images)
-        side = branch(images).squeeze(1)
-        aux = {"quality": side, "scale": 16 + nn.functional.softplus(side)}
-        out = head(emb, labels, **{k: aux[k] for k in head.requires})
-        optimizer.zero_grad()
-        out.loss.backward()
-        nn.utils.clip_grad_norm_(params, 5.0)
-        optimizer.step()
-        losses.append(out.loss.item())
-    return losses[0], losses[-1]
-
-
-def main() -> None:
-    """Print the registered components and a few-step training run of every head."""
-    print(f"qualiface {qualiface.__version__} (torch {torch.__version__})")
-    print("backbones:", ", ".join(qualiface.list_backbones()))
-    print("quality:  ", ", ".join(qualiface.list_quality()))
-    images, labels = _synthetic()
-    print(f"\nTraining every head for 40 steps on {len(labels)} synthetic samples of {int(labels.max()) + 1} ids:")
-    for name in qualiface.list_heads():
-        start = time.perf_counter()
-        first, last = _train(name, images, labels)
-        print(f"  {name:<10} loss {first:8.3f} -> {last:8.3f}   ({time.perf_counter() - start:.1f} s)")
-
+from qualiface.cli.app import main
 
 if __name__ == "__main__":
     main()

@@ -47,3 +47,17 @@ def demo_command(
         typer.echo(line)
     typer.echo(f"report: {result.report_dir}")
     typer.echo(f"summary: {result.summary_path}")
+
+
+@app.command("tour")
+def tour_command(
+    steps: Annotated[int, typer.Option(min=1, help="Training steps per head.")] = 40,
+) -> None:
+    """A seconds-long tour: the registered backbones and quality methods, and every head trained for a few steps
+    on toy vectors of synthetic identities (first and last loss)."""
+    from qualiface.tour import run_tour, tour_header
+
+    for line in tour_header(steps):
+        typer.echo(line)
+    for step in run_tour(steps):
+        typer.echo(f"  {step.head:<10} loss {step.first_loss:8.3f} -> {step.last_loss:8.3f}   ({step.seconds:.1f} s)")
