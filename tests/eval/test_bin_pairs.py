@@ -249,8 +249,8 @@ def test_pairs_csv_errors(tmp_path):
     csv_path.write_text(f"path_a,path_b,same\n{paths[0]},gone/1.jpg,1\n{paths[0]},gone/2.jpg,0\n")
     with pytest.raises(ValueError, match=r"2 image file\(s\) not found[\s\S]*gone/1\.jpg[\s\S]*gone/2\.jpg"):
         load_pairs_csv(csv_path)
-    csv_path.write_text(f"left,right,same\n{paths[0]},{paths[1]},1\n")
-    with pytest.raises(ValueError, match="no column 'path_a'"):
+    csv_path.write_text(f"photo,other,same\n{paths[0]},{paths[1]},1\n")
+    with pytest.raises(ValueError, match="no column for the first image"):
         load_pairs_csv(csv_path)
     csv_path.write_text(f"path_a,path_b,same\n{paths[0]},{paths[1]}\n")
     with pytest.raises(ValueError, match="line 2 has 2 fields"):

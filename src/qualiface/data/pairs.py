@@ -1,19 +1,30 @@
-"""Verification pairs given as an image folder plus a pairs CSV.
+"""Verification pairs given as an image folder plus a pair list (CSV, TSV or whitespace-separated text).
 
-CSV format: a header row, then one pair per row, in fold order (the 10-fold protocol uses contiguous blocks of
-rows, never a shuffle). Required columns, by name (the first alias found is used):
+Layout (docs/formats.md, 'Pair lists'): a header row, then one pair per row, in fold order (the 10-fold protocol
+uses contiguous blocks of rows, never a shuffle). The delimiter is taken from the header line: a tab, else a comma,
+else a semicolon, else runs of spaces (then paths cannot contain spaces). Three columns are needed; they are found
+by name, compared without case and without the characters that are not letters or digits (``File X``, ``file_x``
+and ``file-x`` are one name), the first recognised name of each list winning:
 
-- first image: ``path_a`` (aliases ``path1``, ``image_a``, ``image1``, ``img1``);
-- second image: ``path_b`` (aliases ``path2``, ``image_b``, ``image2``, ``img2``);
-- label: ``same`` (aliases ``issame``, ``is_same``, ``label``): ``1``/``0`` or ``true``/``false`` (any case).
+- first image: :data:`PATH_A_NAMES` (``path_a``, ``path1``, ``image_a``, ``image1``, ``img1``, ``file1``,
+  ``file_x``, ``left``, ``a``, ``probe`` ...);
+- second image: :data:`PATH_B_NAMES` (``path_b``, ``path2``, ``image2``, ``file2``, ``file_y``, ``right``, ``b``,
+  ``reference`` ...);
+- label: :data:`LABEL_NAMES` (``same``, ``issame``, ``label``, ``match``, ``decision``, ``genuine``, ``target``
+  ...), whose values are read without case: :data:`GENUINE_VALUES` (``1``, ``true``, ``yes``, ``same``,
+  ``genuine``, ``match`` ...) or :data:`IMPOSTOR_VALUES` (``0``, ``false``, ``no``, ``different``, ``impostor``,
+  ``non-match`` ...).
 
-Other columns (e.g. ``fold``) are allowed; a ``fold`` column is kept in :attr:`PairList.folds`. Image paths are
-relative to ``root`` (default: the CSV's folder); absolute paths are used as they are.
+Any other names are given with ``columns="A,B,LABEL"`` (``--columns`` on the command line). Other columns are
+allowed; a ``fold`` column is kept in :attr:`PairList.folds`. Image paths are relative to ``root`` (default: the
+list's folder); absolute paths are used as they are. Every error is one line naming the file, the line and the
+value (or the header and the recognised names).
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +32,57 @@ from pathlib import Path
 import numpy as np
 
 from qualiface.data.bin_pairs import LazyImages
+from qualiface.errors import InputError
 from qualiface.imaging import decode_image
 
-PATH_A_ALIASES = ("path_a", "path1", "image_a", "image1", "img1")
-PATH_B_ALIASES = ("path_b", "path2", "image_b", "image2", "img2")
-SAME_ALIASES = ("same", "issame", "is_same", "label")
-_TRUE = frozenset({"1", "true"})
-_FALSE = frozenset({"0", "false"})
+PATH_A_NAMES: tuple[str, ...] = (
+    "path_a", "path1", "image_a", "image1", "img_a", "img1", "file_a", "file1", "filename1", "filename_a",
+    "file_x", "path_x", "image_x", "img_x", "left", "a", "first", "probe", "query",
+)  # fmt: skip
+"""Recognised names of the first image's column, in order of preference (compared by :func:`canonical_name`)."""
+PATH_B_NAMES: tuple[str, ...] = (
+    "path_b", "path2", "image_b", "image2", "img_b", "img2", "file_b", "file2", "filename2", "filename_b",
+    "file_y", "path_y", "image_y", "img_y", "right", "b", "second", "reference", "gallery",
+)  # fmt: skip
+"""Recognised names of the second image's column, in order of preference."""
+LABEL_NAMES: tuple[str, ...] = (
+    "same", "issame", "is_same", "label", "match", "is_match", "matched", "mated", "decision", "genuine",
+    "target", "same_person", "same_identity", "ground_truth",
+)  # fmt: skip
+"""Recognised names of the label column (1 = both images show one person), in order of preference."""
+GENUINE_VALUES: tuple[str, ...] = ("1", "true", "t", "yes", "y", "same", "genuine", "match", "mated", "positive")
+"""Label values meaning "same person" (compared by :func:`canonical_name`; a number equal to 1 counts too)."""
+IMPOSTOR_VALUES: tuple[str, ...] = (
+    "0", "false", "f", "no", "n", "different", "diff", "impostor", "imposter", "non-match", "nonmatch",
+    "mismatch", "non-mated", "negative",
+)  # fmt: skip
+"""Label values meaning "different people" (a number equal to 0 counts too)."""
+
+# Backward-compatible names of the first lists (PATH_A_ALIASES etc. were the only names before).
+PATH_A_ALIASES = PATH_A_NAMES
+PATH_B_ALIASES = PATH_B_NAMES
+SAME_ALIASES = LABEL_NAMES
+
+
+def canonical_name(name: str) -> str:
+    """A column name or label value as compared: lower case, letters and digits only (``'File X'`` → ``'filex'``,
+    ``'non-match'`` → ``'nonmatch'``)."""
+    return re.sub(r"[^0-9a-z]", "", name.strip().lower())
+
+
+_GENUINE = frozenset(canonical_name(v) for v in GENUINE_VALUES)
+_IMPOSTOR = frozenset(canonical_name(v) for v in IMPOSTOR_VALUES)
+
+
+def parse_label(value: str) -> bool | None:
+    """``True`` (genuine), ``False`` (impostor) or ``None`` (not a recognised label) for one label cell: the
+    values of :data:`GENUINE_VALUES` / :data:`IMPOSTOR_VALUES`, or a number equal to 1 / 0 (``1.0``)."""
+    try:
+        number = float(value)
+    except ValueError:
+        key = canonical_name(value)
+        return True if key in _GENUINE else False if key in _IMPOSTOR else None
+    return True if number == 1.0 else False if number == 0.0 else None
 
 
 class ImageFiles(LazyImages):
@@ -75,68 +130,139 @@ class PairList:
         return ImageFiles(list(order)), index_a, index_b
 
 
-def _column(header: list[str], aliases: Sequence[str], source: str) -> int:
-    lowered = [name.strip().lower() for name in header]
-    for alias in aliases:
-        if alias in lowered:
-            return lowered.index(alias)
-    raise ValueError(f"{source}: no column {aliases[0]!r} (or {', '.join(aliases[1:])}); the header is {header}")
+def _split_columns(columns: str | Sequence[str], source: str) -> tuple[str, str, str]:
+    names = [c.strip() for c in columns.split(",")] if isinstance(columns, str) else [str(c).strip() for c in columns]
+    if len(names) != 3 or not all(names):
+        raise InputError(
+            f"{source}: columns={columns!r}: give three column names, first image, second image and label "
+            "(e.g. --columns file_x,file_y,Decision)"
+        )
+    return names[0], names[1], names[2]
 
 
-def load_pairs_csv(path: str | Path, root: str | Path | None = None, *, check_files: bool = True) -> PairList:
-    """Read and validate a pairs CSV (module docstring).
+def _named_column(header: list[str], name: str, source: str, columns: str | Sequence[str]) -> int:
+    """The index of the column called ``name`` (exact first, then by :func:`canonical_name`)."""
+    stripped = [h.strip() for h in header]
+    if name in stripped:
+        return stripped.index(name)
+    keys = [canonical_name(h) for h in header]
+    if canonical_name(name) in keys:
+        return keys.index(canonical_name(name))
+    raise InputError(f"{source}: no column {name!r} (named by columns={columns!r}); the header is {stripped}")
+
+
+def _recognised_column(header: list[str], names: Sequence[str], what: str, source: str) -> int:
+    """The index of the first of ``names`` found in ``header`` (by :func:`canonical_name`)."""
+    keys = [canonical_name(h) for h in header]
+    for name in names:
+        if canonical_name(name) in keys:
+            return keys.index(canonical_name(name))
+    raise InputError(
+        f"{source}: no column for the {what}; the header is {[h.strip() for h in header]}; recognised names: "
+        f"{', '.join(names)} (any case; spaces, '-' and '_' ignored); name other columns with --columns A,B,LABEL "
+        "(columns= in Python)"
+    )
+
+
+def _delimiter(line: str) -> str | None:
+    """The header line's delimiter: tab, comma or semicolon (in that order), ``None`` for runs of spaces."""
+    for candidate in ("\t", ",", ";"):
+        if candidate in line:
+            return candidate
+    return None
+
+
+def _read_rows(path: Path, source: str) -> tuple[list[str], list[tuple[int, list[str]]], str]:
+    """Header, non-blank ``(line number, fields)`` rows and a description of the delimiter."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{source}: not UTF-8 text (byte {exc.start}); a pair list is a text file") from None
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is None:
+        raise InputError(f"{source}: empty file; expected a header row such as path_a,path_b,same")
+    delimiter = _delimiter(lines[first])
+    numbered = [(n, line) for n, line in enumerate(lines, start=1) if n > first + 1 and line.strip()]
+    if delimiter is None:
+        header = lines[first].split()
+        rows = [(n, line.split()) for n, line in numbered]
+        return header, rows, "spaces"
+    header = next(csv.reader([lines[first]], delimiter=delimiter))
+    rows = [(n, next(csv.reader([line], delimiter=delimiter))) for n, line in numbered]
+    return header, rows, {"\t": "tab", ",": "comma", ";": "semicolon"}[delimiter]
+
+
+def load_pairs_csv(
+    path: str | Path,
+    root: str | Path | None = None,
+    *,
+    columns: str | Sequence[str] | None = None,
+    check_files: bool = True,
+) -> PairList:
+    """Read and validate a pair list (module docstring; docs/formats.md, 'Pair lists').
 
     Args:
-        path: the CSV file.
-        root: folder the image paths are relative to; default the CSV's folder.
+        path: the list: CSV, TSV or whitespace-separated text with a header row.
+        root: folder the image paths are relative to; default the list's folder.
+        columns: the first-image, second-image and label columns, as ``"A,B,LABEL"`` or a sequence of three
+            names, for lists whose names are not recognised; default: found among :data:`PATH_A_NAMES`,
+            :data:`PATH_B_NAMES` and :data:`LABEL_NAMES`.
         check_files: check that every image file exists (the error lists the missing ones).
 
     Raises:
-        ValueError: missing CSV, missing columns, a row with the wrong number of fields, a bad ``same`` or
-            ``fold`` value (named with its line), no pairs, missing image files.
+        InputError: (a ``ValueError``) missing list, missing or ambiguous columns (the message shows the header and
+            the recognised names), a row with the wrong number of fields, a label or ``fold`` value that is not
+            recognised (named with its line), no pairs, missing image files.
     """
     path = Path(path)
     source = str(path)
     if not path.is_file():
-        raise ValueError(f"{source}: no such file")
+        raise InputError(f"{source}: no such file")
     base = Path(root) if root is not None else path.parent
     if not base.is_dir():
-        raise ValueError(f"{base}: the image root is not a folder")
-    with path.open(newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f"{source}: empty file; expected a header row such as path_a,path_b,same")
-        rows = [(number, row) for number, row in enumerate(reader, start=2) if any(field.strip() for field in row)]
-    col_a = _column(header, PATH_A_ALIASES, source)
-    col_b = _column(header, PATH_B_ALIASES, source)
-    col_same = _column(header, SAME_ALIASES, source)
-    lowered = [name.strip().lower() for name in header]
-    col_fold = lowered.index("fold") if "fold" in lowered else None
+        raise InputError(f"{base}: the image root is not a folder")
+    header, rows, delimiter = _read_rows(path, source)
+    if columns is not None:
+        names = _split_columns(columns, source)
+        col_a, col_b, col_same = (_named_column(header, name, source, columns) for name in names)
+    else:
+        col_a = _recognised_column(header, PATH_A_NAMES, "first image", source)
+        col_b = _recognised_column(header, PATH_B_NAMES, "second image", source)
+        col_same = _recognised_column(header, LABEL_NAMES, "label (1 = same person)", source)
+    if len({col_a, col_b, col_same}) != 3:
+        raise InputError(f"{source}: the image and label columns must differ; the header is {header}")
+    keys = [canonical_name(h) for h in header]
+    col_fold = keys.index("fold") if "fold" in keys and keys.index("fold") not in (col_a, col_b, col_same) else None
     if not rows:
-        raise ValueError(f"{source}: no pairs after the header")
+        raise InputError(f"{source}: no pairs after the header")
+    label_name = header[col_same].strip()
     paths_a, paths_b, same, folds = [], [], [], []
     for number, row in rows:
         if len(row) != len(header):
-            raise ValueError(f"{source}: line {number} has {len(row)} fields, the header has {len(header)}")
-        value = row[col_same].strip().lower()
-        if value not in _TRUE | _FALSE:
-            raise ValueError(
-                f"{source}: line {number}: {header[col_same]!r} is {row[col_same]!r}; expected 1/0 or true/false"
+            raise InputError(
+                f"{source}: line {number} has {len(row)} fields, the header has {len(header)} "
+                f"(fields separated by {delimiter})"
             )
-        same.append(value in _TRUE)
+        label = parse_label(row[col_same])
+        if label is None:
+            raise InputError(
+                f"{source}: line {number}: {label_name!r} is {row[col_same]!r}; expected 1/0, true/false, yes/no, "
+                "same/different, genuine/impostor or match/non-match"
+            )
+        same.append(label)
         paths_a.append(base / row[col_a].strip())
         paths_b.append(base / row[col_b].strip())
         if col_fold is not None:
             try:
                 folds.append(int(row[col_fold]))
             except ValueError:
-                raise ValueError(f"{source}: line {number}: fold is {row[col_fold]!r}; expected an integer") from None
+                raise InputError(f"{source}: line {number}: fold is {row[col_fold]!r}; expected an integer") from None
     if check_files:
         missing = sorted({str(p) for p in (*paths_a, *paths_b) if not p.is_file()})
         if missing:
-            shown = "\n  ".join(missing[:10]) + ("\n  ..." if len(missing) > 10 else "")
-            raise ValueError(f"{source}: {len(missing)} image file(s) not found (root {base}):\n  {shown}")
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise InputError(f"{source}: {len(missing)} image file(s) not found (root {base}): {shown}")
     return PairList(
         paths_a=paths_a,
         paths_b=paths_b,
