@@ -64,7 +64,7 @@ def test_an_input_error_deep_in_a_command_is_one_line_and_exit_2(tmp_path: Path)
     (faces / "a").mkdir(parents=True)
     (faces / "a" / "bomb.png").write_bytes(png_claiming(30000, 30000))
     options = ["--set", "data.source=image_folder", "--set", f"data.path={faces}", "--set", "data.batch_size=1"]
-    result = runner.invoke(app, ["train", str(TINY), *options, "--out-dir", str(tmp_path / "run")])
+    result = runner.invoke(app, ["train", str(TINY), *options, "--out", str(tmp_path / "run")])
     assert result.exit_code == EXIT_INPUT, result.output
     assert f"error: {faces / 'a' / 'bomb.png'}: " in result.output
     assert "Traceback" not in result.output

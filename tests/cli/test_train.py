@@ -19,28 +19,28 @@ def test_help() -> None:
 
 def test_train_the_tiny_config_for_two_steps(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = runner.invoke(app, ["train", str(TINY), "--set", "train.steps=2", "--out-dir", str(out)])
+    result = runner.invoke(app, ["train", str(TINY), "--set", "train.steps=2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "trained 2 steps" in result.output
     model = torch.load(out / "model.pt", weights_only=True)
     assert model["step"] == 2
     assert (out / "checkpoints" / "step_00000002" / "COMPLETE").is_file()
-    again = runner.invoke(app, ["train", str(TINY), "--set", "train.steps=3", "--out-dir", str(out), "--resume"])
+    again = runner.invoke(app, ["train", str(TINY), "--set", "train.steps=3", "--out", str(out), "--resume"])
     assert again.exit_code == 0, again.output
     assert torch.load(out / "model.pt", weights_only=True)["step"] == 3
 
 
 def test_training_into_a_finished_run_is_refused_without_resume_or_overwrite(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    assert runner.invoke(app, ["train", str(TINY), "--set", "train.steps=1", "--out-dir", str(out)]).exit_code == 0
+    assert runner.invoke(app, ["train", str(TINY), "--set", "train.steps=1", "--out", str(out)]).exit_code == 0
     model = (out / "model.pt").read_bytes()
-    again = runner.invoke(app, ["train", str(TINY), "--set", "train.steps=2", "--out-dir", str(out)])
+    again = runner.invoke(app, ["train", str(TINY), "--set", "train.steps=2", "--out", str(out)])
     assert again.exit_code == 2  # the user's input (the run directory) is refused
     assert "holds a run already" in again.output
     assert "--overwrite" in again.output
     assert "Traceback" not in again.output
     assert (out / "model.pt").read_bytes() == model
-    replaced = runner.invoke(app, ["train", str(TINY), "--set", "train.steps=2", "--out-dir", str(out), "--overwrite"])
+    replaced = runner.invoke(app, ["train", str(TINY), "--set", "train.steps=2", "--out", str(out), "--overwrite"])
     assert replaced.exit_code == 0, replaced.output
     assert torch.load(out / "model.pt", weights_only=True)["step"] == 2
 
@@ -52,7 +52,7 @@ def test_an_unknown_key_fails_with_a_hint() -> None:
 
 
 def test_resume_without_checkpoint_fails_clearly(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["train", str(TINY), "--out-dir", str(tmp_path / "empty"), "--resume"])
+    result = runner.invoke(app, ["train", str(TINY), "--out", str(tmp_path / "empty"), "--resume"])
     assert result.exit_code == 2  # the input (--resume without a checkpoint) is refused
     assert "no complete checkpoint" in result.output
 
@@ -81,7 +81,7 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_resumable(tmp_path: Pat
         return real(obj, path)
 
     monkeypatch.setattr(ckpt, "atomic_save", full_disk)
-    args = ["train", str(TINY), "--set", "train.steps=3", "--set", "train.checkpoint_every=1", "--out-dir", str(out)]
+    args = ["train", str(TINY), "--set", "train.steps=3", "--set", "train.checkpoint_every=1", "--out", str(out)]
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output

@@ -134,7 +134,7 @@ def test_a_lying_header_through_qualiface_train_is_one_line_and_exit_2(tmp_path:
     result = runner.invoke(
         app,
         ["train", str(TINY), "--set", "data.source=recordio", "--set", f"data.path={rec}",
-         "--out-dir", str(tmp_path / "run")],
+         "--out", str(tmp_path / "run")],
     )  # fmt: skip
     assert result.exit_code == EXIT_INPUT, result.output
     assert f"error: {rec} (key 0): header record 0 claims" in result.output

@@ -258,7 +258,7 @@ def test_init_from_a_refused_file_is_one_line_from_the_cli(tmp_path: Path) -> No
     out = tmp_path / "run"
     result = runner.invoke(
         app,
-        ["train", str(config), "--set", f"model.init_from={source}", "--set", "train.steps=1", "--out-dir", str(out)],
+        ["train", str(config), "--set", f"model.init_from={source}", "--set", "train.steps=1", "--out", str(out)],
     )
     assert isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code != 0

@@ -78,7 +78,7 @@ def test_torchrun_runs_the_train_command(tmp_path: Path) -> None:
         "train.steps=2",
         "--set",
         "data.batch_size=8",
-        "--out-dir",
+        "--out",
         str(tmp_path / "run"),
     ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)

@@ -14,7 +14,8 @@ from qualiface.cli.apps import app
 @app.command("demo")
 def demo_command(
     out: Annotated[
-        Path, typer.Option(help="Demo folder; the training run goes to OUT/run, the report to OUT/report.")
+        Path,
+        typer.Option("--out", "-o", help="Demo folder; the training run goes to OUT/run, the report to OUT/report."),
     ] = Path("runs/demo"),
     steps: Annotated[int | None, typer.Option(min=1, help="Training steps (default 500; 3 with --quick).")] = None,
     quick: Annotated[bool, typer.Option(help="A seconds-long smoke run on a handful of identities.")] = False,

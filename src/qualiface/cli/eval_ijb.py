@@ -26,7 +26,7 @@ def _load_features(path: Path, key: str | None, flipped: Path | None, flipped_ke
     flip = None
     if path.suffix.lower() == ".npz":
         table = load_table(path)
-        feats = table[select_key(table, path, key, _FEATURE_KEYS, "--features-key")]
+        feats = table[select_key(table, path, key, _FEATURE_KEYS, "--feature-key")]
         if flipped is None:
             stored = [k for k in ([flipped_key] if flipped_key else _FLIPPED_KEYS) if k in table]
             flip = table[stored[0]] if stored else None
@@ -51,13 +51,13 @@ def ijb(
         Path,
         typer.Argument(
             help="Per-image features in the order of <x>_face_tid_mid.txt: .npy (N x D), .npz (key 'embs' or "
-            "--features-key; 'embs_f' is read as the flipped features) or CSV."
+            "--feature-key; 'embs_f' is read as the flipped features) or CSV."
         ),
     ],
     meta_dir: Annotated[Path, typer.Argument(help="The IJB meta folder, e.g. <root>/IJBC/meta.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the JSON/CSV results, roc.png, report.md.")],
     subset: Annotated[str | None, typer.Option(help="IJBB or IJBC (default: from the meta file names).")] = None,
-    features_key: Annotated[str | None, typer.Option(help="Array (.npz) or columns (CSV) holding features.")] = None,
+    feature_key: Annotated[str | None, typer.Option(help="Array (.npz) or columns (CSV) holding features.")] = None,
     flipped: Annotated[Path | None, typer.Option(help="Features of the horizontally flipped images.")] = None,
     flipped_key: Annotated[str | None, typer.Option(help="Array of --flipped (or of the .npz) to use.")] = None,
     flip_halves: Annotated[
@@ -120,7 +120,7 @@ def ijb(
         pooling = dataclasses.replace(pooling, **overrides)
 
         meta = load_ijb_meta(meta_dir, subset, check_counts=check_counts)
-        feats, flip = _load_features(features, features_key, flipped, flipped_key)
+        feats, flip = _load_features(features, feature_key, flipped, flipped_key)
         if flip_halves:
             if flip is not None:
                 raise ValueError("--flip-halves and separate flipped features exclude each other")

@@ -19,7 +19,9 @@ def train_command(
         list[str] | None,
         typer.Option("--set", help="Override a key, e.g. --set train.steps=100 --set head.kwargs.margin=0.3."),
     ] = None,
-    out_dir: Annotated[Path | None, typer.Option(help="Run directory (overrides train.out_dir).")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run directory, a folder (overrides train.out_dir).")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the newest complete checkpoint in the run dir.")] = False,
     overwrite: Annotated[
         bool, typer.Option(help="Replace a previous run in the run dir (refused without it, or --resume).")

@@ -209,7 +209,7 @@ class Trainer:
             names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in existing)
             raise ValueError(
                 f"{self.run_dir}: holds a run already ({names}); continue it with --resume, choose another "
-                f"train.out_dir (--out-dir), or replace it with --overwrite"
+                f"train.out_dir (--out), or replace it with --overwrite"
             )
 
     def _preprocessing_probe(self) -> Any:
