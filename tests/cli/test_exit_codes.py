@@ -81,3 +81,26 @@ def test_the_installed_command_prints_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ")
     assert str(missing) in lines[0]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["eval", "identify", "--gallery", "{missing}", "--probe", "{missing}", "--out", "{out}"],
+        ["eval", "ijb", "{missing}", "{missing}", "--out", "{out}"],
+        ["eval", "report", "{missing}", "--out", "{out}/report.md"],
+        ["eval", "verify", "--embeddings", "{missing}", "--out", "{out}"],
+        ["eval", "edc", "{missing}", "--out", "{out}"],
+        ["train", "{missing}"],
+    ],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_every_command_reports_a_missing_input_the_same_way(tmp_path: Path, command: list[str]) -> None:
+    """One format for every command: ``error: ...`` naming the file, exit 2 (some printed ``Error:`` before)."""
+    missing = tmp_path / "missing.npy"
+    args = [a.format(missing=missing, out=tmp_path / "out", tmp=tmp_path) for a in command]
+    result = runner.invoke(app, args)
+    assert result.exit_code == EXIT_INPUT, result.output
+    assert result.output.startswith("error: "), result.output
+    assert "missing.npy" in result.output
+    assert "Traceback" not in result.output

@@ -104,77 +104,73 @@ def ijb(
     )
     from qualiface.eval.inputs import load_array
 
-    try:
-        if flip_fusion is not None and flip_fusion not in FLIP_FUSION_MODES:
-            raise ValueError(f"--flip-fusion {flip_fusion!r} is unknown; choose one of {', '.join(FLIP_FUSION_MODES)}")
-        if legacy_1n and not one_to_n:
-            raise ValueError("--legacy-1n needs --one-to-n")
-        pooling = resolve_pooling(preset)
-        overrides: dict[str, Any] = {}
-        if flip_fusion is not None:
-            overrides["flip_fusion"] = flip_fusion
-        if faceness is not None:
-            overrides["use_faceness"] = faceness
-        if normalize_images is not None:
-            overrides["normalize_images"] = normalize_images
-        pooling = dataclasses.replace(pooling, **overrides)
+    if flip_fusion is not None and flip_fusion not in FLIP_FUSION_MODES:
+        raise ValueError(f"--flip-fusion {flip_fusion!r} is unknown; choose one of {', '.join(FLIP_FUSION_MODES)}")
+    if legacy_1n and not one_to_n:
+        raise ValueError("--legacy-1n needs --one-to-n")
+    pooling = resolve_pooling(preset)
+    overrides: dict[str, Any] = {}
+    if flip_fusion is not None:
+        overrides["flip_fusion"] = flip_fusion
+    if faceness is not None:
+        overrides["use_faceness"] = faceness
+    if normalize_images is not None:
+        overrides["normalize_images"] = normalize_images
+    pooling = dataclasses.replace(pooling, **overrides)
 
-        meta = load_ijb_meta(meta_dir, subset, check_counts=check_counts)
-        feats, flip = _load_features(features, feature_key, flipped, flipped_key)
-        if flip_halves:
-            if flip is not None:
-                raise ValueError("--flip-halves and separate flipped features exclude each other")
-            feats, flip = split_flip_halves(feats)
-        if feats.ndim != 2 or feats.shape[0] != meta.template_ids.shape[0]:
-            raise ValueError(
-                f"{features}: {feats.shape[0] if feats.ndim else 0} feature rows, but {meta_dir} lists "
-                f"{meta.template_ids.shape[0]} images (shape {feats.shape})"
-            )
-        weights = None if quality is None else load_array(quality, quality_key)
-        templates = pool_templates(
-            feats, meta.template_ids, meta.media_ids, flipped=flip, faceness=meta.faceness, quality=weights,
-            pooling=pooling, progress=progress,
-        )  # fmt: skip
-        scores = ijb_pair_scores(
-            templates, meta.pair_t1, meta.pair_t2, score=pooling.score,
-            dtype=np.float64 if float64 else np.float32, progress=progress,
-        )  # fmt: skip
-        result = verification_from_scores(
-            scores, meta.pair_labels, n_templates=templates.template_ids.shape[0], score_type=pooling.score,
-            pooling=pooling,
-        )  # fmt: skip
-        out.mkdir(parents=True, exist_ok=True)
-        written = [
-            result.to_json(out / "ijb_11.json"),
-            result.to_csv(out / "ijb_11.csv"),
-            _write_roc_csv(out / "roc.csv", result.roc_fpr, result.roc_tpr, result.roc_thresholds),
-        ]
-        if save_scores:
-            path = out / "scores.npz"
-            np.savez(path, t1=meta.pair_t1, t2=meta.pair_t2, label=meta.pair_labels, score=scores)
-            written.append(path)
-        images = []
-        if plot:
-            from qualiface.eval.plots import plot_roc
+    meta = load_ijb_meta(meta_dir, subset, check_counts=check_counts)
+    feats, flip = _load_features(features, feature_key, flipped, flipped_key)
+    if flip_halves:
+        if flip is not None:
+            raise ValueError("--flip-halves and separate flipped features exclude each other")
+        feats, flip = split_flip_halves(feats)
+    if feats.ndim != 2 or feats.shape[0] != meta.template_ids.shape[0]:
+        raise ValueError(
+            f"{features}: {feats.shape[0] if feats.ndim else 0} feature rows, but {meta_dir} lists "
+            f"{meta.template_ids.shape[0]} images (shape {feats.shape})"
+        )
+    weights = None if quality is None else load_array(quality, quality_key)
+    templates = pool_templates(
+        feats, meta.template_ids, meta.media_ids, flipped=flip, faceness=meta.faceness, quality=weights,
+        pooling=pooling, progress=progress,
+    )  # fmt: skip
+    scores = ijb_pair_scores(
+        templates, meta.pair_t1, meta.pair_t2, score=pooling.score,
+        dtype=np.float64 if float64 else np.float32, progress=progress,
+    )  # fmt: skip
+    result = verification_from_scores(
+        scores, meta.pair_labels, n_templates=templates.template_ids.shape[0], score_type=pooling.score,
+        pooling=pooling,
+    )  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    written = [
+        result.to_json(out / "ijb_11.json"),
+        result.to_csv(out / "ijb_11.csv"),
+        _write_roc_csv(out / "roc.csv", result.roc_fpr, result.roc_tpr, result.roc_thresholds),
+    ]
+    if save_scores:
+        path = out / "scores.npz"
+        np.savez(path, t1=meta.pair_t1, t2=meta.pair_t2, label=meta.pair_labels, score=scores)
+        written.append(path)
+    images = []
+    if plot:
+        from qualiface.eval.plots import plot_roc
 
-            curves = {f"{meta.subset} {preset}": (result.roc_fpr, result.roc_tpr)}
-            images.append(plot_roc(curves, out / "roc.png", title=f"ROC on {meta.subset}"))
-        from qualiface.eval.report import Section, write_report
+        curves = {f"{meta.subset} {preset}": (result.roc_fpr, result.roc_tpr)}
+        images.append(plot_roc(curves, out / "roc.png", title=f"ROC on {meta.subset}"))
+    from qualiface.eval.report import Section, write_report
 
-        sections = [Section.from_result(f"{meta.subset} 1:1 verification", result, images, text=result.summary())]
-        if one_to_n:
-            lists = load_ijb_1n_lists(meta_dir, meta.subset, check_counts=check_counts)
-            ident = ijb_identification(templates, lists.galleries, lists.probe)
-            written += [ident.to_json(out / "ijb_1n.json"), ident.to_csv(out / "ijb_1n.csv")]
-            sections.append(Section.from_result(f"{meta.subset} 1:N identification (open set)", ident))
-            if legacy_1n:
-                legacy = legacy_insightface_1n(templates, lists.galleries, lists.probe)
-                written.append(legacy.to_json(out / "ijb_1n_legacy.json"))
-                sections.append(Section.from_result(f"{meta.subset} 1:N, legacy insightface ijb_1n.py", legacy))
-        written.append(write_report(sections, out / "report.md", title=f"qualiface eval ijb ({meta.subset})"))
-    except (ValueError, OSError) as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
+    sections = [Section.from_result(f"{meta.subset} 1:1 verification", result, images, text=result.summary())]
+    if one_to_n:
+        lists = load_ijb_1n_lists(meta_dir, meta.subset, check_counts=check_counts)
+        ident = ijb_identification(templates, lists.galleries, lists.probe)
+        written += [ident.to_json(out / "ijb_1n.json"), ident.to_csv(out / "ijb_1n.csv")]
+        sections.append(Section.from_result(f"{meta.subset} 1:N identification (open set)", ident))
+        if legacy_1n:
+            legacy = legacy_insightface_1n(templates, lists.galleries, lists.probe)
+            written.append(legacy.to_json(out / "ijb_1n_legacy.json"))
+            sections.append(Section.from_result(f"{meta.subset} 1:N, legacy insightface ijb_1n.py", legacy))
+    written.append(write_report(sections, out / "report.md", title=f"qualiface eval ijb ({meta.subset})"))
     typer.echo(result.summary())
     if one_to_n:
         ranks = ", ".join(f"rank-{k} {100 * v:.2f}" for k, v in ident.rank.items())

@@ -53,9 +53,5 @@ def report(
     """One report that puts the metrics and plots of several evaluation folders together."""
     from qualiface.eval.report import write_report
 
-    try:
-        sections = [folder_section(folder) for folder in folders]
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    sections = [folder_section(folder) for folder in folders]
     typer.echo(f"wrote {write_report(sections, out, title=title)}")

@@ -32,16 +32,12 @@ def train_command(
 
     torchrun --nproc_per_node 2 -m qualiface.cli train CONFIG.yaml
     """
-    from qualiface.config import ConfigError, dump_config, load_config
+    from qualiface.config import dump_config, load_config
 
     overrides = list(set_ or [])
     if out_dir is not None:
         overrides.append(f"train.out_dir={out_dir}")
-    try:
-        cfg = load_config(config, overrides)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    cfg = load_config(config, overrides)
     if print_config:
         typer.echo(dump_config(cfg), nl=False)
         return
