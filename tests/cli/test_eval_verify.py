@@ -161,3 +161,71 @@ def test_pairs_csv_with_model(tmp_path):
     assert data["n_pairs"] == 20
     assert data["n_genuine"] == 10
     assert data["fusion"] == "none"
+
+
+# ---------------------------------------------------------------------------- pair lists of raw photos (ORL)
+
+ORL = SHARED_DATA / "orl"
+
+
+def _orl_list(tmp_path, extra=()):
+    """12 pairs of ORL photos (92x112 grey, not aligned): genuine and impostor rows alternating, tab-separated,
+    with the column names and Yes/No labels of a spreadsheet export."""
+    rows = ["file_x\tfile_y\tDecision"]
+    for k in range(6):
+        rows.append(f"s{k + 1}/1.pgm\ts{k + 1}/2.pgm\tYes")
+        rows.append(f"s{k + 1}/3.pgm\ts{(k + 1) % 6 + 1}/4.pgm\tNo")
+    rows += list(extra)
+    (tmp_path / "pairs.tsv").write_text("\n".join(rows) + "\n")
+    return tmp_path / "pairs.tsv"
+
+
+def test_pairs_of_raw_photos_are_detected_and_aligned(tmp_path):
+    need(ORL / "s6" / "4.pgm", SFACE)
+    from PIL import Image
+
+    Image.new("L", (92, 112), 128).save(tmp_path / "blank.png")  # no face: its pair is left out, and named
+    path = _orl_list(tmp_path, [f"{ORL}/s1/5.pgm\t{tmp_path}/blank.png\tno"])
+    out = tmp_path / "o"
+    result = _run("--pairs", path, "--root", ORL, "-m", SFACE, "--folds", "2", "--no-progress", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "detected" in result.output
+    assert "1 of 13 pairs left out" in result.output
+    assert "blank.png (no_face)" in result.output
+    data = _json(out)
+    assert (data["n_pairs"], data["n_genuine"], data["n_impostor"]) == (12, 6, 6)
+    assert data["meta"]["faces"] == "detected and aligned"
+    assert data["meta"]["pairs_dropped"] == 1
+    assert [f["path"] for f in data["meta"]["images_without_face"]] == [str(tmp_path / "blank.png")]
+    assert data["meta"]["detector"]["score_threshold"] > 0
+    assert data["auc"] > 0.9  # ORL faces, aligned by the detector, are recognised
+
+
+def test_aligned_flag_refuses_photos_that_are_not_crops(tmp_path):
+    need(ORL / "s6" / "4.pgm", SFACE)
+    path = _orl_list(tmp_path)
+    result = _run("--pairs", path, "--root", ORL, "-m", SFACE, "--aligned", "--folds", "2", "-o", tmp_path / "o")
+    assert result.exit_code == 2
+    assert "error: " in result.output
+    assert "no pair has a face on both sides" in result.output
+    assert "qualiface align" in result.output
+    assert not (tmp_path / "o" / "verification.json").exists()
+
+
+def test_columns_option_names_the_pair_columns(tmp_path):
+    need(GLINT / "pairs_10fold.csv", SFACE)
+    _, chosen = _glint_rows()
+    words = {"1": "same", "0": "different"}
+    lines = ["id;photo;other;verdict"] + [f"{i};{r[1]};{r[2]};{words[r[3]]}" for i, r in enumerate(chosen)]
+    (tmp_path / "p.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "o"
+    result = _run("--pairs", tmp_path / "p.csv", "--columns", "photo,other,verdict", "--root", GLINT, "-m", SFACE,
+                  "--folds", "2", "--no-progress", "-o", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = _json(out)
+    assert (data["n_genuine"], data["n_impostor"]) == (10, 10)
+    assert data["meta"]["faces"] == "aligned crops as given"  # 112x112 glint crops: no detection
+    plain = _run("--pairs", tmp_path / "p.csv", "--root", GLINT, "-m", SFACE, "-o", tmp_path / "o2")
+    assert plain.exit_code == 2
+    assert "no column for the first image" in plain.output
+    assert "--columns" in plain.output

@@ -12,7 +12,8 @@ import numpy as np
 import typer
 
 from qualiface.cli.apps import eval_app
-from qualiface.cli.photos import PreprocessingOption, open_model
+from qualiface.cli.photos import DetectorOption, PreprocessingOption, detector_options, open_model
+from qualiface.errors import InputError
 from qualiface.eval.fusion import FLIP_FUSION_MODES
 from qualiface.eval.roc import check_scores_labels
 from qualiface.eval.verification import (
@@ -31,12 +32,16 @@ def _labels(path: Path, key: str | None) -> np.ndarray:
     table = load_table(path)
     labels = table[select_key(table, path, key, _LABEL_KEYS, "--labels-key")]
     if labels.dtype.kind in "US" or labels.dtype == object:
-        lowered = np.char.lower(labels.astype(str))
-        bad = ~np.isin(lowered, ["0", "1", "true", "false"])
-        if bad.any():
-            first = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"{path}: {key!r} row {first} is {labels[first]!r}; expected 1/0 or true/false")
-        labels = np.isin(lowered, ["1", "true"])
+        from qualiface.data.pairs import parse_label
+
+        parsed = [parse_label(str(v)) for v in labels.tolist()]
+        if None in parsed:
+            first = parsed.index(None)
+            raise InputError(
+                f"{path}: {key or 'the label column'!r} row {first} is {labels[first]!r}; expected 1/0, true/false, "
+                "yes/no, same/different, genuine/impostor or match/non-match"
+            )
+        labels = np.array(parsed, dtype=bool)
     return labels
 
 
@@ -111,12 +116,26 @@ def _from_bin(path: Path, embed: Callable[[Any], tuple[np.ndarray, np.ndarray | 
 
 
 def _from_pairs(
-    path: Path, root: Path | None, folds: int, embed: Callable[[Any], tuple[np.ndarray, np.ndarray | None]]
+    path: Path,
+    root: Path | None,
+    folds: int,
+    embed: Callable[[Any], tuple[np.ndarray, np.ndarray | None]],
+    *,
+    columns: str | None,
+    input_size: tuple[int, int],
+    aligned: bool | None,
+    detector: str | None,
+    progress: bool,
+    meta: dict[str, Any],
 ) -> dict[str, Any]:
-    """Arrays for :func:`evaluate_verification` from a pairs CSV; each distinct image is embedded once."""
-    from qualiface.data.pairs import load_pairs_csv
+    """Arrays for :func:`evaluate_verification` from a pair list; each distinct image is embedded once. Photos
+    that are not aligned crops are detected and aligned; pairs whose image gave no face are left out, named in a
+    warning and in ``meta``."""
+    from tqdm.auto import tqdm
 
-    pairs = load_pairs_csv(path, root)
+    from qualiface.data.pairs import load_pairs_csv, pair_images
+
+    pairs = load_pairs_csv(path, root, columns=columns)
     check_scores_labels(np.zeros(len(pairs)), pairs.issame)
     if pairs.folds is not None and not np.array_equal(pairs.folds, contiguous_folds(len(pairs), folds)):
         typer.echo(
@@ -124,9 +143,38 @@ def _from_pairs(
             "protocol uses; the column is ignored",
             err=True,
         )
-    files, index_a, index_b = pairs.unique_images()
-    emb, emb_flip = embed(files)
-    kwargs = {"embeddings": emb[index_a], "embeddings_b": emb[index_b], "issame": pairs.issame}
+    with tqdm(total=len(pairs), unit="file", desc="faces", disable=None if progress else True, leave=False) as bar:
+
+        def advance(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+        prepared = pair_images(
+            pairs, input_size=input_size, aligned=aligned, detector_options=detector_options(detector),
+            progress=advance,
+        )  # fmt: skip
+    meta.update(
+        faces="detected and aligned" if prepared.detected else "aligned crops as given",
+        faces_reason=prepared.reason,
+        pairs_listed=len(pairs),
+        pairs_dropped=prepared.n_dropped,
+        images_without_face=[{"path": str(p), "reason": r, "message": m} for p, r, m in prepared.failures],
+    )
+    if prepared.detected:
+        meta["detector"] = detector_options(detector).to_dict()
+    typer.echo(f"faces: {prepared.reason}", err=True)
+    warning = prepared.warning()
+    if warning is not None:
+        typer.echo(f"warning: {path}: {warning}", err=True)
+    keep = prepared.keep
+    if not keep.any():
+        raise InputError(
+            f"{path}: no pair has a face on both sides ({len(prepared.failures)} image(s) gave none); "
+            + ("check --detector (e.g. score=0.3) or make aligned crops with `qualiface align`" if prepared.detected
+               else "give photos without --aligned to detect faces, or make crops with `qualiface align`")
+        )  # fmt: skip
+    emb, emb_flip = embed(prepared.images)
+    index_a, index_b = prepared.index_a[keep], prepared.index_b[keep]
+    kwargs = {"embeddings": emb[index_a], "embeddings_b": emb[index_b], "issame": pairs.issame[keep]}
     if emb_flip is not None:
         kwargs["flip"], kwargs["flip_b"] = emb_flip[index_a], emb_flip[index_b]
     return kwargs
@@ -185,12 +233,31 @@ def verify(
     ] = None,
     pairs: Annotated[
         Path | None,
-        typer.Option(help="Pairs CSV (path_a,path_b,same or fold,path1,path2,same); needs --model."),
+        typer.Option(
+            help="Pair list (CSV/TSV/text with a header: two image columns and a label column under common names, "
+            "docs/formats.md 'Pair lists'); photos are detected and aligned unless they are aligned crops; "
+            "needs --model."
+        ),
     ] = None,
     root: Annotated[Path | None, typer.Option(help="Folder the --pairs image paths are relative to.")] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="The --pairs columns as A,B,LABEL (first image, second image, label) when not recognised."),
+    ] = None,
+    aligned: Annotated[
+        bool | None,
+        typer.Option(
+            "--aligned/--detect",
+            help="--aligned: the --pairs images are aligned crops (no detection); --detect: detect and align every "
+            "image; default: detect unless every image is an aligned crop of the model's input size.",
+        ),
+    ] = None,
+    detector: DetectorOption = None,
     model: Annotated[
         str | None,
-        typer.Option(help="Model for --bin / --pairs: a model file, run directory or ONNX recognizer (load_model)."),
+        typer.Option(
+            "--model", "-m", help="Model for --bin / --pairs: a model file, run directory or ONNX recognizer."
+        ),
     ] = None,
     preprocessing: PreprocessingOption = None,
     batch_size: Annotated[int, typer.Option(help="Images per model run (fixed batch sizes are honoured).")] = 64,
@@ -214,43 +281,50 @@ def verify(
     progress: Annotated[bool, typer.Option(help="Progress bars (only on a terminal).")] = True,
 ) -> None:
     """1:1 verification: insightface 10-fold accuracy (squared L2, strict <, arange(0,4,0.01) grid, contiguous
-    folds), VAL@FAR=1e-3, and all-pairs ROC, TAR@FAR, EER and AUC of the cosine."""
-    try:
-        sources = [s for s in (embeddings, bin_pack, pairs) if s is not None]
-        if len(sources) != 1:
-            raise ValueError("give exactly one input: --embeddings, --bin or --pairs")
-        if fusion is not None and fusion not in FLIP_FUSION_MODES:
-            raise ValueError(f"--fusion {fusion!r} is unknown; choose one of {', '.join(FLIP_FUSION_MODES)}")
-        meta: dict[str, Any] = {"input": str(sources[0])}
-        if embeddings is not None:
-            if model is not None:
-                raise ValueError("--model is for --bin / --pairs; --embeddings are already embedded")
-            kwargs = _from_embedding_files(embeddings, labels, labels_key, flip_embeddings)
+    folds), VAL@FAR=1e-3, and all-pairs ROC, TAR@FAR, EER and AUC of the cosine. Rates that the number of pairs
+    cannot measure are marked n/m (docs/protocols.md, 'Small samples')."""
+    sources = [s for s in (embeddings, bin_pack, pairs) if s is not None]
+    if len(sources) != 1:
+        raise InputError("give exactly one input: --embeddings, --bin or --pairs")
+    if fusion is not None and fusion not in FLIP_FUSION_MODES:
+        raise InputError(f"--fusion {fusion!r} is unknown; choose one of {', '.join(FLIP_FUSION_MODES)}")
+    if pairs is None and (columns is not None or aligned is not None or detector is not None or root is not None):
+        raise InputError("--columns, --root, --aligned/--detect and --detector apply to --pairs only")
+    meta: dict[str, Any] = {"input": str(sources[0])}
+    if embeddings is not None:
+        if model is not None:
+            raise InputError("--model is for --bin / --pairs; --embeddings are already embedded")
+        kwargs = _from_embedding_files(embeddings, labels, labels_key, flip_embeddings)
+    else:
+        if model is None:
+            raise InputError(f"{sources[0]}: images need a model to embed them: give --model path.onnx")
+        if fusion not in (None, "none") and flip is False:
+            raise InputError(f"--fusion {fusion} needs --flip")
+        face_model = open_model(model, preprocessing=preprocessing)
+        flip = face_model.flip_policy == "sum" if flip is None else flip
+        embed = functools.partial(_embed, model=face_model, batch_size=batch_size, flip=flip, progress=progress)
+        if bin_pack is not None:
+            kwargs = _from_bin(bin_pack, embed)
         else:
-            if model is None:
-                raise ValueError(f"{sources[0]}: images need a model to embed them: give --model path.onnx")
-            if fusion not in (None, "none") and flip is False:
-                raise ValueError(f"--fusion {fusion} needs --flip")
-            face_model = open_model(model, preprocessing=preprocessing)
-            flip = face_model.flip_policy == "sum" if flip is None else flip
-            embed = functools.partial(_embed, model=face_model, batch_size=batch_size, flip=flip, progress=progress)
-            kwargs = _from_bin(bin_pack, embed) if bin_pack is not None else _from_pairs(sources[0], root, folds, embed)
-            meta.update(face_model.card.stamp(), model_path=str(model))
-        if kwargs.get("flip") is None:
-            kwargs.pop("flip", None)
-        result = evaluate_verification(
-            **kwargs,
-            fusion=fusion,
-            n_folds=folds,
-            threshold_search=cast(ThresholdSearch, threshold_search),  # checked there
-        )
-        result.meta.update(meta)
-        out.mkdir(parents=True, exist_ok=True)
-        if save_embeddings:
-            _save_embeddings(out / "embeddings.npz", kwargs)
-        written = _write_outputs(result, out, plot, sources[0].stem)
-    except (ValueError, ImportError, OSError) as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
+            kwargs = _from_pairs(
+                sources[0], root, folds, embed, columns=columns, input_size=face_model.input_size, aligned=aligned,
+                detector=detector, progress=progress, meta=meta,
+            )  # fmt: skip
+        meta.update(face_model.card.stamp(), model_path=str(model))
+    if kwargs.get("flip") is None:
+        kwargs.pop("flip", None)
+    result = evaluate_verification(
+        **kwargs,
+        fusion=fusion,
+        n_folds=folds,
+        threshold_search=cast(ThresholdSearch, threshold_search),  # checked there
+    )
+    result.meta.update(meta)
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    out.mkdir(parents=True, exist_ok=True)
+    if save_embeddings:
+        _save_embeddings(out / "embeddings.npz", kwargs)
+    written = _write_outputs(result, out, plot, sources[0].stem)
     typer.echo(result.summary())
     typer.echo("wrote " + ", ".join(str(p) for p in written))

@@ -25,15 +25,19 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from qualiface.data.bin_pairs import LazyImages
 from qualiface.errors import InputError
 from qualiface.imaging import decode_image
+
+if TYPE_CHECKING:
+    from qualiface.detect.options import DetectorOptions
 
 PATH_A_NAMES: tuple[str, ...] = (
     "path_a", "path1", "image_a", "image1", "img_a", "img1", "file_a", "file1", "filename1", "filename_a",
@@ -270,3 +274,127 @@ def load_pairs_csv(
         folds=np.array(folds, dtype=np.int64) if col_fold is not None else None,
         source=source,
     )
+
+
+@dataclass
+class PairImages:
+    """The images of a :class:`PairList` ready to embed: aligned crops (decoded on access, or detected and aligned
+    in memory), per pair the row of each side, and which pairs could be scored.
+
+    Attributes:
+        images: the crops to embed: :class:`ImageFiles` (the files were already aligned crops) or a
+            ``(N, 112, 112, 3)`` ``uint8`` array (detected and aligned).
+        index_a, index_b: per pair, the row of each side in ``images`` (``-1`` where that side gave no face).
+        keep: per pair, whether both sides gave a crop; the other pairs are left out of the evaluation.
+        detected: whether faces were detected and aligned (``False``: taken as aligned crops).
+        reason: why the images were (or were not) detected, for the report.
+        failures: ``(file, reason, message)`` of every file that gave no crop (``no_face``, ``unreadable``,
+            ``wrong_size``, ``detector_error``).
+    """
+
+    images: ImageFiles | np.ndarray
+    index_a: np.ndarray
+    index_b: np.ndarray
+    keep: np.ndarray
+    detected: bool
+    reason: str
+    failures: list[tuple[Path, str, str]]
+
+    @property
+    def n_dropped(self) -> int:
+        """Pairs left out because a side gave no crop."""
+        return int((~self.keep).sum())
+
+    def warning(self, limit: int = 10) -> str | None:
+        """One line naming the dropped pairs and the files behind them (``None`` when nothing was dropped)."""
+        if not self.failures:
+            return None
+        shown = "; ".join(f"{path} ({reason})" for path, reason, _ in self.failures[:limit])
+        more = f"; and {len(self.failures) - limit} more" if len(self.failures) > limit else ""
+        return (
+            f"{self.n_dropped} of {self.keep.size} pairs left out: {len(self.failures)} image(s) gave no face: "
+            f"{shown}{more}"
+        )
+
+
+def _crop_sizes(paths: Sequence[Path]) -> tuple[dict[Path, tuple[int, int]], list[tuple[Path, str, str]]]:
+    """``(height, width)`` of every readable file from its header, and the unreadable ones as failures."""
+    from qualiface.imaging import image_size, read_image_bytes
+
+    sizes: dict[Path, tuple[int, int]] = {}
+    unreadable: list[tuple[Path, str, str]] = []
+    for path in paths:
+        try:
+            width, height = image_size(read_image_bytes(path), str(path))
+        except ValueError as exc:  # ImageDecodeError is a ValueError naming the file
+            unreadable.append((path, "unreadable", str(exc)))
+        else:
+            sizes[path] = (height, width)
+    return sizes, unreadable
+
+
+def pair_images(
+    pairs: PairList,
+    *,
+    input_size: tuple[int, int] = (112, 112),
+    aligned: bool | None = None,
+    detector_options: DetectorOptions | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> PairImages:
+    """Make the images of ``pairs`` embeddable: take them as aligned crops, or detect and align them.
+
+    Args:
+        pairs: the pair list.
+        input_size: ``(height, width)`` of the model's input; files of this size or 112x112 count as crops.
+        aligned: ``True``: the files are aligned crops (any other size is a ``wrong_size`` failure, never a
+            resize); ``False``: detect and align every file (:func:`qualiface.use.load_faces`); ``None``
+            (default): crops when every readable file is ``input_size`` or 112x112 and all share one size, else
+            detect and align.
+        detector_options: :class:`~qualiface.detect.options.DetectorOptions` of the detection (default the
+            defaults).
+        progress: called as ``progress(done, total)`` per file while detecting.
+
+    Pairs with a side that gave no crop are marked in :attr:`PairImages.keep` (never dropped silently: the
+    failures name each file); the caller evaluates the kept pairs and reports the others.
+    """
+    files, index_a, index_b = pairs.unique_images()
+    paths = list(files.paths)
+    crop_sizes = {tuple(input_size), (112, 112)}
+    if aligned is None:
+        sizes, unreadable = _crop_sizes(paths)
+        distinct = set(sizes.values())
+        aligned = len(distinct) <= 1 and distinct <= crop_sizes
+        if aligned:
+            reason = "every image is an aligned crop of the model's input size"
+        else:
+            shown = ", ".join(f"{w}x{h}" for h, w in sorted(distinct)[:4]) + (" ..." if len(distinct) > 4 else "")
+            reason = f"the images are not all aligned crops of the model's input size (sizes {shown}): detected"
+    elif aligned:
+        sizes, unreadable = _crop_sizes(paths)
+        reason = "stated aligned crops (taken as they are)"
+    else:
+        reason = "detected and aligned as asked"
+    if aligned:
+        failures = list(unreadable)
+        for path, size in sizes.items():
+            if size not in crop_sizes:
+                message = (
+                    f"{path}: image is {size[1]}x{size[0]} pixels; an aligned crop is {input_size[1]}x{input_size[0]}"
+                )
+                failures.append((path, "wrong_size", message))
+        bad = {path for path, _, _ in failures}
+        good = [p for p in paths if p not in bad]
+        row = {p: i for i, p in enumerate(good)}
+        rows = np.array([row.get(p, -1) for p in paths], dtype=np.int64)
+        images: ImageFiles | np.ndarray = ImageFiles(good)
+    else:
+        from qualiface.use import face_index, load_faces
+
+        faces = load_faces(paths, detector_options=detector_options, progress=progress)
+        failures = [(f.path, f.reason, f.message) for f in faces.failures]
+        rows = face_index(faces, paths)
+        images = faces.images
+    a, b = rows[index_a], rows[index_b]
+    order = {p: i for i, p in enumerate(paths)}
+    failures.sort(key=lambda f: order.get(f[0], len(order)))
+    return PairImages(images, a, b, (a >= 0) & (b >= 0), not aligned, reason, failures)

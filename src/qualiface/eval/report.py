@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qualiface.eval.results import Result
+from qualiface.eval.results import Result, flat_scalars
 
 
 @dataclass
@@ -23,19 +23,12 @@ class Section:
 
     @classmethod
     def from_result(cls, title: str, result: Result, images: Sequence[str | Path] = (), text: str = "") -> Section:
-        """A section showing the scalar fields of ``result`` (nested dicts of scalars are flattened)."""
-        return cls(title, _scalars(result.to_dict()), images, text)
+        """A section showing the scalar fields of ``result`` (:meth:`Result.report_metrics`: nested dicts of
+        scalars are flattened; a rate the sample cannot measure reads ``n/m (needs ≥ N ...)``, a NaN its reason)."""
+        return cls(title, result.report_metrics(), images, text)
 
 
-def _scalars(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_scalars(value, f"{name}."))
-        elif not isinstance(value, list | tuple):
-            out[name] = value
-    return out
+_scalars = flat_scalars  # the former private name
 
 
 def _fmt(value: Any) -> str:

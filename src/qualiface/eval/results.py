@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,18 @@ def to_plain(value: Any) -> Any:
     return value
 
 
+def flat_scalars(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The scalar entries of nested mappings as ``{"outer.inner": value}``; lists are left out."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flat_scalars(value, f"{name}."))
+        elif not isinstance(value, list | tuple):
+            out[name] = value
+    return out
+
+
 class Result:
     """Mixin for evaluation results (dataclasses): ``to_dict()``, :meth:`to_json`, :meth:`to_csv`.
 
@@ -42,6 +55,11 @@ class Result:
         """All fields as plain Python values (lists for arrays)."""
         plain: dict[str, Any] = to_plain(self)
         return plain
+
+    def report_metrics(self) -> dict[str, Any]:
+        """The scalars a report shows (:func:`flat_scalars` of :meth:`to_dict`); results whose values need a word
+        (a rate the sample cannot measure, a NaN) override it to put that word in the cell."""
+        return flat_scalars(self.to_dict())
 
     def rows(self) -> list[dict[str, Any]]:
         """Rows for CSV export."""

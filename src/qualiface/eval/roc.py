@@ -17,6 +17,10 @@ TAR at FAR has two selection rules (docs/protocols.md, 'TAR at FAR'):
 The threshold at a false-match rate, from impostor scores alone, is :func:`threshold_at_fmr`: one function whose
 ``rule`` names the definition of each protocol that needs one (calibration, the fixed-threshold EDC, the IJB and
 TinyFace 1:N).
+
+Small samples (docs/protocols.md, 'Small samples'): a false-accept rate below ``1/n`` cannot be measured on ``n``
+impostor comparisons (one false accept already is ``1/n``); :func:`rate_measurable` and :func:`comparisons_needed`
+say so, and every result that reports a rate at a target marks the targets it cannot measure.
 """
 
 from __future__ import annotations
@@ -42,6 +46,28 @@ FMR_RULES: tuple[str, ...] = get_args(FMRRule)
 DIR_EPSILON = 1e-5
 """Added to the highest impostor score by ``rule="tinyface"`` when the FMR allows no false match
 (``find_thresholds_by_FAR``)."""
+
+
+def comparisons_needed(rate: float) -> int | None:
+    """The fewest impostor (non-mated) comparisons that can measure a false-accept rate ``rate``: the smallest
+    ``n`` with ``rate >= 1/n``, i.e. ``ceil(1/rate)`` (``None`` for a rate of 0, which no finite set measures)."""
+    if rate <= 0:
+        return None
+    return max(1, math.ceil((1.0 / rate) * (1 - 1e-12)))
+
+
+def rate_measurable(rate: float, n: int) -> bool:
+    """Whether ``n`` impostor comparisons can measure the false-accept rate ``rate``: ``rate >= 1/n``. Below it
+    a single false accept is already more than ``rate``, so the operating point is set by the highest impostor
+    score alone and the number reported there says nothing about ``rate``."""
+    needed = comparisons_needed(rate)
+    return needed is not None and n >= needed
+
+
+def not_measurable_text(rate: float, n: int, what: str = "impostor pairs") -> str:
+    """``"n/m (needs ≥ N impostor pairs, has n)"`` for a report cell."""
+    needed = comparisons_needed(rate)
+    return f"n/m (needs ≥ {needed:,} {what}, has {n:,})" if needed is not None else f"n/m (rate 0; has {n:,} {what})"
 
 
 def check_scores_labels(

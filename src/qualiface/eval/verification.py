@@ -29,6 +29,12 @@ undefined VAL/FAR (the reference divides by zero): NaN here.
 **All pairs** (not part of the 10-fold protocol, reported beside it): ROC, TAR at FAR 1e-6 … 1e-1, EER and AUC
 of the cosine similarity over every pair, computed with :mod:`qualiface.eval.roc`.
 
+**Small samples** (docs/protocols.md, 'Small samples'): a FAR target below ``1/n_impostor`` cannot be measured (one
+false accept is already more): its TAR is kept in ``tar_at_far`` and marked ``False`` in
+``tar_at_far_measurable`` (``impostors_needed`` says how many impostor pairs it needs); VAL is marked in
+``val_measurable`` when its target is below 1 over the fewest training-fold impostor pairs. Folds that hold one
+class only are named in ``warnings``, and every NaN of the result is explained in ``nan_reasons``.
+
 Numerics: embeddings are normalised and compared in float64, as arcface_torch does (its ``test`` copies the
 network outputs into float64 arrays before ``sklearn.preprocessing.normalize``). Unlike the reference, which
 silently uses ``min(len(issame), len(e1))`` pairs, mismatched lengths raise.
@@ -43,14 +49,17 @@ from typing import Any, Literal
 import numpy as np
 
 from qualiface.eval.fusion import FLIP_FUSION_MODES, check_embeddings, fuse_flip, l2_normalize
-from qualiface.eval.results import Result
+from qualiface.eval.results import Result, flat_scalars
 from qualiface.eval.roc import (
     IJB_FARS,
     TarMode,
     auc,
     check_scores_labels,
+    comparisons_needed,
     decimate_roc,
     eer_from_counts,
+    not_measurable_text,
+    rate_measurable,
     roc_counts,
     tar_at_far_from_counts,
 )
@@ -335,6 +344,12 @@ class VerificationResult(Result):
     fusion: str = "none"
     threshold_search: str = "grid"
     meta: dict[str, Any] = field(default_factory=dict)
+    far_floor: float = float("nan")
+    tar_at_far_measurable: dict[str, bool] = field(default_factory=dict)
+    impostors_needed: dict[str, int | None] = field(default_factory=dict)
+    val_measurable: bool = True
+    nan_reasons: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per fold: size, accuracy, best threshold, VAL, FAR, VAL threshold."""
@@ -353,14 +368,43 @@ class VerificationResult(Result):
         ]
 
     def summary(self) -> str:
-        """One line in the arcface_torch log style plus the all-pairs figures."""
-        tar = self.tar_at_far.get(_far_key(1e-3))
-        tar_text = "" if tar is None else f", TAR@FAR=1e-3 {tar:.4f}"
+        """One line in the arcface_torch log style plus the all-pairs figures; targets the pairs cannot measure
+        read ``n/m (needs ≥ N impostor pairs, has n)``."""
+        key = _far_key(1e-3)
+        tar = self.tar_at_far.get(key)
+        if tar is None:
+            tar_text = ""
+        elif self.tar_at_far_measurable.get(key, True):
+            tar_text = f", TAR@FAR=1e-3 {tar:.4f}"
+        else:
+            tar_text = f", TAR@FAR=1e-3 {not_measurable_text(1e-3, self.n_impostor)}"
+        val_text = f"{self.val:1.5f}+-{self.val_std:1.5f}"
+        if not self.val_measurable:
+            val_text += " (n/m: below 1 over the training-fold impostor pairs)"
+        elif "val" in self.nan_reasons:
+            val_text += f" ({self.nan_reasons['val']})"
         return (
             f"Accuracy: {self.accuracy:1.5f}+-{self.accuracy_std:1.5f} ({self.n_folds} folds, {self.n_pairs} pairs: "
             f"{self.n_genuine} genuine, {self.n_impostor} impostor); VAL@FAR={self.far_target:g}: "
-            f"{self.val:1.5f}+-{self.val_std:1.5f}; all pairs: AUC {self.auc:.5f}, EER {self.eer:.5f}{tar_text}"
+            f"{val_text}; all pairs: AUC {self.auc:.5f}, EER {self.eer:.5f}{tar_text}"
         )
+
+    def report_metrics(self) -> dict[str, Any]:
+        """The scalars of a report table: a TAR or VAL the pairs cannot measure reads ``n/m (needs ≥ N impostor
+        pairs, has n)``, a NaN reads ``nan: <reason>``; the bookkeeping fields are left out."""
+        plain = self.to_dict()
+        for name in ("tar_at_far_measurable", "impostors_needed", "nan_reasons", "warnings"):
+            plain.pop(name, None)
+        metrics = flat_scalars(plain)
+        for key, measurable in self.tar_at_far_measurable.items():
+            if not measurable:
+                metrics[f"tar_at_far.{key}"] = not_measurable_text(float(key), self.n_impostor)
+        if not self.val_measurable:
+            metrics["val"] = f"n/m (the FAR target {self.far_target:g} is below 1 over the training-fold impostors)"
+        for name, reason in self.nan_reasons.items():
+            if name in metrics and metrics[name] is None:
+                metrics[name] = f"nan: {reason}"
+        return metrics
 
 
 def _far_key(far: float) -> str:
@@ -395,6 +439,7 @@ def evaluate_distances(
     eer_value, eer_threshold = eer_from_counts(counts)
     tar = tar_at_far_from_counts(counts, fars, mode=tar_mode)
     fpr_d, tpr_d, thr_d = decimate_roc(fpr, tpr, thr)
+    notes = _small_sample_notes(issame, n_folds, far_target, fars, counts.n_neg, val)
     return VerificationResult(
         n_pairs=int(folds.fold_sizes.sum()),
         n_genuine=counts.n_pos,
@@ -426,7 +471,83 @@ def evaluate_distances(
         tar_mode=tar_mode,
         fusion=fusion,
         threshold_search=threshold_search,
+        far_floor=1.0 / counts.n_neg,
+        **notes,
     )
+
+
+def _fold_text(folds: np.ndarray) -> str:
+    """``"0-4, 7"`` for the fold indices ``[0, 1, 2, 3, 4, 7]``."""
+    parts: list[str] = []
+    values = [int(k) for k in folds]
+    start = prev = values[0]
+    for k in [*values[1:], None]:
+        if k is not None and k == prev + 1:
+            prev = k
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if k is not None:
+            start = prev = k
+    return ", ".join(parts)
+
+
+def _small_sample_notes(
+    issame: np.ndarray, n_folds: int, far_target: float, fars: Sequence[float], n_impostor: int, val: ValAtFar
+) -> dict[str, Any]:
+    """The small-sample fields of :class:`VerificationResult`: which FAR targets the pairs measure, why a value is
+    NaN, and the warnings (folds of one class, targets below ``1/n``)."""
+    labels = np.asarray(issame).astype(bool).astype(np.int64)
+    folds = contiguous_folds(labels.shape[0], n_folds)
+    n_pos, n_neg = _class_counts(labels, folds, n_folds)
+    measurable = {_far_key(f): rate_measurable(f, n_impostor) for f in fars}
+    needed = {_far_key(f): comparisons_needed(f) for f in fars}
+    train_neg = _train(n_neg, n_folds)
+    val_measurable = rate_measurable(far_target, int(train_neg.min()))
+    warnings: list[str] = []
+    reasons = {"all_pairs_thresholds": "the first ROC point (FAR 0, TAR 0) has threshold +inf (nothing accepted): null"}
+    only_genuine, only_impostor = np.flatnonzero(n_neg == 0), np.flatnonzero(n_pos == 0)
+    if only_genuine.size or only_impostor.size:
+        parts = []
+        if only_genuine.size:
+            parts.append(f"fold(s) {_fold_text(only_genuine)} hold only genuine pairs")
+        if only_impostor.size:
+            parts.append(f"fold(s) {_fold_text(only_impostor)} hold only impostor pairs")
+        warnings.append(
+            f"{' and '.join(parts)}: the contiguous {n_folds}-fold protocol expects every fold (a block of "
+            "consecutive rows) to mix both classes, as the insightface lists do; VAL is NaN where a test fold has "
+            "no genuine pair, FAR where it has no impostor pair (0/0); interleave the list or give fewer --folds"
+        )
+    if np.isnan(val.fold_val).any():
+        bad = np.flatnonzero(np.isnan(val.fold_val))
+        reasons["fold_val"] = f"fold(s) {_fold_text(bad)}: no genuine pair in the test fold, or no impostor to train on"
+        reasons["val"] = f"the mean over the folds includes NaN folds ({_fold_text(bad)})"
+        reasons["val_std"] = reasons["val"]
+    if np.isnan(val.fold_far).any():
+        bad = np.flatnonzero(np.isnan(val.fold_far))
+        reasons["fold_far"] = f"fold(s) {_fold_text(bad)}: no impostor pair in the test fold, or none to train on"
+        reasons["far"] = f"the mean over the folds includes NaN folds ({_fold_text(bad)})"
+    if np.isnan(val.fold_thresholds).any():
+        bad = np.flatnonzero(np.isnan(val.fold_thresholds))
+        reasons["fold_val_thresholds"] = f"fold(s) {_fold_text(bad)}: no impostor pair in the training folds"
+    unmeasured = [key for key, ok in measurable.items() if not ok]
+    if unmeasured:
+        warnings.append(
+            f"TAR at FAR {', '.join(unmeasured)} cannot be measured on {n_impostor:,} impostor pairs (the smallest "
+            f"measurable FAR is 1/{n_impostor:,} = {1 / n_impostor:.2g}); kept in tar_at_far but marked "
+            "not measurable"
+        )
+    if not val_measurable:
+        warnings.append(
+            f"VAL@FAR={far_target:g} cannot be measured: the smallest training folds hold {int(train_neg.min()):,} "
+            f"impostor pairs, fewer than the {comparisons_needed(far_target):,} the target needs"
+        )
+    return {
+        "tar_at_far_measurable": measurable,
+        "impostors_needed": needed,
+        "val_measurable": val_measurable,
+        "nan_reasons": reasons,
+        "warnings": warnings,
+    }
 
 
 def split_pairs(embeddings: np.ndarray, name: str = "embeddings") -> tuple[np.ndarray, np.ndarray]:
