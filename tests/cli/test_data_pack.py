@@ -20,7 +20,7 @@ def _folder(root, identities=3, per_identity=2):
 
 def test_pack_then_read_back(tmp_path):
     root = _folder(tmp_path / "faces")
-    result = CliRunner().invoke(app, ["data", "pack", str(root), str(tmp_path / "out" / "faces.rec")])
+    result = CliRunner().invoke(app, ["data", "pack", str(root), str(tmp_path / "out" / "faces.rec"), "--size", "16"])
     assert result.exit_code == 0, result.output
     assert "6 images of 3 identities" in result.output
     reader = RecordIOReader(tmp_path / "out" / "faces.rec", tmp_path / "out" / "faces.idx")
@@ -35,11 +35,11 @@ def test_pack_then_read_back(tmp_path):
 def test_pack_errors_are_clear_and_leave_no_partial_file(tmp_path):
     root = _folder(tmp_path / "faces")
     (root / "id1" / "broken.jpg").write_bytes(b"not an image")
-    result = CliRunner().invoke(app, ["data", "pack", str(root), str(tmp_path / "out.rec")])
+    result = CliRunner().invoke(app, ["data", "pack", str(root), str(tmp_path / "out.rec"), "--size", "16"])
     assert result.exit_code == 2
     assert "broken.jpg" in result.output
     assert not list(tmp_path.glob("out.rec*"))
     (tmp_path / "empty" / "nobody").mkdir(parents=True)
-    result = CliRunner().invoke(app, ["data", "pack", str(tmp_path / "empty"), str(tmp_path / "e.rec")])
+    result = CliRunner().invoke(app, ["data", "pack", str(tmp_path / "empty"), str(tmp_path / "e.rec"), "--size", "16"])
     assert result.exit_code == 2
     assert "empty identity folder" in result.output

@@ -57,7 +57,7 @@ def test_pack_refuses_a_truncated_jpeg_naming_it(faces: Path, tmp_path: Path) ->
     with pytest.raises(ImageDecodeError, match=re.escape(f"{truncated}: ")):
         pack_image_folder(faces, tmp_path / "out")
     assert not (tmp_path / "out" / "train.rec").exists()
-    result = runner.invoke(app, ["data", "pack", str(faces), str(tmp_path / "out")])
+    result = runner.invoke(app, ["data", "pack", str(faces), str(tmp_path / "out"), "--size", "16"])
     assert result.exit_code == EXIT_INPUT
     assert f"error: {truncated}: " in result.output
     assert "Traceback" not in result.output
@@ -98,7 +98,7 @@ def test_an_unreadable_root_through_the_cli_is_one_line(
     faces: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _unreadable(monkeypatch, faces)
-    result = runner.invoke(app, ["data", "pack", str(faces), str(tmp_path / "out")])
+    result = runner.invoke(app, ["data", "pack", str(faces), str(tmp_path / "out"), "--size", "16"])
     assert result.exit_code == EXIT_INPUT
     assert f"error: {faces}: cannot read the folder (Permission denied)" in result.output
     assert "Traceback" not in result.output

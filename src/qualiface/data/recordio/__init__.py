@@ -5,7 +5,8 @@
 * :mod:`~qualiface.data.recordio.reader`: :class:`RecordIOReader` (random access, a dataset of images) and
   :func:`decode_image`.
 * :mod:`~qualiface.data.recordio.writer`: :class:`RecordIOWriter` (records + index).
-* :mod:`~qualiface.data.recordio.pack`: :func:`pack_image_folder` (``qualiface data pack``) and the ``property`` file.
+* :mod:`~qualiface.data.recordio.pack`: :func:`pack_image_folder` (``qualiface data pack``), :class:`PackWriter`
+  (images streamed into a pack, as ``qualiface align --out train.rec`` does) and the ``property`` file.
 """
 
 from qualiface.data.recordio.format import (
@@ -24,7 +25,7 @@ from qualiface.data.recordio.format import (
     scan_index,
     unpack_record,
 )
-from qualiface.data.recordio.pack import IMAGE_EXTENSIONS, PackSummary, pack_image_folder, read_property
+from qualiface.data.recordio.pack import IMAGE_EXTENSIONS, PackSummary, PackWriter, pack_image_folder, read_property
 from qualiface.data.recordio.reader import Layout, RecordIOReader, decode_image
 from qualiface.data.recordio.writer import RecordIOWriter
 
@@ -40,6 +41,7 @@ __all__ = [
     "LabelLike",
     "Layout",
     "PackSummary",
+    "PackWriter",
     "RecordIOError",
     "RecordIOReader",
     "RecordIOWriter",

@@ -86,7 +86,8 @@ def pack_image_folder(
     stays PNG).
     Then identity records ``N+1..N+C`` with ``label = [first_key, last_key + 1]``, then the header record 0 with
     ``label = [N+1, N+1+C]`` and ``id2 = 1``. ``property`` is ``"C,H,W"`` with the size of the first image.
-    Hidden files and files with other extensions are ignored.
+    Hidden files and files with other extensions are ignored. Photos that are not aligned crops yet go through
+    :func:`qualiface.data.photo_dataset.pack_photos` (``qualiface data pack --detect``) instead.
 
     Raises:
         InputError: no identity folders, a folder that cannot be listed, an empty identity folder, or more than 2^24
@@ -100,52 +101,122 @@ def pack_image_folder(
     num_classes = len(identities)
     if num_images + 1 + num_classes > FLOAT32_EXACT_LIMIT:
         raise InputError(f"{root}: {num_images} images + {num_classes} classes exceed the float32-exact 2^24 keys")
-    out.mkdir(parents=True, exist_ok=True)
     if not rec_name.endswith(".rec"):
         raise ValueError(f"rec_name must end in .rec, got {rec_name!r}")
-    rec_path, prop_path = out / rec_name, out / "property"
-    idx_path = rec_path.with_suffix(".idx")
-    if rec_path.exists() and not overwrite:
-        raise FileExistsError(f"{rec_path} exists (pass overwrite=True to replace it)")
-    tmp_rec, tmp_idx = rec_path.with_name(rec_path.name + ".tmp"), idx_path.with_name(idx_path.name + ".tmp")
-    try:
-        size = _write_pack(identities, num_images, tmp_rec, tmp_idx)
-    except BaseException:
-        tmp_rec.unlink(missing_ok=True)
-        tmp_idx.unlink(missing_ok=True)
-        raise
-    os.replace(tmp_rec, rec_path)
-    os.replace(tmp_idx, idx_path)
-    prop_path.write_text(f"{num_classes},{size[0]},{size[1]}\n", encoding="utf-8")
-    return PackSummary(rec_path, idx_path, prop_path, num_images, num_classes, tuple(name for name, _ in identities))
-
-
-def _write_pack(
-    identities: list[tuple[str, list[Path]]], num_images: int, rec_path: Path, idx_path: Path
-) -> tuple[int, int]:
-    """Write the records of :func:`pack_image_folder`; returns the (height, width) of the first image. Every
-    image is decoded once with the bounded decoder (:func:`qualiface.imaging.decode_image`), so a truncated, corrupt
-    or oversized file is refused naming it instead of being packed."""
-    num_classes = len(identities)
-    size: tuple[int, int] | None = None
-    ranges = []
-    key = 1
-    with RecordIOWriter(rec_path, idx_path) as writer:
-        for cls, (_, files) in enumerate(identities):
-            start = key
+    out.mkdir(parents=True, exist_ok=True)
+    with PackWriter(out / rec_name, overwrite=overwrite) as writer:
+        for name, files in identities:
             for file in files:
                 data = imaging.read_image_bytes(file)
-                pixels = imaging.decode_image(data, str(file))
-                size = size or (pixels.shape[0], pixels.shape[1])
-                writer.write(key, cls, data)
-                key += 1
-            ranges.append((start, key))
-        for start, end in ranges:
+                pixels = imaging.decode_image(data, str(file))  # refuses a truncated, corrupt or oversized file
+                writer.add(name, data, (pixels.shape[0], pixels.shape[1]))
+    assert writer.summary is not None
+    return writer.summary
+
+
+class PackWriter:
+    """Stream images into ``name.rec`` + ``name.idx`` + ``property`` in the layout of :func:`pack_image_folder`.
+
+    Images are added identity by identity (:meth:`add`); an identity's records must be contiguous, and identities
+    get classes ``0, 1, ...`` in the order they first appear. Leaving the ``with`` block normally writes the
+    identity records and the header, renames the temporary ``.rec``/``.idx`` over the targets and writes
+    ``property``; leaving it by an exception removes the temporary files and leaves any previous pack as it was.
+    Memory stays constant whatever the number of images (only the per-identity key ranges are kept).
+
+    Args:
+        rec_path: the ``.rec`` to write; the ``.idx`` and ``property`` go beside it.
+        overwrite: replace an existing ``.rec``; otherwise it is refused before anything is written.
+
+    Raises:
+        FileExistsError: ``rec_path`` exists and ``overwrite`` is false.
+        ValueError: ``rec_path`` does not end in ``.rec``.
+    """
+
+    def __init__(self, rec_path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+        self.rec_path = Path(rec_path)
+        if self.rec_path.suffix != ".rec":
+            raise ValueError(f"{self.rec_path}: a RecordIO pack must end in .rec")
+        if self.rec_path.exists() and not overwrite:
+            raise FileExistsError(f"{self.rec_path} exists (pass overwrite=True to replace it)")
+        self.idx_path = self.rec_path.with_suffix(".idx")
+        self.property_path = self.rec_path.parent / "property"
+        self._tmp_rec = self.rec_path.with_name(self.rec_path.name + ".tmp")
+        self._tmp_idx = self.idx_path.with_name(self.idx_path.name + ".tmp")
+        self._writer: RecordIOWriter | None = None
+        self._names: list[str] = []
+        self._ranges: list[tuple[int, int]] = []
+        self._size: tuple[int, int] | None = None
+        self._key = 1
+        self.summary: PackSummary | None = None
+
+    def __enter__(self) -> PackWriter:
+        self._writer = RecordIOWriter(self._tmp_rec, self._tmp_idx)
+        return self
+
+    def add(self, identity: str, payload: bytes, size: tuple[int, int]) -> tuple[int, int]:
+        """Append one encoded image of ``identity`` (``size`` = its ``(height, width)``); returns ``(key, label)``.
+
+        Raises:
+            ValueError: an identity added again after another one, or over 2^24 records.
+        """
+        if self._writer is None:
+            raise ValueError("PackWriter.add outside its with block")
+        if not self._names or self._names[-1] != identity:
+            if identity in self._names:
+                raise ValueError(
+                    f"identity {identity!r} added again after {self._names[-1]!r}: records of one "
+                    "identity must be contiguous"
+                )
+            self._names.append(identity)
+            self._ranges.append((self._key, self._key))
+        if self._key + 1 + len(self._names) > FLOAT32_EXACT_LIMIT:
+            raise InputError(f"{self.rec_path}: over 2^24 records; float32 ranges would not be exact")
+        label = len(self._names) - 1
+        self._writer.write(self._key, label, payload)
+        self._ranges[-1] = (self._ranges[-1][0], self._key + 1)
+        self._size = self._size or (int(size[0]), int(size[1]))
+        self._key += 1
+        return self._key - 1, label
+
+    @property
+    def num_images(self) -> int:
+        """Images added so far."""
+        return self._key - 1
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        writer, self._writer = self._writer, None
+        try:
+            if writer is not None:
+                try:
+                    if exc_type is None:
+                        self._finish(writer)
+                finally:
+                    writer.close()
+            if exc_type is None:
+                os.replace(self._tmp_rec, self.rec_path)
+                os.replace(self._tmp_idx, self.idx_path)
+                assert self._size is not None
+                self.property_path.write_text(f"{len(self._names)},{self._size[0]},{self._size[1]}\n", "utf-8")
+                self.summary = PackSummary(
+                    self.rec_path,
+                    self.idx_path,
+                    self.property_path,
+                    self.num_images,
+                    len(self._names),
+                    tuple(self._names),
+                )
+        finally:
+            self._tmp_rec.unlink(missing_ok=True)
+            self._tmp_idx.unlink(missing_ok=True)
+
+    def _finish(self, writer: RecordIOWriter) -> None:
+        if not self._names:
+            raise InputError(f"{self.rec_path}: no images to pack")
+        key = self._key
+        for start, end in self._ranges:
             writer.write(key, [start, end])
             key += 1
-        writer.write(0, [num_images + 1, num_images + 1 + num_classes], id2=1)
-    assert size is not None
-    return size
+        writer.write(0, [self.num_images + 1, self.num_images + 1 + len(self._names)], id2=1)
 
 
 def read_property(path: str | os.PathLike[str]) -> tuple[int, int, int]:
