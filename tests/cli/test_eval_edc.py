@@ -120,3 +120,32 @@ def test_rejection_curves_are_written_plotted_and_equal_the_library(tmp_path):
     assert "rejection_far_0.01.png" in (out / "report.md").read_text()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["good"]["rejection_auc_far_0.01"] == pytest.approx(expected.auc[0.01])
+
+
+def test_summary_carries_references_and_small_sample_markers(tmp_path):
+    from qualiface.eval.edc import edc_random
+
+    score, label, *_ = write_pairs(tmp_path / "pairs.csv", n=420)  # every third pair mated
+    assert int((label == 0).sum()) == 280
+    out = tmp_path / "out"
+    args = ["eval", "edc", str(tmp_path / "pairs.csv"), "-o", str(out), "--fmr", "0.001", "--fmr", "0.01"]
+    result = CliRunner().invoke(app, [*args, "--no-plot", "--no-progress", "--no-rejection"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    oracle = edc_oracle(score, label, fmr=[0.001, 0.01]).curves
+    random = edc_random(score, label, fmr=[0.001, 0.01], progress=False).curves
+    for method in ("good", "noise"):
+        values = summary[method]
+        for point in ("fmr=0.001", "fmr=0.01"):
+            for limit in ("0.2", "0.3"):
+                assert values[f"{point}/pauc@{limit}/oracle"] == oracle[point].pauc[float(limit)]
+                assert values[f"{point}/pauc@{limit}/random"] == random[point].pauc[float(limit)]
+                assert values[f"{point}/pauc-best@{limit}/random"] == random[point].pauc_minus_best[float(limit)]
+        assert values["fmr=0.001/measurable"] is False  # 280 < 1,000 non-mated pairs
+        assert values["fmr=0.01/measurable"] is True
+        assert values["fmr=0.001/n_nonmated"] == 280
+    nonmated = score[label == 0]
+    assert summary["good"]["fmr=0.001/achieved_fmr"] == np.mean(nonmated >= np.quantile(nonmated, 1 - 0.001))
+    assert "warning: fmr=0.001: FMR 0.001 cannot be measured on 280 non-mated pairs" in result.output
+    report = (out / "report.md").read_text()
+    assert "n/m (needs ≥ 1,000 non-mated pairs, has 280)" in report

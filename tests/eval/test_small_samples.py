@@ -111,3 +111,62 @@ def test_interleaved_folds_do_not_warn_about_classes():
     result = evaluate_distances(2 - 2 * scores, labels, scores=scores)
     assert not any("only" in w for w in result.warnings)
     assert not np.isnan(result.fold_val).any()
+
+
+# ---------------------------------------------------------------------------- EDC
+
+
+def _edc_set(n_mated=300, n_nonmated=140, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.ones(n_mated, int), np.zeros(n_nonmated, int)]
+    quality = rng.random(labels.size)
+    scores = np.where(labels == 1, 0.3 + 0.4 * quality, 0.05) + 0.1 * rng.standard_normal(labels.size)
+    return scores, labels, quality
+
+
+def test_fixed_threshold_edc_reports_the_fmr_it_achieves_and_marks_targets_below_one_over_n():
+    from qualiface.eval.edc import edc
+
+    scores, labels, quality = _edc_set()
+    result = edc(scores, labels, quality, fmr=[1e-3, 0.01])
+    nonmated = scores[labels == 0].astype(np.float64)
+    for target, measurable in ((1e-3, False), (0.01, True)):
+        curve = result.curves[f"fmr={target:g}"]
+        tau = np.quantile(nonmated, 1 - target)  # dasec's threshold, recomputed here
+        assert curve.fmr_target == target
+        assert curve.nonmated_count == 140
+        assert curve.achieved_fmr == np.count_nonzero(nonmated >= tau) / 140
+        assert curve.measurable is measurable
+    low = result.curves["fmr=0.001"]
+    assert low.achieved_fmr == 1 / 140  # "FMR 1e-3" is really 0.7 % on 140 non-mated pairs
+    assert "needs ≥ 1,000" in low.note
+    assert result.curves["fmr=0.01"].note == ""
+    assert [w.split(":")[0] for w in result.warnings] == ["fmr=0.001"]
+    plain = result.to_dict()["curves"]["fmr=0.001"]
+    assert (plain["measurable"], plain["achieved_fmr"]) == (False, 1 / 140)
+    summary = result.summary()
+    assert summary["fmr=0.001/measurable"] is False
+    assert summary["fmr=0.01/measurable"] is True
+    assert summary["fmr=0.001/achieved_fmr"] == 1 / 140
+
+
+def test_edc_references_keep_the_small_sample_fields():
+    from qualiface.eval.edc import edc_oracle, edc_random
+
+    scores, labels, _ = _edc_set()
+    for ref in (edc_oracle(scores, labels, fmr=1e-3), edc_random(scores, labels, fmr=1e-3, progress=False)):
+        curve = ref.curves["fmr=0.001"]
+        assert (curve.fmr_target, curve.measurable, curve.nonmated_count) == (1e-3, False, 140)
+
+
+def test_recomputed_erc_marks_the_levels_with_too_few_kept_nonmated_pairs():
+    from qualiface.eval.edc import edc
+
+    scores, labels, quality = _edc_set(n_mated=500, n_nonmated=1200)
+    curve = edc(scores, labels, quality, convention="crfiqa", fmr=1e-3).curves["fmr=0.001"]
+    expected = curve.nonmated_counts * 1e-3 >= 1  # n * rate >= 1, independently
+    np.testing.assert_array_equal(curve.measurable, expected)
+    assert expected[0]
+    assert not expected.all()
+    assert "not measurable" in curve.note
+    assert curve.to_dict()["measurable"] == expected.tolist()

@@ -10,8 +10,11 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from qualiface.atomic import atomic_path
 from qualiface.cli.apps import eval_app
+from qualiface.errors import InputError
 from qualiface.eval.edc.inputs import CONVENTIONS
+from qualiface.eval.results import to_plain
 
 
 def _quality_methods(
@@ -47,7 +50,7 @@ def eval_edc(
         Path | None,
         typer.Option(help="Quality file (.npz/CSV): one column per method (per pair), NAME_a + NAME_b per sample."),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("edc"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("edc"),
     score_key: Annotated[str, typer.Option(help="Column/array of comparison scores.")] = "score",
     label_key: Annotated[str, typer.Option(help="Column/array of labels (1 mated, 0 non-mated).")] = "label",
     method: Annotated[
@@ -81,66 +84,58 @@ def eval_edc(
     from qualiface.eval.edc import DEFAULT_DISCARD_LIMITS, edc, edc_oracle, edc_random
     from qualiface.eval.inputs import load_table
 
-    try:
-        table = load_table(pairs)
-        for key in (score_key, label_key):
-            if key not in table:
-                raise ValueError(f"{pairs}: no column/array {key!r}; available: {sorted(table)}")
-        scores, labels = table[score_key], table[label_key]
-        source = quality if quality is not None else pairs
-        qualities = _quality_methods(
-            load_table(source) if quality is not None else table, {score_key, label_key}, source
-        )
-        if method:
-            missing = [m for m in method if m not in qualities]
-            if missing:
-                raise ValueError(f"{source}: no quality method {missing}; available: {sorted(qualities)}")
-            qualities = {m: qualities[m] for m in method}
-        if not qualities:
-            raise ValueError(f"{source}: no numeric quality column besides {score_key!r} and {label_key!r}")
-        if convention not in CONVENTIONS:
-            raise ValueError(f"--convention: unknown {convention!r}; use one of {list(CONVENTIONS)}")
-        options: dict[str, Any] = {
-            "convention": convention,
-            "fmr": fmr or None,
-            "starting_error": starting_error or None,
-            "threshold": threshold or None,
-            "discard_limits": tuple(discard_limit) if discard_limit else DEFAULT_DISCARD_LIMITS,
-            "error": error,
-            "score_kind": score_kind,
-        }
-        results = {}
+    table = load_table(pairs)
+    for key in (score_key, label_key):
+        if key not in table:
+            raise InputError(f"{pairs}: no column/array {key!r}; available: {sorted(table)}")
+    scores, labels = table[score_key], table[label_key]
+    source = quality if quality is not None else pairs
+    qualities = _quality_methods(load_table(source) if quality is not None else table, {score_key, label_key}, source)
+    if method:
+        missing = [m for m in method if m not in qualities]
+        if missing:
+            raise InputError(f"{source}: no quality method {missing}; available: {sorted(qualities)}")
+        qualities = {m: qualities[m] for m in method}
+    if not qualities:
+        raise InputError(f"{source}: no numeric quality column besides {score_key!r} and {label_key!r}")
+    if convention not in CONVENTIONS:
+        raise InputError(f"--convention: unknown {convention!r}; use one of {list(CONVENTIONS)}")
+    options: dict[str, Any] = {
+        "convention": convention,
+        "fmr": fmr or None,
+        "starting_error": starting_error or None,
+        "threshold": threshold or None,
+        "discard_limits": tuple(discard_limit) if discard_limit else DEFAULT_DISCARD_LIMITS,
+        "error": error,
+        "score_kind": score_kind,
+    }
+    results = {}
+    for name, values in qualities.items():
+        q, q_b = values if isinstance(values, tuple) else (values, None)
+        results[name] = edc(
+            scores, labels, q, q_b, pair_quality=pair_quality, higher_is_better=not lower_is_better,
+            method=name, **options,
+        )  # fmt: skip
+    rejections = {}
+    if rejection:
+        from qualiface.eval.edc import pair_quality as combine
+        from qualiface.eval.uncertainty import rejection_curve
+
+        how = pair_quality or ("max" if lower_is_better else "min")
         for name, values in qualities.items():
             q, q_b = values if isinstance(values, tuple) else (values, None)
-            results[name] = edc(
-                scores, labels, q, q_b, pair_quality=pair_quality, higher_is_better=not lower_is_better,
-                method=name, **options,
-            )  # fmt: skip
-        rejections = {}
-        if rejection:
-            from qualiface.eval.edc import pair_quality as combine
-            from qualiface.eval.uncertainty import rejection_curve
-
-            how = pair_quality or ("max" if lower_is_better else "min")
-            for name, values in qualities.items():
-                q, q_b = values if isinstance(values, tuple) else (values, None)
-                confidence = combine(q, q_b, how) if q_b is not None else np.asarray(q, dtype=np.float64)
-                rejections[name] = rejection_curve(
-                    scores if score_kind != "distance" else -np.asarray(scores, dtype=np.float64),
-                    labels,
-                    confidence,
-                    fars=tuple(fmr) if fmr else (1e-4, 1e-3),
-                    mode="uncertainty" if lower_is_better else "confidence",
-                )
-        refs = {}
-        if references:
-            refs["oracle"] = edc_oracle(scores, labels, **options)
-            refs["random"] = edc_random(
-                scores, labels, n_permutations=n_random, seed=seed, progress=progress, **options
+            confidence = combine(q, q_b, how) if q_b is not None else np.asarray(q, dtype=np.float64)
+            rejections[name] = rejection_curve(
+                scores if score_kind != "distance" else -np.asarray(scores, dtype=np.float64),
+                labels,
+                confidence,
+                fars=tuple(fmr) if fmr else (1e-4, 1e-3),
+                mode="uncertainty" if lower_is_better else "confidence",
             )
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    refs = {}
+    if references:
+        refs["oracle"] = edc_oracle(scores, labels, **options)
+        refs["random"] = edc_random(scores, labels, n_permutations=n_random, seed=seed, progress=progress, **options)
 
     out.mkdir(parents=True, exist_ok=True)
     for name, result in {**results, **{f"reference_{k}": v for k, v in refs.items()}}.items():
@@ -152,7 +147,12 @@ def eval_edc(
     summary = {name: result.summary() for name, result in results.items()}
     for name, curve in rejections.items():
         summary[name].update({f"rejection_auc_far_{far:g}": value for far, value in curve.auc.items()})
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    for name in summary:
+        summary[name].update(reference_areas(refs))
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(to_plain(summary), indent=2))
+    for warning in dict.fromkeys(w for result in results.values() for w in result.warnings):
+        typer.echo(f"warning: {warning}", err=True)
 
     images: list[Path] = []
     if plot:
@@ -183,15 +183,49 @@ def eval_edc(
     if report:
         from qualiface.eval.report import Section, write_report
 
-        sections = [Section(f"EDC ({convention})", summary_rows(summary), images)]
+        sections = [Section(f"EDC ({convention})", report_rows(summary, results), images)]
         sections += [Section.from_result(name, result) for name, result in results.items()]
         write_report(sections, out / "report.md", title="qualiface eval edc")
 
     for name, metrics in summary.items():
-        typer.echo(f"{name}: " + ", ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
+        typer.echo(f"{name}: " + ", ".join(f"{k}={_text(v)}" for k, v in metrics.items()))
     typer.echo(f"wrote {out}")
 
 
-def summary_rows(summary: dict[str, dict[str, float]]) -> dict[str, float]:
+def _text(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if isinstance(value, bool) else "null"
+    return f"{value:.6g}" if isinstance(value, float | int) else str(value)
+
+
+def reference_areas(refs: dict[str, Any]) -> dict[str, float]:
+    """The random and oracle references' areas per operating point, as ``"<point>/pauc@L/random"`` (and
+    ``pauc-best@L``, ``auc``) keys beside each method's own in ``summary.json``."""
+    out: dict[str, float] = {}
+    for kind, ref in refs.items():
+        for key, value in ref.summary().items():
+            if "auc" in key.rsplit("/", 1)[-1]:
+                out[f"{key}/{kind}"] = value
+    return out
+
+
+def summary_rows(summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Flatten ``{method: {metric: value}}`` to ``{"method/metric": value}`` for a report table."""
     return {f"{name}/{key}": value for name, values in summary.items() for key, value in values.items()}
+
+
+def report_rows(summary: dict[str, dict[str, Any]], results: dict[str, Any]) -> dict[str, Any]:
+    """:func:`summary_rows`, with the threshold of an FMR target the non-mated pairs cannot measure shown as
+    ``n/m (needs ≥ N non-mated pairs, has n; achieved FMR f)``."""
+    from qualiface.eval.edc import FixedThresholdEDC
+    from qualiface.eval.roc import not_measurable_text
+
+    rows = summary_rows(summary)
+    for name, result in results.items():
+        for label, curve in result.curves.items():
+            if isinstance(curve, FixedThresholdEDC) and not curve.measurable and curve.fmr_target is not None:
+                text = not_measurable_text(curve.fmr_target, curve.nonmated_count or 0, "non-mated pairs")
+                rows[f"{name}/{label}/threshold"] = (
+                    f"{curve.threshold:.6g}: {text}; achieved FMR {curve.achieved_fmr:.3g}"
+                )
+    return rows

@@ -28,7 +28,7 @@ from qualiface.eval.edc.kept import _stable_sort
 from qualiface.eval.edc.pairing import PairQualityFunction, _comparisons
 from qualiface.eval.edc.pauc import _step_pauc, area_under_theoretical_best
 from qualiface.eval.edc.results import Curve, EDCResult, FixedThresholdEDC
-from qualiface.eval.roc import threshold_at_fmr
+from qualiface.eval.roc import comparisons_needed, rate_measurable, threshold_at_fmr
 
 
 def edc_fixed_threshold(
@@ -97,6 +97,8 @@ def edc_fixed_threshold(
     curves: dict[str, Curve] = {
         label: _fixed_curve(sorted_key, starts, sorted_sim, tau, error, label, limits, sign) for label, tau in points
     }
+    targets = {f"fmr={f:g}": f for f in fmrs}
+    warnings = _mark_small_samples(curves, sim[~mated], targets, sign)
     return EDCResult(
         method=method,
         convention="fixed_threshold",
@@ -107,7 +109,36 @@ def edc_fixed_threshold(
         n_mated=int(mated.sum()),
         n_nonmated=int((~mated).sum()),
         curves=curves,
+        warnings=warnings,
     )
+
+
+def _mark_small_samples(
+    curves: dict[str, Curve], nonmated: np.ndarray, targets: dict[str, float], sign: float
+) -> list[str]:
+    """Set the FMR target, the FMR achieved on all ``nonmated`` similarity scores (a false match is ``s >= τ``)
+    and the measurability of every fixed threshold; the warnings of the targets below ``1/n``."""
+    n = int(nonmated.size)
+    warnings: list[str] = []
+    for label, curve in curves.items():
+        assert isinstance(curve, FixedThresholdEDC)
+        if n:
+            tau = sign * curve.threshold  # back to similarity units
+            curve.achieved_fmr = float(np.count_nonzero(nonmated >= tau)) / n
+            curve.nonmated_count = n
+        target = targets.get(label)
+        if target is None:
+            continue
+        curve.fmr_target = target
+        if not rate_measurable(target, n):
+            curve.measurable = False
+            accepted = round((curve.achieved_fmr or 0.0) * n)
+            curve.note = (
+                f"FMR {target:g} cannot be measured on {n:,} non-mated pairs (needs ≥ {comparisons_needed(target):,}): "
+                f"the threshold {curve.threshold:.6g} gives FMR {curve.achieved_fmr:.3g} ({accepted} of {n:,})"
+            )
+            warnings.append(f"{label}: {curve.note}")
+    return warnings
 
 
 def _protocol(error: str) -> str:

@@ -37,6 +37,7 @@ from qualiface.eval.edc.pairing import PairQualityFunction, _comparisons
 from qualiface.eval.edc.pauc import _trapezoid_pauc
 from qualiface.eval.edc.results import Curve, EDCResult, RecomputedThresholdERC
 from qualiface.eval.inputs import open_interval_values, unit_interval_values
+from qualiface.eval.roc import comparisons_needed, rate_measurable
 
 
 def erc_recomputed_threshold(
@@ -87,6 +88,7 @@ def erc_recomputed_threshold(
         for f in fmrs:
             _magface_divisions(f)
     curves: dict[str, Curve] = dict(_recomputed_curves(_distances(s, score_kind), mated, key, fmrs, rule, limits))
+    warnings = [f"{label}: {curve.note}" for label, curve in curves.items() if curve.note]
     return EDCResult(
         method=method,
         convention=rule,
@@ -97,7 +99,29 @@ def erc_recomputed_threshold(
         n_mated=int(mated.sum()),
         n_nonmated=int((~mated).sum()),
         curves=curves,
+        warnings=warnings,
     )
+
+
+def _level_note(target: float, rule: str, nonmated: np.ndarray, measurable: np.ndarray, valid: np.ndarray) -> str:
+    """Why some levels cannot measure the FMR target (too few kept non-mated pairs) or are NaN."""
+    grid = erc_discard_grid()
+    parts = []
+    if not measurable.all():
+        first = int(np.flatnonzero(~measurable)[0])
+        parts.append(
+            f"FMR {target:g} needs ≥ {comparisons_needed(target):,} kept non-mated pairs; from discard fraction "
+            f"{grid[first]:.2f} on ({int(nonmated[first]):,} kept) the threshold cannot reach it (not measurable)"
+        )
+    if not valid.all():
+        bad = ", ".join(f"{u:.2f}" for u in grid[~valid])
+        why = (
+            "no mated or no non-mated pair kept"
+            if rule == "crfiqa"
+            else "too few kept non-mated pairs for the reference's index (it records nothing there)"
+        )
+        parts.append(f"error_fractions are NaN at discard fractions {bad}: {why}")
+    return "; ".join(parts)
 
 
 def erc_discard_grid() -> np.ndarray:
@@ -218,8 +242,10 @@ def _recomputed_curves(
     t = np.where(valid, t, np.nan).reshape(shape)
     achieved = np.where(valid, achieved, np.nan).reshape(shape)
     curves = {}
+    valid_levels = valid.reshape(shape)
     for j, target in enumerate(fmrs):
         y = fnmr[:, j].copy()
+        measurable = np.array([rate_measurable(target, int(k)) for k in n_imp_level])
         curves[f"fmr={target:g}"] = RecomputedThresholdERC(
             convention=rule,
             operating_point=f"fmr={target:g}",
@@ -233,6 +259,8 @@ def _recomputed_curves(
             nonmated_counts=n_imp_level.copy(),
             auc=float(np.trapezoid(y, grid)),
             pauc={limit: _trapezoid_pauc(grid, y, limit) for limit in limits},
+            measurable=measurable,
+            note=_level_note(target, rule, n_imp_level, measurable, valid_levels[:, j]),
         )
     return curves
 

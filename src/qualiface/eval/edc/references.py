@@ -36,6 +36,14 @@ def _reference_setup(
     return s, binary_labels(labels, s.size)
 
 
+def _keep_small_sample_fields(source: Curve, target: Curve) -> None:
+    """Carry the operating point's FMR target, achieved FMR and measurability from the curve of the full set
+    (the reference's own run sets its threshold directly and would lose them)."""
+    if isinstance(source, FixedThresholdEDC) and isinstance(target, FixedThresholdEDC):
+        target.fmr_target, target.achieved_fmr = source.fmr_target, source.achieved_fmr
+        target.nonmated_count, target.measurable, target.note = source.nonmated_count, source.measurable, source.note
+
+
 def edc_oracle(
     scores: ArrayLike,
     labels: ArrayLike,
@@ -82,6 +90,7 @@ def edc_oracle(
         )  # fmt: skip
         only = next(iter(result.curves.values()))
         only.operating_point = label
+        _keep_small_sample_fields(curve, only)
         curves[label] = only
     base.curves = curves
     base.pair_quality = "oracle"
@@ -131,6 +140,7 @@ def edc_random(
                 label, curve.error, curve.threshold, n, np.array([0.0, 1.0]), np.array([e0, 0.0]),
                 np.array([0]), curve.error_counts[:1].copy(), limits,
             )  # fmt: skip
+            _keep_small_sample_fields(curve, base.curves[label])
         return base
     from tqdm.auto import tqdm
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,11 @@ class FixedThresholdEDC(Result):
     ``discard_counts`` the discard counts of the curve points without the appended one; ``error_counts[k]`` the
     errors among sorted positions >= k for every k in 0..n-1 (``dasec``'s outputs, for parity; left out of
     :meth:`to_dict` because it holds n values). ``threshold`` is in the units of the input scores.
+
+    Small samples (docs/protocols.md, 'Small samples'): ``fmr_target`` is the FMR the threshold was set at (``None``
+    for a starting error or a given threshold), ``achieved_fmr`` the FMR it gives on all ``nonmated_count``
+    non-mated comparisons (``None`` without them), and ``measurable`` is ``False`` when ``fmr_target`` is below
+    ``1/nonmated_count``: the threshold then sits among the few highest impostor scores and ``note`` says so.
     """
 
     operating_point: str
@@ -35,6 +40,11 @@ class FixedThresholdEDC(Result):
     area_best: dict[float, float]
     pauc_minus_best: dict[float, float]
     convention: str = "fixed_threshold"
+    fmr_target: float | None = None
+    achieved_fmr: float | None = None
+    nonmated_count: int | None = None
+    measurable: bool = True
+    note: str = ""
 
     def partial_auc(self, discard_limit: float) -> float:
         """Stepwise pAUC up to ``discard_limit`` (:func:`edc_pauc`)."""
@@ -65,6 +75,9 @@ class RecomputedThresholdERC(Result):
     counts. ``auc`` is CR-FIQA's number: ``sklearn.metrics.auc`` (trapezoidal) over the whole grid; ``pauc[L]`` is
     the trapezoidal area up to L (linear interpolation at L), not comparable with the stepwise pAUC of the fixed
     threshold (docs/protocols.md, 'pAUC').
+
+    Small samples: ``measurable[i]`` is ``False`` at the levels whose kept non-mated pairs are fewer than
+    ``1/fmr_target`` (the threshold there cannot reach the target); ``note`` explains those and the NaN levels.
     """
 
     convention: str
@@ -79,6 +92,8 @@ class RecomputedThresholdERC(Result):
     nonmated_counts: np.ndarray
     auc: float
     pauc: dict[float, float]
+    measurable: np.ndarray | None = None
+    note: str = ""
 
     def partial_auc(self, discard_limit: float) -> float:
         """Trapezoidal area up to ``discard_limit`` (at most up to the last grid point)."""
@@ -121,6 +136,7 @@ class EDCResult(Result):
     n_mated: int
     n_nonmated: int
     curves: dict[str, Curve]
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """All fields as plain values; each curve through its own ``to_dict()``."""
@@ -136,9 +152,10 @@ class EDCResult(Result):
             for row in c.rows()
         ]
 
-    def summary(self) -> dict[str, float]:
-        """Scalars per operating point: starting error, pAUC (and minus A* for the fixed threshold), AUC."""
-        out: dict[str, float] = {}
+    def summary(self) -> dict[str, Any]:
+        """Scalars per operating point: starting error, pAUC (and minus A* for the fixed threshold), AUC; for an
+        FMR target also the FMR achieved, the number of non-mated pairs and whether the target is measurable."""
+        out: dict[str, Any] = {}
         for label, curve in self.curves.items():
             if isinstance(curve, FixedThresholdEDC):
                 out[f"{label}/threshold"] = curve.threshold
@@ -146,11 +163,19 @@ class EDCResult(Result):
                 for limit, value in curve.pauc.items():
                     out[f"{label}/pauc@{limit:g}"] = value
                     out[f"{label}/pauc-best@{limit:g}"] = curve.pauc_minus_best[limit]
+                if curve.fmr_target is not None:
+                    out[f"{label}/achieved_fmr"] = curve.achieved_fmr
+                    out[f"{label}/n_nonmated"] = curve.nonmated_count
+                    out[f"{label}/measurable"] = curve.measurable
             else:
                 out[f"{label}/fnmr@0"] = float(curve.error_fractions[0])
                 out[f"{label}/auc"] = curve.auc
                 for limit, value in curve.pauc.items():
                     out[f"{label}/pauc@{limit:g}"] = value
+                out[f"{label}/achieved_fmr@0"] = float(curve.achieved_fmr[0])
+                out[f"{label}/n_nonmated@0"] = int(curve.nonmated_counts[0])
+                if curve.measurable is not None:
+                    out[f"{label}/measurable@0"] = bool(curve.measurable[0])
         return out
 
     def curve_points(self, operating_point: str) -> tuple[np.ndarray, np.ndarray]:
