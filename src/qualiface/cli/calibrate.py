@@ -1,4 +1,5 @@
-"""``qualiface calibrate --model M --pairs pairs.csv --fmr 1e-3``: a decision threshold stored with the model."""
+"""``qualiface calibrate --model M --pairs pairs.csv --fmr 1e-3``: a decision threshold, the calibrated confidence
+and the quality scale and floor, stored with the model."""
 
 from __future__ import annotations
 
@@ -26,13 +27,27 @@ def calibrate(
     pairs: Annotated[Path, typer.Option(help="Pairs CSV (path_a, path_b, issame), as for `eval verify`.")],
     root: Annotated[Path | None, typer.Option(help="Folder the pair paths are relative to.")] = None,
     fmr: Annotated[float, typer.Option(help="Target false-match rate.")] = 1e-3,
+    floor_percentile: Annotated[
+        float,
+        typer.Option(
+            help="Quality floor: this percentile of the calibration images' quality (decisions abstain below it)."
+        ),
+    ] = 5.0,
+    uncertainty_percentile: Annotated[
+        float,
+        typer.Option(
+            help="ScaleFace uncertainty bound: this percentile of the calibration images' 1/s(x) (abstain above it)."
+        ),
+    ] = 95.0,
     aligned: Annotated[bool, typer.Option(help="Images are aligned 112x112 crops: no detection.")] = False,
     save: Annotated[bool, typer.Option(help="Store the threshold next to the model.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     preprocessing: PreprocessingOption = None,
     detector: DetectorOption = None,
 ) -> None:
-    """Find the cosine threshold at --fmr on labelled pairs and store it with the model (used by `verify`)."""
+    """Calibrate a model on labelled pairs and store it with the model (used by `verify`, `search`, `quality`):
+    the cosine threshold at --fmr, the confidence P(genuine | similarity) (isotonic fit), the 0-100 quality
+    scale (the calibration images' percentiles), the quality floor and, for ScaleFace, the uncertainty bound."""
     from tqdm.auto import tqdm
 
     from qualiface.data.pairs import load_pairs_csv
@@ -56,36 +71,48 @@ def calibrate(
     bar.close()
     rows = face_index(faces, paths)
     try:
-        result = calibrate_pairs(face_model, faces, rows[index_a], rows[index_b], pair_list.issame, fmr)
+        result = calibrate_pairs(
+            face_model,
+            faces,
+            rows[index_a],
+            rows[index_b],
+            pair_list.issame,
+            fmr,
+            floor_percentile=floor_percentile,
+            uncertainty_percentile=uncertainty_percentile,
+        )
     except ValueError as exc:
         raise fail(str(exc), 1) from exc
     report_failures(faces)
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    typer.echo(json.dumps(_finite(result.to_dict()), indent=2, allow_nan=False))
+    typer.echo(json.dumps(_finite(result.summary()), indent=2, allow_nan=False))
     if save:
         if face_model.path is None:
             raise fail("the model was not loaded from a file; nothing to store the calibration next to")
-        extra = {
-            "quality_floor": result.quality_floor,
-            "quality_range": result.quality_range,
-            "fmr_measured": result.fmr,
-            "fnmr": result.fnmr,
-            "n_genuine": result.n_genuine,
-            "n_impostor": result.n_impostor,
-        }
+        extra = result.record()
         try:
             sidecar = save_calibration(
                 face_model.path,
                 result.threshold,
                 fmr=fmr,
                 pairs=str(pairs),
-                extra=_finite(extra),
+                extra=extra,
                 model_sha256=face_model.card.weights_sha256,
             )
         except ValueError as exc:
             raise fail(str(exc), 1) from exc
-        typer.echo(f"stored threshold {result.threshold:.6f} in {sidecar}")
+        stored = ["threshold"] + [
+            what
+            for what, value in (
+                ("confidence", result.confidence),
+                ("quality scale", result.quality_scale),
+                ("quality floor", result.quality_floor),
+                ("uncertainty bound", result.uncertainty_bound),
+            )
+            if value is not None
+        ]
+        typer.echo(f"stored {', '.join(stored)} (threshold {result.threshold:.6f}) in {sidecar}")
 
 
 def _finite(record: dict[str, Any]) -> dict[str, Any]:

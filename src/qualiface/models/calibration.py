@@ -1,9 +1,14 @@
-"""Calibration files: a decision threshold (and the quality range) measured on labelled pairs, stored next to the
-model as ``<model file>.qualiface.json`` and bound to the model by the SHA-256 of its weights file.
+"""Calibration files: what labelled pairs say about a model, stored next to it as ``<model file>.qualiface.json``
+and bound to the model by the SHA-256 of its weights file.
 
-:func:`~qualiface.models.load_model` reads it into the model card as a ``calibrated`` threshold. A calibration
-written for other weights (the model file was replaced), a threshold that is not a finite cosine in [-1, 1], or a
-file that is not valid JSON is refused with an error that names the file.
+A calibration holds a decision threshold at a false-match rate, the calibrated confidence (P(genuine |
+similarity) by an isotonic fit, :func:`fit_confidence`), the quality scale (raw quality onto 0–100 through the
+calibration images' empirical CDF, :func:`fit_quality_scale`), the quality floor (a percentile of those images'
+quality) and, for ScaleFace, the uncertainty bound. :func:`~qualiface.models.load_model` reads it into the model
+card (:func:`apply_calibration`). Files written before the confidence and the scale existed still load; the card
+then says both are unavailable. A calibration written for other weights (the model file was replaced), a value
+that is not valid (a threshold outside [-1, 1], knots out of order, a non-finite number), or a file that is not
+valid JSON is refused with an error that names the file.
 """
 
 from __future__ import annotations
@@ -13,11 +18,26 @@ import math
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from qualiface.atomic import atomic_path
-from qualiface.models.card import MAX_JSON_CHARS, CardError, ThresholdInfo, check_threshold, file_sha256, parse_json
+from qualiface.models.card import (
+    MAX_JSON_CHARS,
+    MAX_KNOTS,
+    CardError,
+    ConfidenceCurve,
+    ModelCard,
+    QualityCalibration,
+    QualityScale,
+    ThresholdInfo,
+    check_threshold,
+    file_sha256,
+    parse_json,
+)
 from qualiface.models.formats.common import ModelLoadError
 from qualiface.run_layout import RunLayout
 
@@ -110,11 +130,18 @@ def load_calibration(model_path: str | os.PathLike[str], sha256: str | None = No
         check_threshold(record["threshold"], "threshold")
     except CardError as exc:
         raise refuse(f"{exc}; recalibrate (qualiface calibrate)") from None
-    floor = record.get("quality_floor")
-    if floor is not None and (
-        isinstance(floor, bool) or not isinstance(floor, int | float) or not math.isfinite(floor)
-    ):
-        raise refuse(f"quality_floor {floor!r} is not a finite number; recalibrate (qualiface calibrate)")
+    for key in ("quality_floor", "uncertainty_bound", "quality_floor_percentile", "uncertainty_percentile"):
+        value = record.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+        ):
+            raise refuse(f"{key} {value!r} is not a finite number; recalibrate (qualiface calibrate)")
+    try:
+        for key, kind in (("confidence", ConfidenceCurve), ("quality_scale", QualityScale)):
+            if record.get(key) is not None:
+                kind.from_dict(record[key], key)
+    except CardError as exc:
+        raise refuse(f"{exc}; recalibrate (qualiface calibrate)") from None
     recorded = record.get("model_sha256")
     if sha256 is not None and recorded != sha256:
         what = "has no model SHA-256" if recorded is None else f"was made for weights with SHA-256 {recorded}"
@@ -139,6 +166,128 @@ def calibrated_threshold(record: Mapping[str, Any]) -> ThresholdInfo:
         pairs=record.get("pairs"),
         created=record.get("created"),
     )
+
+
+def apply_calibration(card: ModelCard, record: Mapping[str, Any]) -> ModelCard:
+    """``card`` with a checked calibration record applied: the calibrated threshold, the confidence curve, the
+    observed quality range, and the quality calibration (0–100 scale, floor, uncertainty bound). Each only when
+    recorded: an older file leaves the confidence and the scale unavailable (``None``)."""
+    card = card.with_threshold(calibrated_threshold(record))
+    if record.get("confidence") is not None:
+        card = replace(card, confidence=ConfidenceCurve.from_dict(record["confidence"]))
+    span = record.get("quality_range")
+    if card.quality and isinstance(span, list) and len(span) == 2:
+        first = replace(card.quality[0], observed_range=(float(span[0]), float(span[1])))
+        card = replace(card, quality=(first, *card.quality[1:]))
+    method = record.get("quality_method") or card.quality_method
+    if record.get("quality_floor") is not None or record.get("quality_scale") is not None:
+        calibrated = QualityCalibration(
+            method=str(method or "unknown"),
+            source=str(record.get("quality_source") or (card.quality[0].source if card.quality else "unknown")),
+            scale=None if record.get("quality_scale") is None else QualityScale.from_dict(record["quality_scale"]),
+            floor=_optional_float(record.get("quality_floor")),
+            floor_percentile=_optional_float(record.get("quality_floor_percentile")),
+            uncertainty_bound=_optional_float(record.get("uncertainty_bound")),
+            uncertainty_percentile=_optional_float(record.get("uncertainty_percentile")),
+        )
+        card = replace(card, quality_calibration=calibrated)
+    return card
+
+
+# ------------------------------------------------------------------------------------------------ fits
+
+
+def pool_adjacent_violators(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The weighted isotonic (non-decreasing) least-squares fit of ``values`` in their order, as blocks.
+
+    Returns ``(start, value, weight)`` per block: the index of its first element, the weighted mean of its
+    values and its total weight. Neighbours with equal means are pooled too, so the blocks are the fit's level
+    sets and their values strictly increase.
+    """
+    starts: list[int] = []
+    means: list[float] = []
+    totals: list[float] = []
+    for i, (v, w) in enumerate(zip(values.tolist(), weights.tolist(), strict=True)):
+        starts.append(i)
+        means.append(v)
+        totals.append(w)
+        while len(means) > 1 and means[-2] >= means[-1]:  # a violation (or a tie): pool the last two blocks
+            w2, v2 = totals.pop(), means.pop()
+            starts.pop()
+            total = totals[-1] + w2
+            means[-1] = (means[-1] * totals[-1] + v2 * w2) / total
+            totals[-1] = total
+    return np.array(starts, np.int64), np.array(means, np.float64), np.array(totals, np.float64)
+
+
+def fit_confidence(similarity: np.ndarray, issame: np.ndarray, *, max_knots: int = 512) -> ConfidenceCurve:
+    """P(genuine | similarity) from labelled pairs: isotonic regression by pool-adjacent-violators, each block's
+    genuine rate Laplace-smoothed (``(g + 1) / (n + 2)``) and pooled again where smoothing broke the order; the
+    knots are the blocks' mean similarities (see :class:`~qualiface.models.card.ConfidenceCurve`).
+
+    Pairs with equal similarity are one point (their labels pooled), so the fit does not depend on their order.
+    More than ``max_knots`` blocks are merged into ``max_knots`` neighbouring groups (still monotone).
+
+    Raises:
+        ValueError: No genuine or no impostor pair, lengths that differ, or a similarity that is not finite.
+    """
+    scores = np.asarray(similarity, np.float64).ravel()
+    same = np.asarray(issame, bool).ravel()
+    if scores.shape != same.shape:
+        raise ValueError(f"{scores.size} similarities but {same.size} labels")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("a calibration similarity is not finite")
+    scores = np.clip(scores, -1.0, 1.0)  # a cosine; rounding may step past 1
+    n_genuine, n_impostor = int(same.sum()), int((~same).sum())
+    if n_genuine == 0 or n_impostor == 0:
+        raise ValueError(
+            f"the confidence needs genuine and impostor pairs, got {n_genuine} genuine and {n_impostor} impostor"
+        )
+    unique, inverse = np.unique(scores, return_inverse=True)
+    count = np.bincount(inverse, minlength=unique.size).astype(np.float64)
+    genuine = np.bincount(inverse, weights=same.astype(np.float64), minlength=unique.size)
+    # 1. exact isotonic fit of the genuine rate over the distinct similarities
+    starts, _, _ = pool_adjacent_violators(genuine / count, count)
+    n = np.add.reduceat(count, starts)
+    g = np.add.reduceat(genuine, starts)
+    x = np.add.reduceat(unique * count, starts) / n
+    # 2. Laplace smoothing, then pooling again where a small block's smoothed rate fell out of order
+    starts2, _, _ = pool_adjacent_violators((g + 1.0) / (n + 2.0), n + 2.0)
+    n2 = np.add.reduceat(n, starts2)
+    p2 = np.add.reduceat(g + 1.0, starts2) / np.add.reduceat(n + 2.0, starts2)
+    x2 = np.add.reduceat(x * n, starts2) / n2
+    if x2.size > max_knots:  # contiguous groups of blocks: weighted means of ordered blocks stay ordered
+        groups = np.linspace(0, x2.size, max_knots + 1).astype(np.int64)[:-1]
+        total = np.add.reduceat(n2, groups)
+        x2 = np.add.reduceat(x2 * n2, groups) / total
+        p2 = np.add.reduceat(p2 * n2, groups) / total
+    return ConfidenceCurve(
+        similarity=tuple(x2.tolist()),
+        probability=tuple(p2.tolist()),
+        genuine_share=n_genuine / (n_genuine + n_impostor),
+        n_genuine=n_genuine,
+        n_impostor=n_impostor,
+    )
+
+
+def fit_quality_scale(quality: np.ndarray) -> QualityScale:
+    """The 0–100 scale of a model's quality from its calibration images' scores: knots at the percentiles 0, 1,
+    ..., 100 (linear interpolation between order statistics, NumPy's default), tied raw values merged with the
+    mean of their percents (see :class:`~qualiface.models.card.QualityScale`).
+
+    Raises:
+        ValueError: No finite score.
+    """
+    scores = np.asarray(quality, np.float64).ravel()
+    scores = scores[np.isfinite(scores)]
+    if scores.size == 0:
+        raise ValueError("no finite quality score to build the quality scale on")
+    percent = np.arange(101, dtype=np.float64)
+    raw = np.percentile(scores, percent)
+    unique, inverse = np.unique(raw, return_inverse=True)
+    merged = np.bincount(inverse, weights=percent) / np.bincount(inverse)
+    assert unique.size <= MAX_KNOTS
+    return QualityScale(raw=tuple(unique.tolist()), percent=tuple(merged.tolist()), n_images=int(scores.size))
 
 
 def _optional_float(value: Any) -> float | None:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from qualiface.backbones.base import Preprocessing
-from qualiface.models.calibration import calibrated_threshold, load_calibration, weights_file
+from qualiface.models.calibration import apply_calibration, load_calibration, weights_file
 from qualiface.models.card import CardError, preprocessing_from_dict, preprocessing_items
 from qualiface.models.face_model import FaceModel
 from qualiface.models.formats import LoadRequest, ModelLoadError, detect_torch_format, get_format
@@ -98,11 +98,7 @@ def load_model(
     calibration = load_calibration(path, model.card.weights_sha256)
     if calibration is not None:
         model.calibration = calibration
-        model.card = model.card.with_threshold(calibrated_threshold(calibration))
-        span = calibration.get("quality_range")
-        if model.card.quality and isinstance(span, list) and len(span) == 2:
-            first = replace(model.card.quality[0], observed_range=(float(span[0]), float(span[1])))
-            model.card = replace(model.card, quality=(first, *model.card.quality[1:]))
+        model.card = apply_calibration(model.card, calibration)
     return model
 
 
