@@ -276,7 +276,7 @@ def test_verification_result_exports(tmp_path):
     assert len(data["roc_fpr"]) == len(data["roc_tpr"]) > 2
     assert "TAR:" in result.summary()
     text = result.to_csv(tmp_path / "tar.csv").read_text().splitlines()
-    assert text[0] == "far,tar_nearest,tar_conservative"
+    assert text[0] == "far,tar_nearest,tar_conservative,measurable"
     assert len(text) == 7
 
 

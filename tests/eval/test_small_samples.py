@@ -170,3 +170,57 @@ def test_recomputed_erc_marks_the_levels_with_too_few_kept_nonmated_pairs():
     assert not expected.all()
     assert "not measurable" in curve.note
     assert curve.to_dict()["measurable"] == expected.tolist()
+
+
+# ---------------------------------------------------------------------------- IJB and 1:N identification
+
+
+def test_ijb_verification_marks_far_targets_below_one_over_n_impostors(tmp_path):
+    from qualiface.eval.ijb.verification import verification_from_scores
+
+    genuine, impostor = _scores(500, 262)
+    scores = np.concatenate([genuine, impostor])
+    labels = np.r_[np.ones(500, int), np.zeros(262, int)]
+    result = verification_from_scores(scores, labels)
+    assert result.tar_at_far_measurable == {far: far * 262 >= 1 for far in result.tar_at_far}
+    assert result.tar_at_far_measurable[1e-6] is False
+    assert result.tar_at_far_measurable[0.01] is True
+    assert "TAR: n/m | n/m | n/m | n/m |" in result.summary()
+    assert result.to_dict()["tar_at_far_measurable"]["1e-06"] is False
+    rows = result.rows()
+    assert [row["measurable"] for row in rows] == [False, False, False, False, True, True]
+    text = write_report([Section.from_result("ijb", result)], tmp_path / "r.md").read_text()
+    assert "| tar_at_far.1e-06 | n/m (needs ≥ 1,000,000 impostor pairs, has 262) |" in text
+
+
+def test_ijb_identification_marks_fpir_below_one_over_nonmated_probes():
+    from qualiface.eval.ijb.results import GalleryIdentification, IJBIdentificationResult
+
+    fars = np.array([1e-3, 1e-2, 1e-1])
+
+    def gallery(n_nonmated):
+        return GalleryIdentification("g", 10, 50, n_nonmated, {1: 40}, {1: 0.8}, fars, np.zeros(3), np.ones(3))
+
+    small, large = gallery(150), gallery(2000)
+    np.testing.assert_array_equal(small.fpir_measurable, fars * 150 >= 1)
+    np.testing.assert_array_equal(large.fpir_measurable, [True, True, True])
+    result = IJBIdentificationResult(
+        "p", 100, {1: 0.8}, {1e-3: 0.5, 0.1: 0.9}, fars, np.ones(3), {"a": small, "b": large}
+    )
+    assert result.tpir_at_fpir_measurable == {1e-3: False, 0.1: True}
+    assert [row["measurable"] for row in result.rows()] == [False, True, True]
+
+
+def test_open_set_identification_marks_fpir_below_one_over_nonmated_probes():
+    from qualiface.eval.identification import identification
+
+    rng = np.random.default_rng(3)
+    gallery = rng.normal(size=(20, 8))
+    probes = np.concatenate([gallery + 0.1 * rng.normal(size=(20, 8)), rng.normal(size=(30, 8))])
+    labels = np.r_[np.arange(20), np.arange(100, 130)]
+    result = identification(probes, labels, gallery, np.arange(20), ranks=(1,), fpirs=(0.01, 0.1), normalize=True)
+    assert result.n_nonmated == 30
+    assert result.fpir_measurable == {0.01: False, 0.1: True}  # 0.01 * 30 < 1 <= 0.1 * 30
+    assert result.nonmated_needed == {0.01: 100, 0.1: 10}
+    assert result.to_dict()["fpir_measurable"] == {"0.01": False, "0.1": True}
+    assert any("FPIR 0.01" in w for w in result.warnings)

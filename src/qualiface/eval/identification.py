@@ -33,7 +33,7 @@ import numpy as np
 
 from qualiface.eval.inputs import check_dims, check_ranks
 from qualiface.eval.results import Result
-from qualiface.eval.roc import threshold_at_fmr
+from qualiface.eval.roc import comparisons_needed, rate_measurable, threshold_at_fmr
 from qualiface.eval.search import search_gallery
 
 DISTRACTOR_LABEL = -100
@@ -127,7 +127,9 @@ class IdentificationResult(Result):
     """1:N identification: closed-set rank-k (CMC) and, when requested, open-set DIR at FPIR (fractions).
 
     ``cmc[k-1]`` is rank-k for k = 1 ... ``len(cmc)``; ``rank`` holds the requested ranks. ``dir_at_fpir[fpir][k]``
-    is DIR at rank k, with ``fpir_actual`` and ``thresholds`` per FPIR.
+    is DIR at rank k, with ``fpir_actual`` and ``thresholds`` per FPIR. ``fpir_measurable[fpir]`` is ``False``
+    for an FPIR below ``1/n_nonmated`` (docs/protocols.md, 'Small samples'; the value is kept, a warning says so)
+    and ``nonmated_needed[fpir]`` is ``ceil(1/fpir)``.
     """
 
     n_probes: int
@@ -140,6 +142,9 @@ class IdentificationResult(Result):
     dir_at_fpir: dict[float, dict[int, float]] = field(default_factory=dict)
     fpir_actual: dict[float, float] = field(default_factory=dict)
     thresholds: dict[float, float] = field(default_factory=dict)
+    fpir_measurable: dict[float, bool] = field(default_factory=dict)
+    nonmated_needed: dict[float, int | None] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per rank of the CMC curve."""
@@ -228,6 +233,14 @@ def identification(
             result.dir_at_fpir[fpir] = {k: float(search.detection_rate(at, accept=">=", within=k)[0]) for k in ranks}
             result.fpir_actual[fpir] = float(np.count_nonzero(nonmated_max >= threshold) / nonmated_max.size)
             result.thresholds[fpir] = float(threshold)
+            result.fpir_measurable[fpir] = rate_measurable(fpir, int(nonmated_max.size))
+            result.nonmated_needed[fpir] = comparisons_needed(fpir)
+        unmeasured = [f"{f:g}" for f, ok in result.fpir_measurable.items() if not ok]
+        if unmeasured:
+            result.warnings.append(
+                f"DIR at FPIR {', '.join(unmeasured)} cannot be measured on {nonmated_max.size:,} non-mated probes "
+                f"(the smallest measurable FPIR is 1/{nonmated_max.size:,}); kept but marked not measurable"
+            )
     return result
 
 
