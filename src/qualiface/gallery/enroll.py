@@ -29,6 +29,10 @@ MAX_IDENTITY_CHARS = 256
 QualityScaler = Callable[[np.ndarray], np.ndarray | None]
 
 
+class EnrollConflictError(InputError):
+    """An image already enrolled under another identity."""
+
+
 @dataclass
 class EnrollReport:
     """What an enrolment did: the new gallery, the images added and skipped, and notes for people."""
@@ -117,7 +121,7 @@ def add_images(
         digest = bytes(digests[i])
         if digest in known:
             if known[digest] != name:
-                raise InputError(
+                raise EnrollConflictError(
                     f"{files[i]}: this image is already enrolled as {known[digest]!r}, not {name!r} "
                     "(the same image under two identities)"
                 )

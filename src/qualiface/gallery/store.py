@@ -219,11 +219,15 @@ def load_gallery(path: str | os.PathLike[str]) -> Gallery:
             }
     except zipfile.BadZipFile as exc:
         raise GalleryError(f"{where}: not a gallery file (not a .npz archive: {exc})") from None
+    try:
+        weighting = Weighting.from_dict(header["weighting"], where=f"{where}: weighting")
+    except InputError as exc:
+        raise GalleryError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
     gallery = Gallery(
         model=header["model"],
         embedding_dim=header["embedding_dim"],
         quality_method=header["quality_method"],
-        weighting=Weighting.from_dict(header["weighting"], where=f"{where}: weighting"),
+        weighting=weighting,
         identities=header["identities"],
         files=header["files"],
         embeddings=arrays["embeddings"],
