@@ -149,3 +149,14 @@ def test_summary_carries_references_and_small_sample_markers(tmp_path):
     assert "warning: fmr=0.001: FMR 0.001 cannot be measured on 280 non-mated pairs" in result.output
     report = (out / "report.md").read_text()
     assert "n/m (needs ≥ 1,000 non-mated pairs, has 280)" in report
+
+
+def test_a_previous_run_is_not_overwritten_without_overwrite(tmp_path):
+    write_pairs(tmp_path / "pairs.csv")
+    args = ["eval", "edc", str(tmp_path / "pairs.csv"), "-o", str(tmp_path / "o"), "--fmr", "0.01", "--no-plot"]
+    args += ["--no-references", "--no-rejection", "--no-progress"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2
+    assert "holds a previous run (summary.json)" in again.output
+    assert CliRunner().invoke(app, [*args, "--overwrite"]).exit_code == 0

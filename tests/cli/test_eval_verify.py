@@ -229,3 +229,29 @@ def test_columns_option_names_the_pair_columns(tmp_path):
     assert plain.exit_code == 2
     assert "no column for the first image" in plain.output
     assert "--columns" in plain.output
+
+
+def test_a_previous_run_is_not_overwritten_without_overwrite(tmp_path):
+    e, issame = t4_vectors()
+    np.save(tmp_path / "e.npy", e)
+    np.save(tmp_path / "l.npy", issame)
+    args = ["--embeddings", tmp_path / "e.npy", "--labels", tmp_path / "l.npy", "-o", tmp_path / "o", "--no-plot"]
+    assert _run(*args).exit_code == 0
+    before = (tmp_path / "o" / "verification.json").read_text()
+    again = _run(*args)
+    assert again.exit_code == 2
+    assert "holds a previous run" in again.output
+    assert "--overwrite" in again.output
+    assert (tmp_path / "o" / "verification.json").read_text() == before
+    assert _run(*args, "--overwrite").exit_code == 0
+
+
+def test_labels_file_takes_the_pair_list_label_words(tmp_path):
+    e, issame = t4_vectors()
+    np.save(tmp_path / "e.npy", e)
+    words = ["Yes" if s else "no" for s in issame]
+    (tmp_path / "l.csv").write_text("Decision\n" + "\n".join(words) + "\n")
+    result = _run("--embeddings", tmp_path / "e.npy", "--labels", tmp_path / "l.csv", "--labels-key", "Decision",
+                  "-o", tmp_path / "o", "--no-plot")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert _json(tmp_path / "o")["accuracy"] == evaluate_verification(e, issame).accuracy

@@ -279,6 +279,7 @@ def verify(
     ] = False,
     plot: Annotated[bool, typer.Option(help="Write roc.png.")] = True,
     progress: Annotated[bool, typer.Option(help="Progress bars (only on a terminal).")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace a previous run's verification.json in --out.")] = False,
 ) -> None:
     """1:1 verification: insightface 10-fold accuracy (squared L2, strict <, arange(0,4,0.01) grid, contiguous
     folds), VAL@FAR=1e-3, and all-pairs ROC, TAR@FAR, EER and AUC of the cosine. Rates that the number of pairs
@@ -290,6 +291,8 @@ def verify(
         raise InputError(f"--fusion {fusion!r} is unknown; choose one of {', '.join(FLIP_FUSION_MODES)}")
     if pairs is None and (columns is not None or aligned is not None or detector is not None or root is not None):
         raise InputError("--columns, --root, --aligned/--detect and --detector apply to --pairs only")
+    if (out / "verification.json").exists() and not overwrite:
+        raise InputError(f"--out {out} holds a previous run (verification.json); pass --overwrite or another --out")
     meta: dict[str, Any] = {"input": str(sources[0])}
     if embeddings is not None:
         if model is not None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qualiface.atomic import atomic_path
 from qualiface.eval.results import Result, flat_scalars
 
 
@@ -46,10 +47,11 @@ def write_report(sections: Sequence[Section], path: str | Path, *, title: str = 
     relative path, so keep them beside the report."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() in (".html", ".htm"):
-        path.write_text(_html(sections, path, title))
-    else:
-        path.write_text(_markdown(sections, path, title))
+    text = (
+        _html(sections, path, title) if path.suffix.lower() in (".html", ".htm") else _markdown(sections, path, title)
+    )
+    with atomic_path(path, fsync=False) as tmp:
+        tmp.write_text(text)
     return path
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from qualiface.atomic import atomic_path
+
 
 def to_plain(value: Any) -> Any:
     """Recursively turn NumPy / torch values into JSON-ready Python values (NaN and inf become ``None``)."""
@@ -67,10 +69,13 @@ class Result:
         return [{k: v for k, v in plain.items() if not isinstance(v, list | dict)}]
 
     def to_json(self, path: str | Path) -> Path:
-        """Write :meth:`to_dict` as JSON; returns the path."""
+        """Write :meth:`to_dict` as JSON (atomically: a reader sees the old file or the whole new one); returns
+        the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2))
+        text = json.dumps(self.to_dict(), indent=2)
+        with atomic_path(path, fsync=False) as tmp:
+            tmp.write_text(text)
         return path
 
     def to_csv(self, path: str | Path) -> Path:
@@ -79,7 +84,7 @@ class Result:
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = self.rows()
         fields = list(dict.fromkeys(k for row in rows for k in row))
-        with path.open("w", newline="") as handle:
+        with atomic_path(path, fsync=False) as tmp, tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows)
