@@ -39,7 +39,10 @@ from qualiface.serve.service import FaceService, RequestError
 
 logger = logging.getLogger("qualiface.serve")
 
-ENDPOINTS = "GET /health, POST /embed, POST /quality, POST /verify (GET /openapi.json describes them)"
+ENDPOINTS = (
+    "GET /health, POST /embed, POST /quality, POST /verify, with --gallery POST /enroll and POST /search "
+    "(GET /openapi.json describes them)"
+)
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _IMAGE_BODY = {
@@ -93,8 +96,9 @@ class ServeSettings:
             raise InputError("api_key must be non-empty printable ASCII without spaces")
 
 
-def create_app(service: FaceService, settings: ServeSettings | None = None) -> FastAPI:
-    """The application answering the endpoints of :mod:`qualiface.serve` with ``service``."""
+def create_app(service: FaceService, settings: ServeSettings | None = None, gallery: Any = None) -> FastAPI:
+    """The application answering the endpoints of :mod:`qualiface.serve` with ``service``; with ``gallery`` (a
+    :class:`~qualiface.serve.gallery_routes.GalleryService`) also ``/enroll`` and ``/search``."""
     settings = settings or ServeSettings()
     limiter = InferenceLimiter(settings.concurrency, settings.queue, settings.retry_after, settings.max_buffered)
     app = FastAPI(
@@ -153,6 +157,11 @@ def create_app(service: FaceService, settings: ServeSettings | None = None) -> F
             return service.verify(a, b, threshold=threshold, aligned=aligned)
 
         return await infer(request, work)
+
+    if gallery is not None:
+        from qualiface.serve.gallery_routes import add_gallery_routes
+
+        add_gallery_routes(app, gallery, infer, guarded)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
