@@ -291,3 +291,19 @@ def test_benchmark_refuses_bad_input(glint_pairs, tiny_models) -> None:
     genuine_only = PairList(glint_pairs.paths_a[:8], glint_pairs.paths_b[:8], np.ones(8, bool), None, "g.csv")
     with pytest.raises(InputError, match="all 8 pairs are genuine"):
         run_benchmark(genuine_only, tiny_models, aligned=True)
+
+
+def test_benchmark_in_small_chunks_gives_the_same_figures(benchmark, glint_pairs, tiny_models) -> None:
+    calls = []
+    chunked = run_benchmark(
+        glint_pairs, tiny_models, aligned=True, chunk_size=7, progress=lambda *args: calls.append(args)
+    )
+    n_files = len(set(glint_pairs.paths_a) | set(glint_pairs.paths_b))
+    assert calls[-1] == ("images", n_files, n_files)
+    assert len(calls) == -(-n_files // 7)  # one call per chunk of 7
+    for name in ("tiny", "tiny #2"):
+        got, expected = chunked.models[name], benchmark.models[name]
+        assert got.verification.accuracy == expected.verification.accuracy
+        np.testing.assert_array_equal(got.verification.all_pairs_tpr, expected.verification.all_pairs_tpr)
+    assert chunked.models["tiny"].quality.pauc() == benchmark.models["tiny"].quality.pauc()
+    assert chunked.images_without_face == benchmark.images_without_face

@@ -62,6 +62,7 @@ DEFAULT_FMR: float = DEFAULT_FMRS[0]
 REPORTED_PORTIONS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
 
 Progress = Callable[[str, int, int], None]
+NO_QUALITY_NOTE = "no quality output: recognition only (norm_quality / --norm-quality scores its embedding norm)"
 
 
 def measurable(rate: float, n_impostor: int) -> bool:
@@ -316,6 +317,7 @@ def run_benchmark(
     discard_limits: Sequence[float] = DEFAULT_DISCARD_LIMITS,
     norm_quality: bool = False,
     batch_size: int = 64,
+    chunk_size: int = 256,
     dataset: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> BenchmarkResult:
@@ -335,8 +337,10 @@ def run_benchmark(
         norm_quality: Models without a trained quality are evaluated with their raw embedding norm as quality
             (a heuristic, labelled ``embedding_norm``); by default they get the recognition part and a note.
         batch_size: Images per forward pass.
+        chunk_size: Files detected (or read) and embedded at a time: the crops of one chunk only are held in memory.
         dataset: How the pairs were made (recorded in the result; default the pair list's source).
-        progress: Called as ``progress(stage, done, total)`` with stage ``"faces"`` or ``"embed <name>"``.
+        progress: Called as ``progress("images", done, total)`` after every chunk of files read (or detected) and
+            embedded by every model.
 
     Raises:
         InputError: no model, pairs of one class, no pair with a face on both sides, too few kept pairs for the
@@ -355,13 +359,12 @@ def run_benchmark(
         raise InputError(f"{pairs.source}: all {labels_all.size} pairs are {kind}; need genuine and impostor pairs")
     model_names = _unique_names(models, names)
     files, index_a, index_b = pairs.unique_images()
-    faces = _faces(files.paths, aligned=aligned, detector_options=detector_options, progress=progress)
-    from qualiface.use import face_index
-
-    row = face_index(faces, files.paths)
-    a, b = row[index_a], row[index_b]
-    keep = (a >= 0) & (b >= 0)
-    without = [{"path": str(f.path), "reason": f.reason, "message": f.message} for f in faces.failures]
+    embedded, has_face, failures = _embed_files(
+        files.paths, models, model_names, aligned=aligned, detector_options=detector_options,
+        norm_quality=norm_quality, batch_size=batch_size, chunk_size=chunk_size, progress=progress,
+    )  # fmt: skip
+    keep = has_face[index_a] & has_face[index_b]
+    without = [{"path": str(f.path), "reason": f.reason, "message": f.message} for f in failures]
     warnings: list[str] = []
     if not keep.all():
         warnings.append(
@@ -369,7 +372,7 @@ def run_benchmark(
             f"(listed in images_without_face)"
         )
     labels = labels_all[keep]
-    a, b = a[keep], b[keep]
+    a, b = index_a[keep], index_b[keep]
     if not keep.any():
         how = "check --detector (e.g. score=0.3)" if not aligned else "the files are not 112x112 crops"
         raise InputError(f"{pairs.source}: no pair has a face on both sides; {how}")
@@ -387,9 +390,9 @@ def run_benchmark(
     results: dict[str, ModelBenchmark] = {}
     for k, (model, name) in enumerate(zip(models, model_names, strict=True)):
         results[name] = _benchmark_model(
-            model, name, faces.images, a, b, labels,
+            model, name, embedded[name], a, b, labels,
             path=None if model_paths is None else model_paths[k], n_folds=n_folds, fmr=fmr, fars=fars,
-            discard_limits=discard_limits, norm_quality=norm_quality, batch_size=batch_size, progress=progress,
+            discard_limits=discard_limits,
         )  # fmt: skip
     data: dict[str, Any] = dict(dataset) if dataset is not None else {"source": "pair list", "path": pairs.source}
     data.update(
@@ -416,30 +419,88 @@ def run_benchmark(
     return BenchmarkResult(data, settings, results, without, warnings)
 
 
-def _stage(progress: Progress | None, stage: str) -> Callable[[int, int], None] | None:
-    """``progress`` bound to one stage, as the ``progress(done, total)`` callbacks of the library take it."""
-    if progress is None:
-        return None
-    report = progress
+@dataclass
+class _Embedded:
+    """One model's embeddings (fused as its card says) and quality of every file, and why quality is missing."""
 
-    def step(done: int, total: int) -> None:
-        report(stage, done, total)
-
-    return step
+    embeddings: np.ndarray
+    quality: np.ndarray | None
+    info: QualityInfo | None
+    note: str
 
 
-def _faces(
-    paths: Sequence[Path], *, aligned: bool, detector_options: DetectorOptions | None, progress: Progress | None
-) -> Any:
-    from qualiface.use import load_faces
+def _embed_files(
+    paths: Sequence[Path],
+    models: Sequence[FaceModel],
+    names: Sequence[str],
+    *,
+    aligned: bool,
+    detector_options: DetectorOptions | None,
+    norm_quality: bool,
+    batch_size: int,
+    chunk_size: int,
+    progress: Progress | None,
+) -> tuple[dict[str, _Embedded], np.ndarray, list[Any]]:
+    """Detect and align (or read) the files chunk by chunk, each chunk once, and embed it with every model: the
+    crops of one chunk only are in memory, the embeddings of all files are kept. Returns the embeddings per
+    model, whether each file gave a face, and the failures."""
+    from qualiface.use import face_index, load_faces
 
-    return load_faces(paths, aligned=aligned, detector_options=detector_options, progress=_stage(progress, "faces"))
+    if chunk_size < 1:
+        raise InputError(f"chunk_size: must be >= 1, got {chunk_size}")
+    n = len(paths)
+    detector = None if aligned else (detector_options or DetectorOptions()).create()
+    has_face = np.zeros(n, dtype=bool)
+    failures: list[Any] = []
+    out: dict[str, _Embedded] = {}
+    for model, name in zip(models, names, strict=True):
+        info = model.quality_info(allow_untrained=norm_quality)
+        note = "" if info is not None else NO_QUALITY_NOTE
+        quality = np.zeros(n, np.float64) if info is not None else None
+        out[name] = _Embedded(np.zeros((n, 0), np.float32), quality, info, note)  # width set by the first chunk
+    for start in range(0, n, chunk_size):
+        chunk = list(paths[start : start + chunk_size])
+        faces = load_faces(chunk, aligned=aligned, detector=detector)
+        failures += faces.failures
+        rows = face_index(faces, chunk)
+        found = np.flatnonzero(rows >= 0)
+        has_face[start + found] = True
+        if found.size:
+            for model, name in zip(models, names, strict=True):
+                _embed_chunk(model, out[name], faces.images[rows[found]], start + found, norm_quality, batch_size)
+        if progress is not None:
+            progress("images", start + len(chunk), n)
+    return out, has_face, failures
+
+
+def _embed_chunk(
+    model: FaceModel, into: _Embedded, images: np.ndarray, rows: np.ndarray, norm_quality: bool, batch_size: int
+) -> None:
+    from qualiface.models import embed_images
+
+    want = into.info is not None
+    try:
+        result = embed_images(
+            model, images, batch_size=batch_size, quality=want, allow_untrained_quality=norm_quality
+        )  # fmt: skip
+    except ValueError as exc:
+        if into.info is None or into.info.source != "embedding_norm":
+            raise
+        into.info, into.quality = None, None  # e.g. unit-length embeddings: no norm to score
+        into.note = f"no quality ({exc})"
+        result = embed_images(model, images, batch_size=batch_size)
+    fused = result.fused()
+    if into.embeddings.shape[1] != fused.shape[1]:  # the first chunk with faces
+        into.embeddings = np.zeros((into.embeddings.shape[0], fused.shape[1]), np.float32)
+    into.embeddings[rows] = fused
+    if into.quality is not None and result.quality is not None:
+        into.quality[rows] = result.quality
 
 
 def _benchmark_model(
     model: FaceModel,
     name: str,
-    images: np.ndarray,
+    embedded: _Embedded,
     index_a: np.ndarray,
     index_b: np.ndarray,
     labels: np.ndarray,
@@ -449,29 +510,9 @@ def _benchmark_model(
     fmr: float,
     fars: Sequence[float],
     discard_limits: Sequence[float],
-    norm_quality: bool,
-    batch_size: int,
-    progress: Progress | None,
 ) -> ModelBenchmark:
-    from qualiface.models import embed_images
-
-    info = model.quality_info(allow_untrained=norm_quality)
-    note = ""
-    if info is None:
-        note = "no quality output: recognition only (norm_quality / --norm-quality scores its embedding norm)"
-    step = _stage(progress, f"embed {name}")
-    try:
-        out = embed_images(
-            model, images, batch_size=batch_size, quality=info is not None,
-            allow_untrained_quality=norm_quality, progress=step,
-        )  # fmt: skip
-    except ValueError as exc:
-        if info is None or info.source != "embedding_norm":
-            raise
-        note = f"no quality ({exc})"  # e.g. unit-length embeddings: no norm to score
-        info = None
-        out = embed_images(model, images, batch_size=batch_size, progress=step)
-    embeddings = out.fused()
+    info, note = embedded.info, embedded.note
+    embeddings = embedded.embeddings
     verification = evaluate_verification(
         embeddings[index_a], labels, embeddings_b=embeddings[index_b], n_folds=n_folds, fars=tuple(fars)
     )
@@ -481,10 +522,10 @@ def _benchmark_model(
     tar_measurable = {key: measurable(float(key), n_impostor) for key in verification.tar_at_far}
     accuracy_threshold = float(1.0 - np.mean(verification.fold_thresholds) / 2.0)
     quality = None
-    if info is not None and out.quality is not None:
+    if info is not None and embedded.quality is not None:
         _, scores = pair_distances(embeddings[index_a], embeddings[index_b])  # the cosine of the verification
         quality = _quality_part(
-            np.asarray(out.quality, np.float64), info, scores, labels, index_a, index_b,
+            embedded.quality, info, scores, labels, index_a, index_b,
             fmr=fmr, discard_limits=discard_limits, accuracy_threshold=accuracy_threshold,
         )  # fmt: skip
         if info.source == "embedding_norm":
