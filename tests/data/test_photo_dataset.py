@@ -238,6 +238,8 @@ def test_refusals_are_one_line_and_write_nothing(photos: Path, tmp_path: Path) -
     Image.open(photos / "s1" / "1.png").save(clash / "a" / "x.jpg")
     with pytest.raises(InputError, match=r"x\.jpg and .*x\.png would both be written to"):
         align_photos([clash], tmp_path / "o1")
+    with pytest.raises(InputError, match=r"its crop would be written over the photo"):
+        align_photos([clash / "a" / "x.png"], clash / "a")
     with pytest.raises(InputError, match="lies inside the input folder"):
         align_photos([photos], photos / "aligned")
     with pytest.raises(InputError, match="no such file"):

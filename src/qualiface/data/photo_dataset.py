@@ -195,6 +195,13 @@ def _plan_folder(photos: list[tuple[Path, Path]], out: Path, suffix: str, all_fa
                 f"{owner[stem]} and {photo} would both be written to {stem}{suffix}; rename one or align them apart"
             )
         owner[stem] = photo
+    sources = {photo.resolve() for photo, _ in photos}
+    for stem, photo in owner.items():
+        if Path(f"{stem}{suffix}").resolve() in sources:
+            raise InputError(
+                f"{photo}: its crop would be written over the photo {stem}{suffix}; choose an --out folder apart "
+                "from the photos"
+            )
     if all_faces:  # <stem>_1 of one photo must not be another photo's crop
         for stem, photo in owner.items():
             match = re.fullmatch(r"(.+)_\d+", stem.name)
