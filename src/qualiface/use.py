@@ -66,13 +66,24 @@ def load_faces(
     detector_options: DetectorOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> FaceSet:
-    """Aligned crops of every file (detection + 5-point alignment, or taken as they are with ``aligned``);
-    ``detector_options`` (:class:`~qualiface.detect.options.DetectorOptions`, default the defaults) say how faces
-    are found, ``detector`` replaces the detector itself."""
+    """Aligned crops of every file (detection + 5-point alignment, or taken as they are with ``aligned``).
+
+    ``detector_options`` (:class:`~qualiface.detect.options.DetectorOptions`, default the defaults) say how faces are
+    found: the score and NMS thresholds of the detector they build, the smallest face kept, the largest side given
+    to the detector, and the retries (``pad`` then ``upscale``) when a photo gives no face; files found by a retry
+    are listed in :attr:`FaceSet.retried <qualiface.detect.faces.FaceSet.retried>`. ``detector`` replaces the
+    detector itself (it keeps its own thresholds; the other options still apply).
+    """
+    options = detector_options if detector_options is not None else DetectorOptions()
     if not aligned and detector is None:
-        detector = (detector_options or DetectorOptions()).create()
+        detector = options.create()
     return align_faces(
-        [Path(p) for p in paths], detector=detector, aligned=aligned, all_faces=all_faces, progress=progress
+        [Path(p) for p in paths],
+        detector=detector,
+        aligned=aligned,
+        all_faces=all_faces,
+        progress=progress,
+        options=options,
     )
 
 

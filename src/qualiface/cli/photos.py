@@ -101,9 +101,12 @@ def faces_of(
 
 
 def report_failures(faces: Any) -> None:
-    """Every file that gave no face, and files with several faces, then the summary line (stderr)."""
+    """Every file that gave no face, files with several faces and files found by a retry, then the summary line
+    (stderr)."""
     for failure in faces.failures:
         typer.echo(f"skipped {failure.path}: {failure.reason}: {failure.message}", err=True)
     for path, count in faces.multiple:
         typer.echo(f"note {path}: {count} faces", err=True)
+    for path, step in getattr(faces, "retried", ()):
+        typer.echo(f"note {path}: no face on the first pass; found after the '{step}' retry", err=True)
     typer.echo(faces.summary(), err=True)

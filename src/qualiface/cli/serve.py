@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from qualiface.cli.apps import app
-from qualiface.cli.photos import PreprocessingOption, fail, open_model
+from qualiface.cli.photos import DetectorOption, PreprocessingOption, detector_options, fail, open_model
 
 
 @app.command("serve")
@@ -28,6 +28,7 @@ def serve(
         float, typer.Option(help="Request bodies held in memory at once, in MiB, over every request (more: 503).")
     ] = 64.0,
     preprocessing: PreprocessingOption = None,
+    detector: DetectorOption = None,
     api_key: Annotated[
         str | None,
         typer.Option(
@@ -71,8 +72,9 @@ def serve(
         )
         if not 0 < max_megapixels < float("inf"):
             raise ValueError(f"--max-megapixels must be positive, got {max_megapixels}")
+        finding = detector_options(detector)
         face_model = open_model(model, preprocessing=preprocessing)
-        service = FaceService(face_model, max_pixels=max(1, int(max_megapixels * 1e6)))
+        service = FaceService(face_model, max_pixels=max(1, int(max_megapixels * 1e6)), detector_options=finding)
         sock = bind(host, port, options.backlog)
     except ValueError as exc:
         raise fail(str(exc)) from None

@@ -3,7 +3,10 @@
 Every input path ends up either in :attr:`FaceSet.sources` (one entry per returned face) or in
 :attr:`FaceSet.failures` (with a reason and a message naming the file); nothing is skipped silently. A file with
 several faces gives its largest face (box area) and is listed in :attr:`FaceSet.multiple`; with ``all_faces=True``
-every face is returned (the file is still listed there). With ``aligned=True`` the files are taken as already
+every face is returned (the file is still listed there). How faces are found (score threshold, smallest face,
+largest side, the retries when a photo gives none) is :class:`~qualiface.detect.options.DetectorOptions`, applied by
+:func:`qualiface.detect.find.find_faces`; a file whose faces were found by a retry is listed in
+:attr:`FaceSet.retried` with the step. With ``aligned=True`` the files are taken as already
 aligned ``size x size`` crops: no detection, and any other size is a ``wrong_size`` failure, never a resize.
 
 The alignment is :mod:`qualiface.data.align` (insightface ``norm_crop``: Umeyama least-squares similarity without
@@ -22,6 +25,8 @@ import numpy as np
 from qualiface.data.align import arcface_template, similarity_transform, warp_affine
 from qualiface.data.image_folder import ImageDataError, read_image
 from qualiface.detect.base import Detection, Detector
+from qualiface.detect.find import find_faces
+from qualiface.detect.options import DetectorOptions
 from qualiface.errors import InputError
 
 __all__ = [
@@ -68,6 +73,9 @@ class FaceSet:
         detections: the :class:`Detection` behind each crop in original image pixels (``None`` for ``aligned=True``).
         failures: the files that gave no crop, in input order.
         multiple: ``(file, number of faces)`` for every file where the detector found more than one face.
+        retried: ``(file, step)`` for every file whose faces were found by a retry (``"pad"`` or ``"upscale"``,
+            :attr:`DetectorOptions.retry <qualiface.detect.options.DetectorOptions.retry>`) after the first pass
+            found none.
     """
 
     images: np.ndarray
@@ -75,18 +83,25 @@ class FaceSet:
     detections: list[Detection | None] = field(default_factory=list)
     failures: list[FaceFailure] = field(default_factory=list)
     multiple: list[tuple[Path, int]] = field(default_factory=list)
+    retried: list[tuple[Path, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.sources)
 
     def summary(self) -> str:
-        """One line: files, faces, failures by reason, files with several faces."""
+        """One line: files, faces, failures by reason, files with several faces, files found by a retry."""
         files = len({p for p, _ in self.sources} | {f.path for f in self.failures})
         by_reason: dict[str, int] = {}
         for f in self.failures:
             by_reason[f.reason] = by_reason.get(f.reason, 0) + 1
         failed = ", ".join(f"{k} {v}" for k, v in sorted(by_reason.items())) or "none"
-        return f"{files} files: {len(self)} faces; failures: {failed}; files with several faces: {len(self.multiple)}"
+        line = f"{files} files: {len(self)} faces; failures: {failed}; files with several faces: {len(self.multiple)}"
+        if self.retried:
+            steps: dict[str, int] = {}
+            for _, step in self.retried:
+                steps[step] = steps.get(step, 0) + 1
+            line += f"; found on retry: {len(self.retried)} ({', '.join(f'{k} {v}' for k, v in steps.items())})"
+        return line
 
 
 def align_detection(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
@@ -113,10 +128,9 @@ def align_detection(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -
     return warp_affine(image[y0:y1, x0:x1], shifted, (size, size))
 
 
-def _default_detector() -> Detector:
-    from qualiface.detect.yunet import YuNetDetector
-
-    return YuNetDetector()
+def _default_detector(options: DetectorOptions | None = None) -> Detector:
+    detector: Detector = (options if options is not None else DetectorOptions()).create()
+    return detector
 
 
 def align_image(
@@ -127,9 +141,10 @@ def align_image(
     aligned: bool = False,
     all_faces: bool = False,
     size: int = 112,
+    options: DetectorOptions | None = None,
 ) -> FaceSet:
     """The faces of one decoded RGB ``uint8`` image, as :func:`align_faces` does for each file; ``path`` names the
-    image in :class:`FaceSet` and in failure messages (a file name, or e.g. a request field)."""
+    image in :class:`FaceSet` and in failure messages (a file name, or e.g. a request field); ``options`` as there."""
     path = Path(path)
     result = FaceSet(images=np.zeros((0, size, size, 3), dtype=np.uint8))
     crops: list[np.ndarray] = []
@@ -145,17 +160,22 @@ def align_image(
             result.sources.append((path, 0))
             result.detections.append(None)
     else:
-        detector = detector if detector is not None else _default_detector()
+        detector = detector if detector is not None else _default_detector(options)
         try:
-            found = list(detector.detect(image))
+            outcome = find_faces(image, detector, options)
         except Exception as exc:  # a pluggable detector may raise anything; report it per file
             message = f"{path}: the face detector failed ({type(exc).__name__}: {exc})"
             result.failures.append(FaceFailure(path, "detector_error", message))
-            found = []
+            found: list[Detection] = []
         else:
+            found = outcome.detections
             if not found:
-                message = f"{path}: no face found ({image.shape[1]}x{image.shape[0]} pixels)"
+                retry = (options if options is not None else DetectorOptions()).retry
+                tried = f"; also tried: {', '.join(retry)}" if retry else ""
+                message = f"{path}: no face found ({image.shape[1]}x{image.shape[0]} pixels{tried})"
                 result.failures.append(FaceFailure(path, "no_face", message))
+            elif outcome.step not in (None, "first"):
+                result.retried.append((path, str(outcome.step)))
         if len(found) > 1:
             result.multiple.append((path, len(found)))
         if all_faces or not found:
@@ -180,19 +200,24 @@ def align_faces(
     size: int = 112,
     on_error: OnError = "report",
     progress: Callable[[int, int], None] | None = None,
+    options: DetectorOptions | None = None,
 ) -> FaceSet:
     """Read image files and return aligned ``size x size`` RGB face crops (see the module docstring).
 
     Args:
         paths: image files (anything Pillow decodes; greyscale is replicated to RGB).
-        detector: a :class:`~qualiface.detect.base.Detector`; default a
-            :class:`~qualiface.detect.yunet.YuNetDetector` with the shipped YuNet model (needs onnxruntime).
+        detector: a :class:`~qualiface.detect.base.Detector`; default ``options.create()``, a
+            :class:`~qualiface.detect.yunet.YuNetDetector` with the shipped YuNet model (needs onnxruntime) and the
+            options' score and NMS thresholds (a detector passed in keeps its own).
         aligned: the files are already aligned ``size x size`` crops; taken as they are.
         all_faces: return every detected face of a file instead of the largest one.
         size: crop side; the template is :func:`qualiface.data.align.arcface_template` ``(size)``.
         on_error: ``"report"`` records failures in :attr:`FaceSet.failures`; ``"raise"`` raises
             :class:`FaceAlignError` at the first failing file.
         progress: called as ``progress(done, total)`` after each file.
+        options: how faces are found (:class:`~qualiface.detect.options.DetectorOptions`; default the defaults):
+            smallest face, largest side given to the detector, the retries (``pad`` then ``upscale``) when a photo
+            gives no face; see :mod:`qualiface.detect.find`.
 
     Raises:
         FaceAlignError: under ``on_error="raise"``.
@@ -203,7 +228,7 @@ def align_faces(
     arcface_template(size)  # validates size
     files: Sequence[Path] = [Path(p) for p in paths]
     if not aligned and detector is None:
-        detector = _default_detector()
+        detector = _default_detector(options)
     crops: list[np.ndarray] = []
     result = FaceSet(images=np.zeros((0, size, size, 3), dtype=np.uint8))
 
@@ -220,13 +245,16 @@ def align_faces(
         except ImageDataError as exc:
             fail(path, "unreadable", str(exc))
         else:
-            faces = align_image(image, path, detector=detector, aligned=aligned, all_faces=all_faces, size=size)
+            faces = align_image(
+                image, path, detector=detector, aligned=aligned, all_faces=all_faces, size=size, options=options
+            )
             for failure in faces.failures:
                 fail(failure.path, failure.reason, failure.message)
             crops.extend(faces.images)
             result.sources.extend(faces.sources)
             result.detections.extend(faces.detections)
             result.multiple.extend(faces.multiple)
+            result.retried.extend(faces.retried)
         if progress is not None:
             progress(done, total)
     if crops:

@@ -3,7 +3,8 @@
 :class:`DetectorOptions` holds the detector's score threshold, NMS IoU, the smallest face kept, the largest image
 side given to the detector, and what is tried when a photo gives no face (``retry``). It is parsed from the one
 command-line spelling ``--detector key=value,...`` (:meth:`DetectorOptions.parse`) and builds the detector
-(:meth:`DetectorOptions.create`).
+(:meth:`DetectorOptions.create`); :func:`qualiface.detect.find.find_faces` applies the rest (the steps, and why
+they are the defaults, are in its module docstring and in docs/photos.md).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ __all__ = ["DETECTOR_HELP", "RETRY_STEPS", "DetectorOptions", "DetectorOptionsEr
 RETRY_STEPS = ("pad", "upscale")
 
 DETECTOR_HELP = (
-    "comma-separated key=value: score=0.6 (detector score threshold), nms=0.3 (NMS IoU), min_size=0 (smallest "
-    "face kept, box side in pixels), max_side=0 (downscale larger photos before detection; 0 = the detector's own "
-    "input size decides), retry=pad+upscale (when no face is found: pad the photo, then upscale it; 'none' turns "
-    "retries off)"
+    "comma-separated key=value: score=0.6 (detector score threshold), nms=0.3 (NMS IoU), min_size=0 (drop faces "
+    "whose box's shorter side is below this many pixels), max_side=0 (photos with a longer side are shrunk to it "
+    "for detection, the crop is still cut from the full photo; 0 = no limit), retry=pad+upscale (when a photo gives "
+    "no face: pad it with a black border, then look at it 2x in tiles; 'none' turns retries off)"
 )
 
 
@@ -44,7 +45,10 @@ class DetectorOptions:
         nms_threshold: IoU above which an overlapping lower-scoring box is suppressed, in ``[0, 1]``.
         min_size: faces whose box's shorter side is below this many image pixels are dropped (0 keeps all).
         max_side: photos whose longer side exceeds this are downscaled for detection (0: no limit of ours).
-        retry: steps tried in order when a photo gives no face (a subset of :data:`RETRY_STEPS`).
+        retry: steps tried in order when a photo gives no face (a subset of :data:`RETRY_STEPS`): ``"pad"`` (the
+            photo in a black canvas three times its size: tight crops) and ``"upscale"`` (the photo looked at 2x in
+            overlapping tiles: faces too small for the photo's scale). The first step that finds a face wins;
+            :attr:`qualiface.detect.faces.FaceSet.retried` names it per file.
     """
 
     score_threshold: float = 0.6
@@ -64,6 +68,12 @@ class DetectorOptions:
         max_side: object = self.max_side
         if not isinstance(max_side, int) or max_side < 0 or 0 < max_side < 32:
             raise DetectorOptionsError(f"detector max_side must be 0 or an integer >= 32, got {self.max_side!r}")
+        retry: object = self.retry
+        if isinstance(retry, str):  # "pad+upscale" as on the command line, or one step
+            retry = () if retry.lower() == "none" else tuple(s.strip() for s in retry.split("+"))
+        if not isinstance(retry, tuple | list) or not all(isinstance(step, str) for step in retry):
+            raise DetectorOptionsError(f"detector retry must be steps among {'+'.join(RETRY_STEPS)}, got {retry!r}")
+        object.__setattr__(self, "retry", tuple(dict.fromkeys(retry)))  # a tuple, each step once, in order
         unknown = [step for step in self.retry if step not in RETRY_STEPS]
         if unknown:
             raise DetectorOptionsError(
@@ -90,7 +100,7 @@ class DetectorOptions:
                     f"--detector: unknown key {key!r}; keys are score, nms, min_size, max_side, retry"
                 )
             if name == "retry":
-                changes[name] = () if value.lower() == "none" else tuple(s.strip() for s in value.split("+"))
+                changes[name] = value  # checked and split by __post_init__
                 continue
             try:
                 number = float(value)
@@ -102,7 +112,10 @@ class DetectorOptions:
                 changes[name] = int(number)
             else:
                 changes[name] = number
-        return replace(options, **changes)
+        try:
+            return replace(options, **changes)
+        except DetectorOptionsError as exc:
+            raise DetectorOptionsError(f"--detector {spec.strip()!r}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready record (written into outputs next to the model stamp)."""

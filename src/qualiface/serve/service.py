@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from qualiface.detect.faces import FaceSet, align_image
+from qualiface.detect.options import DetectorOptions
 from qualiface.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 from qualiface.models.face_model import FaceModel
 from qualiface.use import compare, embed_faces
@@ -38,24 +39,34 @@ class FaceService:
         model: the face model.
         max_pixels: the largest ``width x height`` decoded; checked from the image header before decoding
             (:func:`qualiface.imaging.decode_image`).
-        detector: the face detector; YuNet, loaded at the first request that needs it, when ``None``.
+        detector: the face detector; when ``None``, the one ``detector_options`` build (YuNet), loaded at the first
+            request that needs it.
+        detector_options: how faces are found (:class:`~qualiface.detect.options.DetectorOptions`, as the photo
+            commands' ``--detector``; default the defaults): thresholds, smallest face, largest side, retries.
     """
 
-    def __init__(self, model: FaceModel, *, max_pixels: int = DEFAULT_MAX_PIXELS, detector: Any = None) -> None:
+    def __init__(
+        self,
+        model: FaceModel,
+        *,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        detector: Any = None,
+        detector_options: DetectorOptions | None = None,
+    ) -> None:
         if max_pixels < 1:
             raise ValueError(f"max_pixels must be at least 1, got {max_pixels}")
         self.model = model
         self.max_pixels = max_pixels
+        self.detector_options = detector_options if detector_options is not None else DetectorOptions()
         self._detector = detector
         self._lock = threading.Lock()
 
     @property
     def detector(self) -> Any:
-        """The face detector (YuNet unless one was given); call it holding the service's lock."""
+        """The face detector (built from :attr:`detector_options` unless one was given); call it holding the
+        service's lock."""
         if self._detector is None:
-            from qualiface.detect.yunet import YuNetDetector
-
-            self._detector = YuNetDetector()
+            self._detector = self.detector_options.create()
         return self._detector
 
     def faces(self, data: bytes, name: str, *, aligned: bool = False, all_faces: bool = False) -> FaceSet:
@@ -68,7 +79,12 @@ class FaceService:
             raise RequestError(HTTPStatus.BAD_REQUEST, str(exc)) from None
         with self._lock:
             faces = align_image(
-                image, name, detector=None if aligned else self.detector, aligned=aligned, all_faces=all_faces
+                image,
+                name,
+                detector=None if aligned else self.detector,
+                aligned=aligned,
+                all_faces=all_faces,
+                options=self.detector_options,
             )
         for failure in faces.failures:
             status = HTTPStatus.UNPROCESSABLE_ENTITY if failure.reason == "no_face" else HTTPStatus.BAD_REQUEST
