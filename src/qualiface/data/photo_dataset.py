@@ -192,7 +192,8 @@ def _plan_folder(photos: list[tuple[Path, Path]], out: Path, suffix: str, all_fa
     for (photo, _), stem in zip(photos, stems, strict=True):
         if stem in owner:
             raise InputError(
-                f"{owner[stem]} and {photo} would both be written to {stem}{suffix}; rename one or align them apart"
+                f"{owner[stem]} and {photo} would both be written to {stem}{suffix} (each input folder's tree is "
+                "mirrored from the top of --out: give their common parent folder instead, or rename one)"
             )
         owner[stem] = photo
     sources = {photo.resolve() for photo, _ in photos}
