@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -29,6 +30,15 @@ def serve(
     ] = 64.0,
     preprocessing: PreprocessingOption = None,
     detector: DetectorOption = None,
+    gallery: Annotated[
+        Path | None,
+        typer.Option(
+            "--gallery",
+            "-g",
+            help="A gallery file (qualiface enroll) to serve POST /enroll and POST /search over; created by the "
+            "first enrolment when missing.",
+        ),
+    ] = None,
     api_key: Annotated[
         str | None,
         typer.Option(
@@ -75,6 +85,11 @@ def serve(
         finding = detector_options(detector)
         face_model = open_model(model, preprocessing=preprocessing)
         service = FaceService(face_model, max_pixels=max(1, int(max_megapixels * 1e6)), detector_options=finding)
+        galleries = None
+        if gallery is not None:
+            from qualiface.serve.gallery_routes import GalleryService
+
+            galleries = GalleryService(service, gallery)
         sock = bind(host, port, options.backlog)
     except ValueError as exc:
         raise fail(str(exc)) from None
@@ -83,4 +98,4 @@ def serve(
         typer.echo(warning, err=True)
     key_note = "API key required" if api_key else "no API key"
     typer.echo(f"serving {face_model.name} on {url_of(sock)} ({key_note}; Ctrl-C to stop)")
-    run_server(create_app(service, settings), options, sock)
+    run_server(create_app(service, settings, gallery=galleries), options, sock)
