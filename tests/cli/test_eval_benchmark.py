@@ -84,9 +84,11 @@ def test_benchmark_writes_both_reports_naming_both_models(glint_run) -> None:
     assert sources
     assert all(s.startswith("data:image/png;base64,") for s in sources)  # self-contained
     # 40 impostor pairs: every default FAR target is below 1/40, and the reports say so
-    assert "not measurable (< 1/40)" in markdown
-    assert "not measurable (&lt; 1/40)" in page
-    assert results["models"]["tiny-crfiqa"]["tar_measurable"] == {"0.0001": False, "0.001": False, "0.01": False}
+    for text in ("n/m (needs ≥ 1,000 impostor pairs, has 40)", "n/m (needs ≥ 100 impostor pairs, has 40)"):
+        assert text in markdown
+        assert text in page
+    measurable = results["models"]["tiny-crfiqa"]["verification"]["tar_at_far_measurable"]
+    assert measurable == {"0.0001": False, "0.001": False, "0.01": False}
 
 
 def test_benchmark_verification_equals_evaluate_verification(glint_run) -> None:

@@ -21,7 +21,7 @@ from _helpers.shared_data import GLINT, need
 from _helpers.tiny_backbone import TinyCNN
 from qualiface.data.pairs import PairList, load_pairs_csv
 from qualiface.errors import InputError
-from qualiface.eval.benchmark import fixed_threshold_rejection, measurable, run_benchmark
+from qualiface.eval.benchmark import fixed_threshold_rejection, run_benchmark
 from qualiface.eval.benchmark_pairs import identity_folder_pairs
 from qualiface.eval.edc import edc, edc_oracle, edc_random
 from qualiface.eval.uncertainty import accuracy_rejection_curve, rejection_curve
@@ -160,12 +160,6 @@ def test_fixed_threshold_rejection_matches_a_loop() -> None:
         imp = [i for i in kept if not labels[i]]
         assert got.fnmr[k] == pytest.approx(sum(scores[i] < 0.3 for i in gen) / len(gen))
         assert got.fmr[k] == pytest.approx(sum(scores[i] >= 0.3 for i in imp) / len(imp))
-
-
-def test_measurable_is_one_over_the_impostor_count() -> None:
-    assert measurable(1e-3, 1000)
-    assert not measurable(1e-3, 999)
-    assert not measurable(0.5, 0)
 
 
 # ------------------------------------------------------------------ run_benchmark on aligned Glint360K crops

@@ -12,7 +12,8 @@ Per model (:class:`ModelBenchmark`):
 
 - **verification**: :func:`qualiface.eval.evaluate_verification` on the kept pairs: the insightface 10-fold
   accuracy ± std, VAL@FAR, and over all pairs the cosine ROC, TAR at the FAR targets, EER and AUC. A target below
-  ``1 / #impostor pairs`` cannot be measured: its TAR is kept but marked (:attr:`ModelBenchmark.tar_measurable`).
+  ``1 / #impostor pairs`` cannot be measured: its TAR is kept but marked (``tar_at_far_measurable`` of the
+  :class:`~qualiface.eval.verification.VerificationResult`; :func:`qualiface.eval.roc.rate_measurable`).
 - **quality** (a model with a quality output, or with ``norm_quality`` the raw embedding norm; else a note):
   pair quality ``min(q_a, q_b)``; the fixed-threshold FNM-EDC (:func:`qualiface.eval.edc.edc`) at the FMR target
   with its pAUC at the default discard limits, and the random and oracle references (``edc_random``,
@@ -40,9 +41,18 @@ import numpy as np
 from qualiface.data.pairs import PairList
 from qualiface.detect.options import DetectorOptions
 from qualiface.errors import InputError
-from qualiface.eval.edc import DEFAULT_DISCARD_LIMITS, DEFAULT_FMRS, EDCResult, edc, edc_oracle, edc_random
+from qualiface.eval.edc import (
+    DEFAULT_DISCARD_LIMITS,
+    DEFAULT_FMRS,
+    EDCResult,
+    FixedThresholdEDC,
+    edc,
+    edc_oracle,
+    edc_random,
+)
 from qualiface.eval.edc.kept import _stable_order
 from qualiface.eval.results import Result, to_plain
+from qualiface.eval.roc import not_measurable_text
 from qualiface.eval.uncertainty import (
     AccuracyRejectionCurve,
     RejectionCurve,
@@ -63,12 +73,6 @@ REPORTED_PORTIONS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
 
 Progress = Callable[[str, int, int], None]
 NO_QUALITY_NOTE = "no quality output: recognition only (norm_quality / --norm-quality scores its embedding norm)"
-
-
-def measurable(rate: float, n_impostor: int) -> bool:
-    """Whether a false accept / match rate target can be measured on ``n_impostor`` impostor pairs: ``rate >=
-    1 / n_impostor`` (one false accept is the smallest non-zero rate observable)."""
-    return n_impostor > 0 and rate * n_impostor >= 1.0 - 1e-9
 
 
 @dataclass
@@ -133,9 +137,8 @@ class QualityBenchmark(Result):
     Attributes:
         method: The quality method (``cr_fiqa``, ``scaleface``, ``feature_norm``) and its source.
         source: ``branch``, ``head`` or ``embedding_norm`` (a recognizer's norm: a heuristic).
-        fmr_target: The FMR of the EDC's fixed threshold.
-        fmr_measurable: Whether ``fmr_target >= 1 / #impostor pairs``.
-        achieved_fmr: The FMR the threshold reaches on the impostor pairs (``s >= threshold``).
+        fmr_target: The FMR of the EDC's fixed threshold (its achieved FMR and whether the target is measurable are
+            the curve's: :attr:`achieved_fmr`, :attr:`fmr_measurable`).
         edc: The model's FNM-EDC; ``random`` and ``oracle`` its references, with the same options.
         fnmr_rejection, accuracy_rejection, tar_rejection: The rejection curves.
     """
@@ -143,8 +146,6 @@ class QualityBenchmark(Result):
     method: str
     source: str
     fmr_target: float
-    fmr_measurable: bool
-    achieved_fmr: float
     edc: EDCResult
     random: EDCResult
     oracle: EDCResult
@@ -156,6 +157,23 @@ class QualityBenchmark(Result):
     def operating_point(self) -> str:
         """The EDC's curve label (``"fmr=0.001"``)."""
         return next(iter(self.edc.curves))
+
+    @property
+    def threshold_curve(self) -> FixedThresholdEDC:
+        """The model's fixed-threshold FNM-EDC at :attr:`fmr_target`."""
+        curve = self.edc.curves[self.operating_point]
+        assert isinstance(curve, FixedThresholdEDC)  # run_benchmark uses the fixed-threshold convention
+        return curve
+
+    @property
+    def achieved_fmr(self) -> float | None:
+        """The FMR the EDC's threshold gives on every impostor pair (``s >= threshold``)."""
+        return self.threshold_curve.achieved_fmr
+
+    @property
+    def fmr_measurable(self) -> bool:
+        """Whether ``fmr_target >= 1 / #impostor pairs`` (:func:`qualiface.eval.roc.rate_measurable`)."""
+        return self.threshold_curve.measurable
 
     def pauc(self) -> dict[str, dict[float, float]]:
         """pAUC of the model, the random and the oracle quality at every discard limit."""
@@ -172,6 +190,8 @@ class QualityBenchmark(Result):
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
             plain[name] = value.to_dict() if isinstance(value, Result) else to_plain(value)
+        plain["achieved_fmr"] = to_plain(self.achieved_fmr)
+        plain["fmr_measurable"] = self.fmr_measurable
         plain["pauc"] = to_plain({k: {f"{lim:g}": v for lim, v in d.items()} for k, d in self.pauc().items()})
         return plain
 
@@ -184,7 +204,6 @@ class ModelBenchmark(Result):
         name: The model's name in the report (its card's name; ``#2``, ``#3`` appended to repeated names).
         model: The card's stamp (name, format, SHA-256, preprocessing) and the path it was loaded from.
         verification: :func:`qualiface.eval.evaluate_verification` on the kept pairs.
-        tar_measurable: Per FAR target (keys as in ``verification.tar_at_far``), whether it can be measured.
         accuracy_threshold: The 10-fold threshold as a cosine, ``1 - mean(fold thresholds) / 2``.
         quality: The quality part, or ``None`` with :attr:`note` saying why.
         note: Why a part is missing, else ``""``.
@@ -193,7 +212,6 @@ class ModelBenchmark(Result):
     name: str
     model: dict[str, Any]
     verification: VerificationResult
-    tar_measurable: dict[str, bool]
     accuracy_threshold: float
     quality: QualityBenchmark | None
     note: str = ""
@@ -204,18 +222,24 @@ class ModelBenchmark(Result):
             "name": self.name,
             "model": to_plain(self.model),
             "verification": self.verification.to_dict(),
-            "tar_measurable": dict(self.tar_measurable),
             "accuracy_threshold": to_plain(self.accuracy_threshold),
             "quality": None if self.quality is None else self.quality.to_dict(),
             "note": self.note,
         }
 
+    @property
+    def tar_measurable(self) -> dict[str, bool]:
+        """Per FAR target (keys as in ``verification.tar_at_far``), whether the impostor pairs can measure it."""
+        return self.verification.tar_at_far_measurable
+
     def summary(self) -> dict[str, float | str | None]:
-        """The headline figures, one scalar per key (the CLI's table and ``--json``)."""
+        """The headline figures, one value per key (the CLI's table and ``--json``); a TAR the pairs cannot
+        measure reads ``n/m (needs ≥ N impostor pairs, has n)``."""
         v = self.verification
         out: dict[str, float | str | None] = {"accuracy": v.accuracy, "accuracy_std": v.accuracy_std}
         for key, tar in v.tar_at_far.items():
-            out[f"tar@far={key}"] = tar if self.tar_measurable.get(key, True) else None
+            ok = self.tar_measurable.get(key, True)
+            out[f"tar@far={key}"] = tar if ok else not_measurable_text(float(key), v.n_impostor)
         out.update(eer=v.eer, auc=v.auc)
         if self.quality is not None:
             pauc = self.quality.pauc()
@@ -285,15 +309,13 @@ def _quality_part(
     random = edc_random(scores, labels, progress=False, **options)
     oracle = edc_oracle(scores, labels, **options)
     curve = next(iter(result.curves.values()))
-    threshold = float(curve.threshold)  # type: ignore[union-attr]  # fixed-threshold convention
-    impostor = scores[~labels]
+    assert isinstance(curve, FixedThresholdEDC)
+    threshold = float(curve.threshold)
     pair_q = np.minimum(q_a, q_b)
     return QualityBenchmark(
         method=quality_source.method,
         source=quality_source.source,
         fmr_target=float(fmr),
-        fmr_measurable=measurable(fmr, int(impostor.size)),
-        achieved_fmr=float(np.mean(impostor >= threshold)),
         edc=result,
         random=random,
         oracle=oracle,
@@ -379,14 +401,6 @@ def run_benchmark(
     if labels.all() or not labels.any():
         raise InputError(f"{pairs.source}: the pairs with faces on both sides are all of one class")
     n_impostor = int((~labels).sum())
-    for far in fars:
-        if not measurable(far, n_impostor):
-            warnings.append(f"FAR {far:g} is below 1/{n_impostor} impostor pairs: its TAR is not measurable")
-    if not measurable(fmr, n_impostor):
-        warnings.append(
-            f"the EDC's FMR {fmr:g} is below 1/{n_impostor} impostor pairs: its threshold sits above the highest "
-            "impostor scores and reaches a different FMR (reported as achieved_fmr)"
-        )
     results: dict[str, ModelBenchmark] = {}
     for k, (model, name) in enumerate(zip(models, model_names, strict=True)):
         results[name] = _benchmark_model(
@@ -394,6 +408,9 @@ def run_benchmark(
             path=None if model_paths is None else model_paths[k], n_folds=n_folds, fmr=fmr, fars=fars,
             discard_limits=discard_limits,
         )  # fmt: skip
+    for m in results.values():  # targets below 1/n, one-class folds: the same pairs for every model, said once
+        found = m.verification.warnings + ([f"EDC {w}" for w in m.quality.edc.warnings] if m.quality else [])
+        warnings += [w for w in found if w not in warnings]
     data: dict[str, Any] = dict(dataset) if dataset is not None else {"source": "pair list", "path": pairs.source}
     data.update(
         pairs_listed=int(labels_all.size),
@@ -518,8 +535,6 @@ def _benchmark_model(
     )
     stamp = {**model.card.stamp(), **({"path": path} if path is not None else {})}
     verification.meta.update(stamp)
-    n_impostor = verification.n_impostor
-    tar_measurable = {key: measurable(float(key), n_impostor) for key in verification.tar_at_far}
     accuracy_threshold = float(1.0 - np.mean(verification.fold_thresholds) / 2.0)
     quality = None
     if info is not None and embedded.quality is not None:
@@ -530,4 +545,4 @@ def _benchmark_model(
         )  # fmt: skip
         if info.source == "embedding_norm":
             note = "quality is the norm of the raw embedding (the model was not trained for quality): a heuristic"
-    return ModelBenchmark(name, stamp, verification, tar_measurable, accuracy_threshold, quality, note)
+    return ModelBenchmark(name, stamp, verification, accuracy_threshold, quality, note)

@@ -21,12 +21,12 @@ import numpy as np
 
 from qualiface.atomic import atomic_path
 from qualiface.errors import InputError
-from qualiface.eval.benchmark import REPORTED_PORTIONS, BenchmarkResult, ModelBenchmark, measurable
+from qualiface.eval.benchmark import REPORTED_PORTIONS, BenchmarkResult, ModelBenchmark
 from qualiface.eval.benchmark_pairs import FolderPairs
+from qualiface.eval.roc import not_measurable_text
 
 #: The files a benchmark writes besides its plots; their presence means a previous run.
 REPORT_FILES: tuple[str, ...] = ("results.json", "report.md", "report.html")
-NOT_MEASURABLE = "not measurable"
 
 Table = tuple[list[str], list[list[str]]]  # header, rows
 
@@ -73,8 +73,10 @@ def _verification_table(models: Sequence[ModelBenchmark]) -> Table:
     val_cells = []
     for m in models:
         v = m.verification
-        ok = measurable(v.far_target, v.n_impostor)
-        val_cells.append(f"{_num(v.val)} ± {_num(v.val_std)}" if ok else _marker(v.n_impostor))
+        if v.val_measurable:
+            val_cells.append(f"{_num(v.val)} ± {_num(v.val_std)}")
+        else:
+            val_cells.append("n/m (the target is below 1 over the training folds' impostor pairs)")
     rows.append([f"VAL@FAR={first.far_target:g} ({first.n_folds}-fold)", *val_cells])
     for key in first.tar_at_far:
         rows.append(
@@ -83,7 +85,7 @@ def _verification_table(models: Sequence[ModelBenchmark]) -> Table:
                 *(
                     _num(m.verification.tar_at_far.get(key))
                     if m.tar_measurable.get(key, True)
-                    else _marker(m.verification.n_impostor)
+                    else not_measurable_text(float(key), m.verification.n_impostor)
                     for m in models
                 ),
             ]
@@ -91,10 +93,6 @@ def _verification_table(models: Sequence[ModelBenchmark]) -> Table:
     rows.append(["EER", *(_num(m.verification.eer) for m in models)])
     rows.append(["AUC", *(_num(m.verification.auc) for m in models)])
     return header, rows
-
-
-def _marker(n_impostor: int) -> str:
-    return f"{NOT_MEASURABLE} (< 1/{n_impostor})"
 
 
 def _quality_table(models: Sequence[ModelBenchmark]) -> Table | None:
@@ -117,7 +115,7 @@ def _quality_table(models: Sequence[ModelBenchmark]) -> Table | None:
             "achieved FMR",
             lambda m: (
                 _num(quality(m).achieved_fmr)
-                + ("" if quality(m).fmr_measurable else f" ({NOT_MEASURABLE}: < 1/{m.verification.n_impostor})")
+                + ("" if quality(m).fmr_measurable else f" ({not_measurable_text(fmr, m.verification.n_impostor)})")
             ),
         ),
         row("FNMR at the threshold (nothing discarded)", lambda m: _num(_curve(m).starting_error)),
