@@ -156,3 +156,58 @@ def test_parse_label_refuses_other_numbers_and_words():
     assert parse_label(" Non_Match ") is False
     assert parse_label("GENUINE") is True
     assert np.array([parse_label("1"), parse_label("0")]).tolist() == [True, False]
+
+
+# ---------------------------------------------------------------------------- photos or crops (pair_images)
+
+
+def _real_list(tmp_path, rows):
+    path = tmp_path / "pairs.csv"
+    path.write_text("path_a,path_b,same\n" + "".join(f"{a},{b},{s}\n" for a, b, s in rows))
+    return load_pairs_csv(path)
+
+
+def test_aligned_crops_of_the_input_size_are_taken_as_they_are(tmp_path):
+    from _helpers.shared_data import GLINT, need
+    from qualiface.data.pairs import ImageFiles, pair_images
+
+    need(GLINT / "images")
+    files = sorted((GLINT / "images").glob("*/*.jpg"))[:4]
+    pairs = _real_list(tmp_path, [(files[0], files[1], 1), (files[2], files[3], 0)])
+    prepared = pair_images(pairs)
+    assert not prepared.detected
+    assert isinstance(prepared.images, ImageFiles)
+    assert prepared.keep.tolist() == [True, True]
+    assert prepared.warning() is None
+    assert "aligned crop" in prepared.reason
+
+
+def test_photos_are_detected_and_unreadable_files_name_their_dropped_pair(tmp_path):
+    from _helpers.shared_data import ORL, need
+    from qualiface.data.pairs import pair_images
+
+    need(ORL / "s2" / "2.pgm")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    rows = [(ORL / "s1/1.pgm", ORL / "s1/2.pgm", 1), (ORL / "s1/1.pgm", tmp_path / "broken.jpg", 0)]
+    rows.append((ORL / "s2/1.pgm", ORL / "s2/2.pgm", "yes"))
+    prepared = pair_images(_real_list(tmp_path, rows))
+    assert prepared.detected
+    assert "92x112" in prepared.reason
+    assert prepared.images.shape[1:] == (112, 112, 3)
+    assert prepared.keep.tolist() == [True, False, True]
+    assert prepared.index_b[1] == -1
+    assert [(p.name, r) for p, r, _ in prepared.failures] == [("broken.jpg", "unreadable")]
+    assert "1 of 3 pairs left out" in prepared.warning()
+    assert "broken.jpg (unreadable)" in prepared.warning()
+
+
+def test_stated_crops_of_another_size_are_failures_never_resized(tmp_path):
+    from _helpers.shared_data import ORL, need
+    from qualiface.data.pairs import pair_images
+
+    need(ORL / "s1" / "2.pgm")
+    prepared = pair_images(_real_list(tmp_path, [(ORL / "s1/1.pgm", ORL / "s1/2.pgm", 1)]), aligned=True)
+    assert not prepared.detected
+    assert prepared.keep.tolist() == [False]
+    assert {r for _, r, _ in prepared.failures} == {"wrong_size"}
+    assert "is 92x112 pixels; an aligned crop is 112x112" in prepared.failures[0][2]

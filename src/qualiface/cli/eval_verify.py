@@ -146,6 +146,7 @@ def _from_pairs(
     with tqdm(total=len(pairs), unit="file", desc="faces", disable=None if progress else True, leave=False) as bar:
 
         def advance(done: int, total: int) -> None:
+            bar.total = total
             bar.update(done - bar.n)
 
         prepared = pair_images(
@@ -167,11 +168,17 @@ def _from_pairs(
         typer.echo(f"warning: {path}: {warning}", err=True)
     keep = prepared.keep
     if not keep.any():
+        reasons = sorted({reason for _, reason, _ in prepared.failures})
+        if prepared.detected:
+            advice = "check --detector (e.g. score=0.3) or make aligned crops with `qualiface align`"
+        elif "wrong_size" in reasons:
+            advice = "give photos without --aligned to detect the faces, or make crops with `qualiface align`"
+        else:
+            advice = "check --root and the files"
         raise InputError(
-            f"{path}: no pair has a face on both sides ({len(prepared.failures)} image(s) gave none); "
-            + ("check --detector (e.g. score=0.3) or make aligned crops with `qualiface align`" if prepared.detected
-               else "give photos without --aligned to detect faces, or make crops with `qualiface align`")
-        )  # fmt: skip
+            f"{path}: no pair has a face on both sides ({len(prepared.failures)} image(s) gave none: "
+            f"{', '.join(reasons)}); {advice}"
+        )
     emb, emb_flip = embed(prepared.images)
     index_a, index_b = prepared.index_a[keep], prepared.index_b[keep]
     kwargs = {"embeddings": emb[index_a], "embeddings_b": emb[index_b], "issame": pairs.issame[keep]}
