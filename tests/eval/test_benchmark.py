@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -301,3 +302,20 @@ def test_benchmark_in_small_chunks_gives_the_same_figures(benchmark, glint_pairs
         np.testing.assert_array_equal(got.verification.all_pairs_tpr, expected.verification.all_pairs_tpr)
     assert chunked.models["tiny"].quality.pauc() == benchmark.models["tiny"].quality.pauc()
     assert chunked.images_without_face == benchmark.images_without_face
+
+
+def test_write_benchmark_writes_every_file_and_refuses_to_overwrite(glint_pairs, tiny_models, tmp_path) -> None:
+    from qualiface.eval.benchmark_report import write_benchmark
+
+    result = run_benchmark(glint_pairs, [tiny_models[0], tiny_models[0]], names=["a b", "a_b"], aligned=True)
+    written = write_benchmark(result, tmp_path / "out")
+    names = {p.name for p in written}
+    assert {"report.md", "report.html", "results.json", "roc.png", "edc_a_b.png", "edc_a_b_2.png"} <= names
+    assert written[-1].name == "results.json"  # the mark of a finished run comes last
+    assert all(p.is_file() for p in written)
+    assert json.loads((tmp_path / "out" / "results.json").read_text()) == json.loads(json.dumps(result.to_dict()))
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "| metric | a b | a_b |" in markdown  # one column per model
+    with pytest.raises(InputError, match="already holds a benchmark"):
+        write_benchmark(result, tmp_path / "out")
+    assert write_benchmark(result, tmp_path / "out", overwrite=True)[-1].is_file()

@@ -176,6 +176,10 @@ def _plots(result: BenchmarkResult, out: Path) -> list[tuple[str, Path]]:
     ]
     rated = [m for m in models if m.quality is not None]
     limit = max(result.settings["discard_limits"]) if result.settings.get("discard_limits") else None
+    stems: dict[str, str] = {}
+    for m in rated:  # one file per model, also when two names differ only in characters a file name cannot hold
+        stem = f"edc_{_safe(m.name)}"
+        stems[m.name] = f"{stem}.png" if f"{stem}.png" not in stems.values() else f"{stem}_{len(stems) + 1}.png"
     for m in rated:
         assert m.quality is not None
         label = m.quality.operating_point
@@ -184,7 +188,7 @@ def _plots(result: BenchmarkResult, out: Path) -> list[tuple[str, Path]]:
                 f"EDC: {m.name}",
                 plot_edc(
                     {f"{m.name} ({m.quality.method})": m.quality.edc.curve_points(label)},
-                    out / f"edc_{_safe(m.name)}.png",
+                    out / stems[m.name],
                     title=f"FNM-EDC at {label}: {m.name}",
                     reference={
                         "random": m.quality.random.curve_points(label),
