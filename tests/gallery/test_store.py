@@ -196,3 +196,5 @@ def test_a_compressed_archive_or_a_non_zip_is_refused(saved: Path, tmp_path: Pat
         load_gallery(junk)
     with pytest.raises(FileNotFoundError, match="no such gallery file"):
         load_gallery(tmp_path / "missing.npz")
+    with pytest.raises(GalleryError, match="is a folder; a gallery is a file"):
+        load_gallery(tmp_path)

@@ -64,7 +64,7 @@ def enroll(
     """Enroll photos of known people into a gallery: one template per identity, the quality-weighted mean of its
     images' unit embeddings. An existing gallery is appended to (same model only); an image already enrolled is
     skipped."""
-    from qualiface.gallery import Weighting, enroll, load_gallery, save_gallery
+    from qualiface.gallery import Weighting, check_model, enroll, load_gallery, save_gallery
     from qualiface.use import expand_photos
 
     if not photos and identities is None:
@@ -73,6 +73,8 @@ def enroll(
     paths = expand_photos(photos) if photos else list(labels or {})
     existing = load_gallery(gallery) if gallery.exists() else None
     face_model = open_model(model, preprocessing=preprocessing)
+    if existing is not None:
+        check_model(existing, face_model.card.stamp(), gallery)  # before any photo is read
     base = existing.weighting if existing is not None else Weighting()
     chosen = Weighting(
         method=weighting or base.method,  # type: ignore[arg-type]  # checked by Weighting

@@ -55,7 +55,7 @@ def top_k(
         for g0 in range(0, n_templates, rows):
             s = block @ templates[g0 : g0 + rows].T
             if s.shape[1] > k:
-                part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+                part = np.argpartition(s, s.shape[1] - k, axis=1)[:, s.shape[1] - k :]
                 s = np.take_along_axis(s, part, axis=1)
                 idx = part + g0
             else:

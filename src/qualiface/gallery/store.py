@@ -193,6 +193,8 @@ def load_gallery(path: str | os.PathLike[str]) -> Gallery:
     well-formed ``qualiface.gallery/1`` file, ``FileNotFoundError`` when it is missing."""
     source = Path(path)
     where = str(source)
+    if source.is_dir():
+        raise GalleryError(f"{source}: is a folder; a gallery is a file (e.g. gallery.npz)")
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such gallery file")
     size = source.stat().st_size
