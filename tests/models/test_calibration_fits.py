@@ -47,19 +47,24 @@ def _level_sets(fitted: list[Fraction]) -> list[list[int]]:
 def _reference_curve(similarity: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The knots of the documented fit, from its definition: distinct similarities with their pair and genuine
     counts; isotonic regression of the genuine rate weighted by the counts; each level set's rate Laplace-smoothed
-    (g + 1) / (n + 2); isotonic regression of those weighted by n + 2; knots at the level sets' mean similarity."""
+    (g + 1) / (n + 2); isotonic regression of those weighted by n + 2; each final level set gives knots at its
+    lowest and highest similarity."""
     xs = sorted(set(similarity.tolist()))
     n = [Fraction(int(np.sum(similarity == x))) for x in xs]
     g = [Fraction(int(np.sum(issame[similarity == x]))) for x in xs]
     first = _level_sets(_isotonic_minmax([gi / ni for gi, ni in zip(g, n, strict=True)], n))
     bn = [sum(n[i] for i in s) for s in first]
     bg = [sum(g[i] for i in s) for s in first]
-    bx = [sum(Fraction(xs[i]) * n[i] for i in s) / sum(n[i] for i in s) for s in first]
+    low = [Fraction(xs[s[0]]) for s in first]
+    high = [Fraction(xs[s[-1]]) for s in first]
     smoothed = [(gi + 1) / (ni + 2) for gi, ni in zip(bg, bn, strict=True)]
     second_fit = _isotonic_minmax(smoothed, [ni + 2 for ni in bn])
-    second = _level_sets(second_fit)
-    knots_x = [float(sum(bx[i] * bn[i] for i in s) / sum(bn[i] for i in s)) for s in second]
-    knots_p = [float(second_fit[s[0]]) for s in second]
+    knots_x: list[float] = []
+    knots_p: list[float] = []
+    for s in _level_sets(second_fit):
+        lo, hi, p = low[s[0]], high[s[-1]], float(second_fit[s[0]])
+        knots_x += [float(lo)] if lo == hi else [float(lo), float(hi)]
+        knots_p += [p] if lo == hi else [p, p]
     return np.array(knots_x), np.array(knots_p)
 
 
@@ -105,7 +110,7 @@ def test_confidence_is_monotone_and_never_certain(seed: int) -> None:
     assert np.all((p > 0) & (p < 1))
     # perfectly separated classes: the extreme blocks are smoothed, never 0 or 1
     separated = fit_confidence(np.r_[np.linspace(-0.2, 0.2, 50), np.linspace(0.5, 0.9, 30)], np.r_[[0] * 50, [1] * 30])
-    assert separated.probability == pytest.approx((1 / 52, 31 / 32))
+    assert separated.probability == pytest.approx((1 / 52, 1 / 52, 31 / 32, 31 / 32))
 
 
 def test_confidence_under_another_prior_rescales_the_odds() -> None:
@@ -131,6 +136,7 @@ def test_confidence_knots_are_capped_and_stay_monotone() -> None:
     same = rng.random(5000) < (scores + 1) / 2  # a steady rise: many level sets
     curve = fit_confidence(scores, same, max_knots=16)
     assert len(curve.similarity) <= 16
+    assert len(curve.similarity) > 8
     assert np.all(np.diff(curve.probability) >= 0)
     assert np.all(np.diff(curve.similarity) > 0)
 

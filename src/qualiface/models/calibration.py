@@ -222,11 +222,13 @@ def pool_adjacent_violators(values: np.ndarray, weights: np.ndarray) -> tuple[np
 
 def fit_confidence(similarity: np.ndarray, issame: np.ndarray, *, max_knots: int = 512) -> ConfidenceCurve:
     """P(genuine | similarity) from labelled pairs: isotonic regression by pool-adjacent-violators, each block's
-    genuine rate Laplace-smoothed (``(g + 1) / (n + 2)``) and pooled again where smoothing broke the order; the
-    knots are the blocks' mean similarities (see :class:`~qualiface.models.card.ConfidenceCurve`).
+    genuine rate Laplace-smoothed (``(g + 1) / (n + 2)``) and pooled again where smoothing broke the order; each
+    block gives two knots, at its lowest and highest similarity, so the curve is flat across a block and linear
+    in the gap between neighbouring blocks (as scikit-learn's ``IsotonicRegression`` predicts; see
+    :class:`~qualiface.models.card.ConfidenceCurve`).
 
     Pairs with equal similarity are one point (their labels pooled), so the fit does not depend on their order.
-    More than ``max_knots`` blocks are merged into ``max_knots`` neighbouring groups (still monotone).
+    More than ``max_knots / 2`` blocks are merged into that many neighbouring groups (still monotone).
 
     Raises:
         ValueError: No genuine or no impostor pair, lengths that differ, or a similarity that is not finite.
@@ -250,20 +252,25 @@ def fit_confidence(similarity: np.ndarray, issame: np.ndarray, *, max_knots: int
     starts, _, _ = pool_adjacent_violators(genuine / count, count)
     n = np.add.reduceat(count, starts)
     g = np.add.reduceat(genuine, starts)
-    x = np.add.reduceat(unique * count, starts) / n
+    low, high = unique[starts], unique[np.append(starts[1:], unique.size) - 1]
     # 2. Laplace smoothing, then pooling again where a small block's smoothed rate fell out of order
-    starts2, _, _ = pool_adjacent_violators((g + 1.0) / (n + 2.0), n + 2.0)
-    n2 = np.add.reduceat(n, starts2)
-    p2 = np.add.reduceat(g + 1.0, starts2) / np.add.reduceat(n + 2.0, starts2)
-    x2 = np.add.reduceat(x * n, starts2) / n2
-    if x2.size > max_knots:  # contiguous groups of blocks: weighted means of ordered blocks stay ordered
-        groups = np.linspace(0, x2.size, max_knots + 1).astype(np.int64)[:-1]
-        total = np.add.reduceat(n2, groups)
-        x2 = np.add.reduceat(x2 * n2, groups) / total
-        p2 = np.add.reduceat(p2 * n2, groups) / total
+    starts, _, _ = pool_adjacent_violators((g + 1.0) / (n + 2.0), n + 2.0)
+    hits, tries = np.add.reduceat(g + 1.0, starts), np.add.reduceat(n + 2.0, starts)
+    low, high = low[starts], high[np.append(starts[1:], high.size) - 1]
+    blocks = max(1, max_knots // 2)
+    if low.size > blocks:  # contiguous groups of blocks: pooled rates of ordered blocks stay ordered
+        groups = np.linspace(0, low.size, blocks + 1).astype(np.int64)
+        hits, tries = np.add.reduceat(hits, groups[:-1]), np.add.reduceat(tries, groups[:-1])
+        low, high = low[groups[:-1]], high[groups[1:] - 1]
+    rate = hits / tries
+    knots_x: list[float] = []
+    knots_p: list[float] = []
+    for lo, hi, p in zip(low.tolist(), high.tolist(), rate.tolist(), strict=True):
+        knots_x += [lo] if lo == hi else [lo, hi]
+        knots_p += [p] if lo == hi else [p, p]
     return ConfidenceCurve(
-        similarity=tuple(x2.tolist()),
-        probability=tuple(p2.tolist()),
+        similarity=tuple(knots_x),
+        probability=tuple(knots_p),
         genuine_share=n_genuine / (n_genuine + n_impostor),
         n_genuine=n_genuine,
         n_impostor=n_impostor,

@@ -258,9 +258,10 @@ class ConfidenceCurve:
 
     A monotone (isotonic) fit: the calibration pairs sorted by similarity, pooled by pool-adjacent-violators into
     blocks whose genuine rate rises with similarity; each block's rate Laplace-smoothed, ``(g + 1) / (n + 2)``
-    (never exactly 0 or 1 from a finite sample), and pooled again where smoothing broke the order. ``similarity``
-    holds the blocks' mean similarities and ``probability`` their smoothed rates; between knots the probability is
-    linear, beyond the extreme knots it stays at the extreme value.
+    (never exactly 0 or 1 from a finite sample), and pooled again where smoothing broke the order. Each block
+    gives two knots with its smoothed rate, at its lowest and its highest similarity: the probability is flat
+    across a block, linear in the gap between two blocks (as scikit-learn's ``IsotonicRegression`` predicts) and
+    stays at the extreme value beyond the extreme knots.
 
     The probability is a posterior under the calibration set's genuine share (``genuine_share``, the prior); for
     another prior ``π`` the odds are rescaled: ``odds' = odds · (π / (1 − π)) / (π₀ / (1 − π₀))``.
@@ -278,7 +279,7 @@ class ConfidenceCurve:
     genuine_share: float
     n_genuine: int
     n_impostor: int
-    method: str = "isotonic regression (pool-adjacent-violators), Laplace-smoothed blocks, linear between knots"
+    method: str = "isotonic regression (pool-adjacent-violators), Laplace-smoothed blocks, linear between blocks"
 
     def __post_init__(self) -> None:
         xs = _finite_numbers(self.similarity, "confidence similarity")
