@@ -159,9 +159,8 @@ def benchmark(
         typer.echo(json.dumps({"models": result.summary(), "out": str(out)}, indent=1))
         return
     d = result.dataset
-    typer.echo(
-        f"{d['pairs_evaluated']} pairs ({d['genuine']} genuine, {d['impostor']} impostor), {len(models)} model(s)"
-    )
+    counted = f"{len(models)} models" if len(models) > 1 else "1 model"
+    typer.echo(f"{d['pairs_evaluated']} pairs ({d['genuine']} genuine, {d['impostor']} impostor), {counted}")
     for line in _table(result.summary()):
         typer.echo(line)
     typer.echo("wrote " + ", ".join(str(p) for p in written))
