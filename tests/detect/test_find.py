@@ -30,8 +30,8 @@ class SquareDetector:
 
     FRACTIONS = np.array([[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.8], [0.65, 0.8]])
 
-    def __init__(self, most: float = 0.5, least: float = 20) -> None:
-        self.most, self.least = most, least
+    def __init__(self, most: float = 0.5, least: float = 20, part: bool = False) -> None:
+        self.most, self.least, self.part = most, least, part
         self.shapes: list[tuple[int, ...]] = []
 
     def detect(self, image: np.ndarray) -> list[Detection]:
@@ -44,7 +44,12 @@ class SquareDetector:
         if side > self.most * min(image.shape[:2]) or side < self.least:
             return []
         lmk = [x1, y1] + self.FRACTIONS * [x2 - x1, y2 - y1]
-        return [Detection(box=(x1, y1, x2, y2), score=0.9, landmarks=lmk)]
+        found = [Detection(box=(x1, y1, x2, y2), score=0.9, landmarks=lmk)]
+        if self.part:  # also its top-left quarter, lower scored (IoU 0.25: NMS at 0.3 keeps it)
+            mx, my = (x1 + x2) / 2, (y1 + y2) / 2
+            quarter = [x1, y1] + self.FRACTIONS * [mx - x1, my - y1]
+            found.append(Detection(box=(x1, y1, mx, my), score=0.7, landmarks=quarter))
+        return found
 
 
 def _square(h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -85,6 +90,9 @@ def test_small_square_is_found_by_the_upscale_retry() -> None:
     found = find_faces(image, SquareDetector(), DetectorOptions())
     assert found.step == "upscale"
     assert len(found.detections) == 1  # the tiles that overlap on it are merged
+    # a part of the face inside it (as a tile cutting a face gives) is dropped too; the first pass keeps what it finds
+    assert len(find_faces(image, SquareDetector(part=True), DetectorOptions()).detections) == 1
+    assert len(find_faces(image, SquareDetector(part=True, least=0), DetectorOptions()).detections) == 2
     want_box, want_lmk = _expected(box)
     np.testing.assert_allclose(found.detections[0].box, want_box, atol=0.6)
     np.testing.assert_allclose(found.detections[0].landmarks, want_lmk, atol=0.6)

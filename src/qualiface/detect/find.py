@@ -145,6 +145,27 @@ def _detect(detector: Detector, view: _View) -> list[Detection]:
     return out
 
 
+def _merge_tiles(found: list[Detection], options: DetectorOptions) -> list[Detection]:
+    """One detection per face from overlapping tiles: NMS at the options' IoU, then a face mostly (more than half
+    of its box) inside a better-scoring kept one is dropped (a tile that cut the face through gives a part of it)."""
+    if len(found) < 2:
+        return found
+    boxes = np.array([d.box for d in found], dtype=np.float64)
+    scores = np.array([d.score for d in found], dtype=np.float64)
+    kept: list[int] = []
+    for i in nms(boxes, scores, options.nms_threshold):
+        b = boxes[i]
+        area = max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0)
+        inside = [
+            max(min(b[2], boxes[k, 2]) - max(b[0], boxes[k, 0]), 0.0)
+            * max(min(b[3], boxes[k, 3]) - max(b[1], boxes[k, 1]), 0.0)
+            for k in kept
+        ]
+        if not any(v > 0.5 * area for v in inside):
+            kept.append(int(i))
+    return [found[i] for i in kept]
+
+
 def _big_enough(found: list[Detection], min_size: float) -> list[Detection]:
     return [d for d in found if min(d.width, d.height) >= min_size]
 
@@ -170,11 +191,7 @@ def find_faces(image: np.ndarray, detector: Detector, options: DetectorOptions |
         if step == "pad":
             found = _detect(detector, _pad_view(first))
         elif step == "upscale":
-            found = [d for view in _tile_views(first) for d in _detect(detector, view)]
-            if len(found) > 1:
-                boxes = np.array([d.box for d in found], dtype=np.float64)
-                scores = np.array([d.score for d in found], dtype=np.float64)
-                found = [found[i] for i in nms(boxes, scores, options.nms_threshold)]
+            found = _merge_tiles([d for view in _tile_views(first) for d in _detect(detector, view)], options)
         found = _big_enough(found, options.min_size)
         if found:
             return FoundFaces(sorted(found, key=lambda d: -d.score), cast(Step, step))
