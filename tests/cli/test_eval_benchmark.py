@@ -221,3 +221,22 @@ def test_help() -> None:
     assert result.exit_code == 0
     for option in ("--pairs", "--folders", "--model", "--aligned", "--detector", "--fmr", "--folds", "--out"):
         assert option in result.output
+
+
+def test_columns_name_the_pair_list_columns(glint_run, tiny_onnx, tmp_path) -> None:
+    pairs_csv, _, _ = glint_run
+    rows = list(csv.DictReader(pairs_csv.open()))
+    renamed = tmp_path / "mine.csv"
+    with renamed.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["x_img", "y_img", "verdict"])
+        writer.writerows([r["path1"], r["path2"], "yes" if r["same"] == "1" else "no"] for r in rows)
+    args = ["eval", "benchmark", "--pairs", str(renamed), "--root", str(GLINT), "--aligned", "-m", str(tiny_onnx)]
+    result = runner.invoke(app, [*args, "--columns", "x_img,y_img,verdict", "--out", str(tmp_path / "o"), "--json"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert results["dataset"]["genuine"] == sum(r["same"] == "1" for r in rows)
+    assert results["dataset"]["pairs_evaluated"] == len(rows)
+    assert json.loads(result.stdout)["models"]["tiny-crfiqa"]["auc"] == pytest.approx(
+        results["models"]["tiny-crfiqa"]["verification"]["auc"]
+    )
