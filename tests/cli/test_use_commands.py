@@ -78,11 +78,14 @@ def test_verify_tells_same_person_from_different_people(tmp_path: Path) -> None:
     b = json.loads(other.stdout)
     assert a["similarity"] > b["similarity"] + 0.3
     assert a["match"] is None  # SFace carries no threshold and none was calibrated
+    assert (a["decision"], a["verified"], a["confidence"]) == ("undecided", None, None)
+    assert a["reasons"][0].startswith("no threshold")
     assert "no threshold" in same.stderr
     decided = runner.invoke(
         app, ["verify", str(_orl(1, 1)), str(_orl(1, 6)), "--model", str(SFACE), "--threshold", "0.363"]
     )
-    assert "same person (threshold 0.3630 from argument)" in decided.stdout
+    assert "decision    match (same person) (threshold 0.3630 from argument)" in decided.stdout
+    assert "confidence  unavailable" in decided.stdout
 
 
 def test_verify_reports_a_photo_without_a_face(tmp_path: Path) -> None:
@@ -245,7 +248,7 @@ def test_serve_embed_quality_verify_and_errors(quality_model: Path) -> None:
         assert status == 404
 
 
-def test_verify_warns_below_the_calibrated_quality_range(tmp_path: Path, quality_model: Path) -> None:
+def test_verify_abstains_below_the_calibrated_quality_floor(tmp_path: Path, quality_model: Path) -> None:
     need(GLINT / "images")
     from qualiface.models import save_calibration
 
@@ -255,8 +258,9 @@ def test_verify_warns_below_the_calibrated_quality_range(tmp_path: Path, quality
     a, b = sorted((GLINT / "images" / "Tom_Hanks").glob("*.jpg"))[:2]
     result = runner.invoke(app, ["verify", str(a), str(b), "--model", str(model), "--aligned"])
     assert result.exit_code == 0, result.output
-    assert "threshold 0.5000 from calibration" in result.stdout
-    assert result.stderr.count("below the usable range") == 2
+    assert "decision    abstain (threshold 0.5000 from calibration)" in result.stdout
+    assert result.stdout.count("is below the floor 1e+09") == 2  # an old calibration file: a floor, no scale
+    assert "confidence  unavailable" in result.stdout
 
 
 def test_embed_refuses_a_decompression_bomb_by_name(tmp_path: Path) -> None:
