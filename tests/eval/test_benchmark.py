@@ -163,6 +163,15 @@ def test_fixed_threshold_rejection_matches_a_loop() -> None:
         assert got.fmr[k] == pytest.approx(sum(scores[i] >= 0.3 for i in imp) / len(imp))
 
 
+def test_fixed_threshold_rejection_refuses_bad_input() -> None:
+    with pytest.raises(ValueError, match="pair_quality"):
+        fixed_threshold_rejection([0.1, 0.2], [0, 1], [1.0], 0.0)
+    with pytest.raises(ValueError, match="scores"):
+        fixed_threshold_rejection([0.1, np.nan], [0, 1], [1.0, 2.0], 0.0)
+    with pytest.raises(ValueError, match="portions"):
+        fixed_threshold_rejection([0.1, 0.2], [0, 1], [1.0, 2.0], 0.0, portions=[0.5, 0.1])
+
+
 # ------------------------------------------------------------------ run_benchmark on aligned Glint360K crops
 
 

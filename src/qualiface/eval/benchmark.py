@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from qualiface.data.pairs import PairList
 from qualiface.detect.options import DetectorOptions
@@ -51,13 +52,14 @@ from qualiface.eval.edc import (
     edc_random,
 )
 from qualiface.eval.edc.kept import _stable_order
+from qualiface.eval.inputs import binary_labels, finite_vector
 from qualiface.eval.results import Result, to_plain
 from qualiface.eval.roc import not_measurable_text
 from qualiface.eval.uncertainty import (
     AccuracyRejectionCurve,
     RejectionCurve,
+    _portions,
     accuracy_rejection_curve,
-    default_rejected_portions,
     rejection_curve,
 )
 from qualiface.eval.verification import VerificationResult, evaluate_verification, pair_distances
@@ -101,20 +103,27 @@ class FixedThresholdRejection(Result):
 
 
 def fixed_threshold_rejection(
-    scores: np.ndarray,
-    labels: np.ndarray,
-    pair_quality: np.ndarray,
+    scores: ArrayLike,
+    labels: ArrayLike,
+    pair_quality: ArrayLike,
     threshold: float,
-    portions: np.ndarray | None = None,
+    portions: ArrayLike | None = None,
 ) -> FixedThresholdRejection:
     """FNMR (``s < threshold`` among kept genuine pairs) and FMR (``s >= threshold`` among kept impostor pairs)
     after rejecting the lowest-quality fraction ``p`` of all pairs: the pairs sorted by quality, highest first
-    (stable), the first ``int(N (1 - p))`` kept, as :func:`qualiface.eval.uncertainty.rejection_curve` keeps them.
+    (stable), the first ``int(N (1 - p))`` kept, as :func:`qualiface.eval.uncertainty.rejection_curve` keeps them;
+    ``portions`` strictly increasing in [0, 1), default 0, 0.002, ..., 0.5.
+
+    Raises:
+        ValueError: non-finite scores, qualities or threshold, lengths that differ, labels other than 0/1, bad
+            portions.
     """
-    s = np.asarray(scores, dtype=np.float64)
-    genuine = np.asarray(labels, dtype=bool)
-    q = np.asarray(pair_quality, dtype=np.float64)
-    p = default_rejected_portions() if portions is None else np.asarray(portions, dtype=np.float64)
+    s = finite_vector("scores", scores)
+    genuine = binary_labels(labels, s.size)
+    q = finite_vector("pair_quality", pair_quality, s.size)
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold: must be finite, got {threshold}")
+    p = _portions(portions)
     rank = np.empty(s.size, dtype=np.int64)
     rank[_stable_order(-q)] = np.arange(s.size)
     kept = (s.size * (1 - p)).astype(np.int64)
@@ -305,13 +314,17 @@ def _quality_part(
 ) -> QualityBenchmark:
     q_a, q_b = quality[index_a].astype(np.float64), quality[index_b].astype(np.float64)
     options: dict[str, Any] = {"fmr": fmr, "discard_limits": tuple(discard_limits), "score_kind": "cosine"}
-    result = edc(scores, labels, q_a, q_b, pair_quality="min", method=quality_source.method, **options)
+    higher = quality_source.higher_is_better  # True for every method here; an uncertainty would sort the other way
+    result = edc(
+        scores, labels, q_a, q_b, pair_quality="min" if higher else "max", higher_is_better=higher,
+        method=quality_source.method, **options,
+    )  # fmt: skip
     random = edc_random(scores, labels, progress=False, **options)
     oracle = edc_oracle(scores, labels, **options)
     curve = next(iter(result.curves.values()))
     assert isinstance(curve, FixedThresholdEDC)
     threshold = float(curve.threshold)
-    pair_q = np.minimum(q_a, q_b)
+    pair_q = np.minimum(q_a, q_b) if higher else -np.maximum(q_a, q_b)  # larger = more confident
     return QualityBenchmark(
         method=quality_source.method,
         source=quality_source.source,
