@@ -197,6 +197,8 @@ def test_folders_build_the_documented_pairs_and_pairs_csv_reproduces_them(orl_su
         ([], "exactly one of --pairs or --folders"),
         (["--pairs", "p.csv", "--folders", "f"], "exactly one of --pairs or --folders"),
         (["--folders", "f", "--root", "r"], "--root and --columns go with --pairs"),
+        (["--pairs", "p.csv", "--seed", "3"], "--seed go with --folders"),
+        (["--folders", "f", "--aligned", "--detector", "score=0.3"], "choose one"),
         (["--folders", "f", "--preprocessing", "raw", "--preprocessing", "raw"], "once per --model"),
     ],
 )

@@ -72,10 +72,12 @@ def benchmark(
         typer.Option(help="Identity folders (one subfolder per identity) instead of --pairs: pairs built from them."),
     ] = None,
     impostor_ratio: Annotated[
-        float, typer.Option(help="--folders: impostor pairs per genuine pair (1 = balanced).")
-    ] = 1.0,
-    max_pairs: Annotated[int, typer.Option(help="--folders: at most this many pairs (sampled above it).")] = 100_000,
-    seed: Annotated[int, typer.Option(help="--folders: seed of the pair sampling.")] = 0,
+        float | None, typer.Option(help="--folders: impostor pairs per genuine pair; default 1 (balanced).")
+    ] = None,
+    max_pairs: Annotated[
+        int | None, typer.Option(help="--folders: at most this many pairs (sampled above it); default 100000.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="--folders: seed of the pair sampling; default 0.")] = None,
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder: report.md, report.html, results.json, plots.")
     ] = Path("benchmark"),
@@ -117,14 +119,23 @@ def benchmark(
         raise InputError("give the labelled set with exactly one of --pairs or --folders")
     if pairs is None and (root is not None or columns is not None):
         raise InputError("--root and --columns go with --pairs")
+    if folders is None and (impostor_ratio is not None or max_pairs is not None or seed is not None):
+        raise InputError("--impostor-ratio, --max-pairs and --seed go with --folders")
+    if aligned and detector is not None:
+        raise InputError("--detector says how to find faces, and --aligned says there is nothing to find: choose one")
     if preprocessing and len(preprocessing) not in (1, len(model)):
         raise InputError(f"--preprocessing: give it once or once per --model ({len(model)}), got {len(preprocessing)}")
     check_out(out, overwrite=overwrite)
     folder_pairs = None
     if folders is not None:
-        from qualiface.eval.benchmark_pairs import identity_folder_pairs
+        from qualiface.eval.benchmark_pairs import DEFAULT_MAX_PAIRS, identity_folder_pairs
 
-        folder_pairs = identity_folder_pairs(folders, impostor_ratio=impostor_ratio, max_pairs=max_pairs, seed=seed)
+        folder_pairs = identity_folder_pairs(
+            folders,
+            impostor_ratio=1.0 if impostor_ratio is None else impostor_ratio,
+            max_pairs=DEFAULT_MAX_PAIRS if max_pairs is None else max_pairs,
+            seed=0 if seed is None else seed,
+        )
         pair_list, dataset = folder_pairs.pairs, folder_pairs.describe()
     else:
         from qualiface.data.pairs import load_pairs_csv
