@@ -110,22 +110,24 @@ def embed_faces(
 
 
 def decision_quality(
-    model: FaceModel, faces: FaceSet, *, batch_size: int = 64
+    model: FaceModel, faces: FaceSet | Sequence[np.ndarray] | np.ndarray, *, batch_size: int = 64
 ) -> tuple[np.ndarray, np.ndarray | None, QualityInfo | None]:
     """Embeddings, quality and what the quality is, for decisions and calibration: the model's trained quality,
     else the norm of a recognizer's raw embedding (the heuristic ``qualiface quality`` reports, labelled
-    ``embedding_norm``), else none (a model whose embeddings are unit-length)."""
+    ``embedding_norm``), else none (a model whose embeddings are unit-length). ``faces`` is a :class:`FaceSet`
+    or the aligned crops themselves."""
+    images: Any = faces.images if isinstance(faces, FaceSet) else faces
     info = model.quality_info(allow_untrained=True)
-    if len(faces) == 0:
+    if len(images) == 0:
         return np.zeros((0, model.embedding_dim), np.float32), None, info
     try:
-        embeddings, quality = embed_faces(model, faces, batch_size=batch_size, untrained_quality=True)
+        out = embed_images(model, images, batch_size=batch_size, quality=True, allow_untrained_quality=True)
     except ValueError:
         if model.quality_method is not None:
             raise
-        embeddings, quality = embed_faces(model, faces, batch_size=batch_size)  # unit-length output: no quality
+        out = embed_images(model, images, batch_size=batch_size)  # unit-length output: no quality to use
         info = None
-    return embeddings, quality, info
+    return out.fused(), out.quality, info
 
 
 @dataclass
@@ -382,7 +384,7 @@ def threshold_at_fmr(impostor_scores: np.ndarray, fmr: float) -> float:
 
 def calibrate(
     model: FaceModel,
-    images: FaceSet,
+    images: FaceSet | Sequence[np.ndarray] | np.ndarray,
     index_a: np.ndarray,
     index_b: np.ndarray,
     issame: np.ndarray,
@@ -391,7 +393,8 @@ def calibrate(
     floor_percentile: float = QUALITY_FLOOR_PERCENTILE,
     uncertainty_percentile: float = UNCERTAINTY_PERCENTILE,
 ) -> Calibration:
-    """Calibrate a model on pairs of faces (``index_a``/``index_b`` into ``images``; ``-1`` = no face).
+    """Calibrate a model on pairs of faces (``index_a``/``index_b`` into ``images``, a :class:`FaceSet` or the
+    aligned crops; ``-1`` = no face).
 
     Measures the threshold at ``fmr`` on the impostor pairs; the confidence curve P(genuine | similarity) on all
     pairs (:func:`qualiface.models.calibration.fit_confidence`); and on the quality of every face of ``images``

@@ -277,3 +277,21 @@ def test_info_shows_what_was_calibrated(calibrated: dict) -> None:
     assert card["quality_calibration"]["floor"] == pytest.approx(calibrated["record"]["quality_floor"])
     bare = runner.invoke(app, ["info", str(SFACE)])
     assert "confidence      unavailable" in bare.stdout
+
+
+def test_calibrate_reads_a_pair_list_with_named_columns(tmp_path: Path) -> None:
+    need(SFACE, GLINT / "pairs_10fold.csv")
+    pairs = _pairs(range(4, 5), 6)
+    listed = tmp_path / "pairs.csv"
+    rows = "".join(f"{a},{b},{'yes' if s else 'no'}\n" for a, b, s in pairs)
+    listed.write_text("img_left,img_right,outcome\n" + rows)
+    args = ["calibrate", "-m", str(SFACE), "--pairs", str(listed), "--root", str(GLINT), "--no-save", "--no-progress"]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2
+    assert "--columns" in refused.stderr
+    result = runner.invoke(app, [*args, "--columns", "img_left,img_right,outcome"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{") : result.stdout.rindex("}") + 1])
+    assert (summary["n_genuine"], summary["n_impostor"], summary["pairs_dropped"]) == (6, 6, 0)
+    assert "faces: every image is an aligned crop" in result.stderr  # found without --aligned
+    assert not SFACE.with_name(SFACE.name + ".qualiface.json").exists()  # --no-save wrote nothing

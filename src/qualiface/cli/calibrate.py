@@ -17,15 +17,25 @@ from qualiface.cli.photos import (
     detector_options,
     fail,
     open_model,
-    report_failures,
 )
+from qualiface.errors import InputError
 
 
 @app.command("calibrate")
 def calibrate(
     model: Annotated[str, typer.Option("--model", "-m", help="Model file or run directory (gets a sidecar file).")],
-    pairs: Annotated[Path, typer.Option(help="Pairs CSV (path_a, path_b, issame), as for `eval verify`.")],
+    pairs: Annotated[
+        Path,
+        typer.Option(
+            help="Pair list (CSV/TSV/text with a header: two image columns and a label column under common names, "
+            "docs/formats.md 'Pair lists'), as for `eval verify --pairs`."
+        ),
+    ],
     root: Annotated[Path | None, typer.Option(help="Folder the pair paths are relative to.")] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="The --pairs columns as A,B,LABEL (first image, second image, label) when not recognised."),
+    ] = None,
     fmr: Annotated[float, typer.Option(help="Target false-match rate.")] = 1e-3,
     floor_percentile: Annotated[
         float,
@@ -39,7 +49,14 @@ def calibrate(
             help="ScaleFace uncertainty bound: this percentile of the calibration images' 1/s(x) (abstain above it)."
         ),
     ] = 95.0,
-    aligned: Annotated[bool, typer.Option(help="Images are aligned 112x112 crops: no detection.")] = False,
+    aligned: Annotated[
+        bool | None,
+        typer.Option(
+            "--aligned/--detect",
+            help="--aligned: the images are aligned crops (no detection); --detect: detect and align every image; "
+            "default: detect unless every image is an aligned crop of the model's input size.",
+        ),
+    ] = None,
     save: Annotated[bool, typer.Option(help="Store the threshold next to the model.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     preprocessing: PreprocessingOption = None,
@@ -50,32 +67,48 @@ def calibrate(
     scale (the calibration images' percentiles), the quality floor and, for ScaleFace, the uncertainty bound."""
     from tqdm.auto import tqdm
 
-    from qualiface.data.pairs import load_pairs_csv
+    from qualiface.data.pairs import load_pairs_csv, pair_images
     from qualiface.models import save_calibration
     from qualiface.use import calibrate as calibrate_pairs
-    from qualiface.use import face_index, load_faces
 
     face_model = open_model(model, preprocessing=preprocessing)
-    try:
-        pair_list = load_pairs_csv(pairs, root)
-    except (ValueError, FileNotFoundError) as exc:
-        raise fail(str(exc)) from exc
-    files, index_a, index_b = pair_list.unique_images()
-    paths = list(files.paths)
-    bar = tqdm(total=len(paths), desc="faces", unit="file", disable=not progress, leave=False)
+    pair_list = load_pairs_csv(pairs, root, columns=columns)  # InputError: one 'error:' line, exit 2
+    with tqdm(total=len(pair_list), desc="faces", unit="file", disable=not progress, leave=False) as bar:
 
-    def advance(done: int, total: int) -> None:
-        bar.update(done - bar.n)
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
 
-    faces = load_faces(paths, aligned=aligned, detector_options=detector_options(detector), progress=advance)
-    bar.close()
-    rows = face_index(faces, paths)
+        prepared = pair_images(
+            pair_list,
+            input_size=face_model.input_size,
+            aligned=aligned,
+            detector_options=detector_options(detector),
+            progress=advance,
+        )
+    typer.echo(f"faces: {prepared.reason}", err=True)
+    warning = prepared.warning()
+    if warning is not None:
+        typer.echo(f"warning: {pairs}: {warning}", err=True)
+    if not prepared.keep.any():
+        reasons = sorted({reason for _, reason, _ in prepared.failures})
+        if prepared.detected:
+            advice = "check --detector (e.g. score=0.3) or make aligned crops with `qualiface align`"
+        elif "wrong_size" in reasons:
+            advice = "give photos without --aligned to detect the faces, or make crops with `qualiface align`"
+        else:
+            advice = "check --root and the files"
+        raise InputError(
+            f"{pairs}: no pair has a face on both sides ({len(prepared.failures)} image(s) gave none: "
+            f"{', '.join(reasons)}); {advice}"
+        )
+    crops: Any = prepared.images  # aligned crops: an array, or ImageFiles decoding each file on access
     try:
         result = calibrate_pairs(
             face_model,
-            faces,
-            rows[index_a],
-            rows[index_b],
+            crops,
+            prepared.index_a,
+            prepared.index_b,
             pair_list.issame,
             fmr,
             floor_percentile=floor_percentile,
@@ -83,7 +116,6 @@ def calibrate(
         )
     except ValueError as exc:
         raise fail(str(exc), 1) from exc
-    report_failures(faces)
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(json.dumps(_finite(result.summary()), indent=2, allow_nan=False))
