@@ -255,3 +255,26 @@ def test_max_side_on_a_real_photo_gives_the_same_landmarks(tmp_path: Path, yunet
     crop_small = align_image(small, "small", detector=yunet).images[0]
     assert np.abs(crop_big.astype(float) - crop_small).mean() < 12
     np.testing.assert_array_equal(crop_big, align_detection(big, got.detections[0].landmarks))
+
+
+def test_the_server_finds_faces_with_the_same_options() -> None:
+    import io
+
+    from _helpers.tiny_backbone import TinyCNN
+    from qualiface.models import FaceModel
+    from qualiface.serve import FaceService
+    from qualiface.serve.service import RequestError
+
+    model = FaceModel.from_backbone(TinyCNN(embedding_dim=8, input_size=16).eval(), name="tiny")
+    box = (8, 10, 52, 54)
+    buffer = io.BytesIO()
+    Image.fromarray(_square(64, 60, box)).save(buffer, format="PNG")
+    tight = buffer.getvalue()
+    answer = FaceService(model, detector=SquareDetector()).embed(tight)  # default options: the pad retry finds it
+    np.testing.assert_allclose(answer["faces"][0]["box"], _expected(box)[0], atol=0.01)
+    off = FaceService(model, detector=SquareDetector(), detector_options=DetectorOptions(retry=()))
+    with pytest.raises(RequestError, match="no face found") as info:
+        off.embed(tight)
+    assert info.value.status == 422
+    built = FaceService(model, detector_options=DetectorOptions.parse("score=0.3,nms=0.4")).detector
+    assert (built.score_threshold, built.nms_threshold) == (0.3, 0.4)
