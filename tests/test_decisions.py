@@ -146,3 +146,61 @@ def test_decision_json_reads_like_deepface() -> None:
         "confidence",
         "reasons",
     }
+
+
+def test_scaleface_calibration_stores_the_uncertainty_bound_and_verify_abstains_on_it(tmp_path) -> None:
+    """A ScaleFace model (a tiny CNN + ScaleFace's scale head, random weights, written as a model.pt) calibrated
+    through the library: the bound is the 95th percentile of 1/s(x) over the calibration images (1 / the 5th
+    percentile of s), it reaches the card, and a face above it abstains."""
+    import torch
+
+    import qualiface
+    from _helpers.tiny_backbone import registered
+    from qualiface.detect.faces import FaceSet
+    from qualiface.models import load_model, save_calibration
+    from qualiface.use import calibrate, compare
+
+    with registered():
+        torch.manual_seed(0)
+        kwargs = {"quality_branch": "scaleface", "embedding_dim": 16, "scale_activation": "exp"}
+        backbone = qualiface.create_backbone("tiny_cnn", **kwargs)
+        path = tmp_path / "model.pt"
+        torch.save(
+            {
+                "format": "qualiface.model/1",
+                "backbone": "tiny_cnn",
+                "backbone_kwargs": kwargs,
+                "embedding_dim": 16,
+                "preprocessing": backbone.preprocessing.to_dict(),
+                "state_dict": backbone.state_dict(),
+                "step": 1,
+            },
+            path,
+        )
+        model = load_model(path)
+        assert model.quality_method == "scaleface"
+        images = np.random.default_rng(0).integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+        index_a, index_b = np.arange(0, 40, 2), np.arange(1, 40, 2)
+        result = calibrate(model, images, index_a, index_b, np.arange(20) % 2 == 0, 0.1)
+        s = model.quality(images).astype(np.float64)
+        assert result.uncertainty_bound == pytest.approx(1.0 / np.percentile(s, 5), rel=1e-5)
+        u = np.sort(1.0 / s)  # the 95th percentile of 1/s lies between the same two faces
+        assert u[int(np.floor(0.95 * 39))] <= result.uncertainty_bound <= u[int(np.ceil(0.95 * 39))]
+        assert result.quality_floor == pytest.approx(np.percentile(s, 5), rel=1e-5)
+        save_calibration(path, result.threshold, fmr=0.1, pairs="random", extra=result.record())
+        calibrated = load_model(path)
+    assert calibrated.card.quality_calibration.uncertainty_bound == pytest.approx(result.uncertainty_bound)
+    assert "1/s(x) above" in calibrated.card.summary()
+    worst, best = int(np.argmin(s)), int(np.argmax(s))
+
+    def face(row: int) -> FaceSet:
+        return FaceSet(images=images[row : row + 1], sources=[(tmp_path / f"{row}.png", 0)], detections=[None])
+
+    policy = DecisionPolicy.from_model(calibrated, quality_floor=0.0)  # the bound alone decides
+    one = compare(calibrated, face(best), face(worst), policy=policy)
+    assert one.decision.decision == "abstain"
+    assert one.decision.reasons == [
+        f"image B ({tmp_path / f'{worst}.png'}): uncertainty {1 / s[worst]:.4g} is above the bound "
+        f"{result.uncertainty_bound:.4g} (calibration: the 95th percentile of 1/s(x))"
+    ]
+    assert one.quality["b"]["uncertainty"] == pytest.approx(1 / s[worst], rel=1e-5)

@@ -400,7 +400,8 @@ def calibrate(
     pairs (:func:`qualiface.models.calibration.fit_confidence`); and on the quality of every face of ``images``
     (the quality decisions use, :func:`decision_quality`): the 0–100 scale
     (:func:`qualiface.models.calibration.fit_quality_scale`), the floor (its ``floor_percentile``-th percentile)
-    and, for ScaleFace, the uncertainty bound (the ``uncertainty_percentile``-th percentile of ``1 / s(x)``).
+    and, for ScaleFace, the uncertainty bound (the ``uncertainty_percentile``-th percentile of ``1 / s(x)``, taken
+    as ``1 /`` the ``(100 - uncertainty_percentile)``-th percentile of ``s(x)``: the same faces in reverse order).
     """
     for name, value in (("floor percentile", floor_percentile), ("uncertainty percentile", uncertainty_percentile)):
         if not 0.0 <= value <= 100.0:
@@ -429,8 +430,16 @@ def calibrate(
         span = (float(np.min(used)), float(np.max(used)))
         scale = fit_quality_scale(used)
         if info is not None and info.method == SCALEFACE:
-            uncertainty = np.where(used > 0, 1.0 / np.maximum(used, np.finfo(np.float64).tiny), np.inf)
-            bound = float(np.percentile(uncertainty, uncertainty_percentile))
+            # 1/s ranks the faces in reverse order of s: its p-th percentile is 1 / the (100 - p)-th percentile of
+            # s (taken on s, so that faces with s = 0, an infinite uncertainty, do not make it NaN)
+            scale_at = float(np.percentile(used, 100.0 - uncertainty_percentile))
+            if scale_at > 0:
+                bound = 1.0 / scale_at
+            else:
+                warnings.append(
+                    f"over {100 - uncertainty_percentile:g}% of the calibration images have a ScaleFace scale s(x) "
+                    f"<= 0 (an infinite uncertainty): no uncertainty bound stored"
+                )
     return Calibration(
         threshold=threshold,
         fmr_target=float(fmr),
