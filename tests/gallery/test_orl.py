@@ -213,3 +213,19 @@ def test_cli_faiss_index_gives_the_exact_answer(orl, tmp_path: Path) -> None:
     bad = _cli("search", *probes, "--gallery", str(gallery), "--index", "annoy")
     assert bad.exit_code == 2
     assert "unknown index 'annoy'" in bad.stderr
+
+
+def test_cli_search_without_any_probe_face_writes_nothing(tmp_path: Path) -> None:
+    from PIL import Image
+
+    need(ORL / "s1", SFACE)
+    gallery = tmp_path / "g.npz"
+    assert _cli("enroll", str(_folder(tmp_path, [1], [1])), "--gallery", str(gallery)).exit_code == 0
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((120, 100, 3), 128, np.uint8)).save(blank)
+    out = tmp_path / "r.json"
+    result = _cli("search", str(blank), "--gallery", str(gallery), "--out", str(out))
+    assert result.exit_code == 1, result.output
+    assert f"skipped {blank}: no_face" in result.stderr
+    assert "error: no probe face found in 1 file(s); nothing written" in result.stderr
+    assert not out.exists()

@@ -162,6 +162,8 @@ def search(
     faces = faces_of(probes, aligned=aligned, all_faces=all_faces, progress=progress, detector=detector, what="search")
     results = search_faces(face_model, stored, faces, k=top_k, policy=policy, index=searcher)
     report_failures(faces)
+    if not results:
+        raise RunError(f"no probe face found in {len(faces.failures)} file(s); nothing written")
     document = {
         "model": face_model.card.stamp(),
         "gallery": {"file": str(gallery), "identities": stored.n_identities, "images": stored.n_images},
@@ -182,8 +184,6 @@ def search(
     elif out is None:
         for result in results:
             typer.echo(_line(result))
-    if not results:
-        raise RunError("no probe face was found")
 
 
 def _line(result: Any) -> str:

@@ -281,7 +281,7 @@ def _read_array(
                 f"the file holds {info.file_size - fh.tell()}"
             )
         data = _read_exact(fh, nbytes, where, name)
-    array = np.frombuffer(data, dtype=got_dtype).copy()
+    array = np.frombuffer(data, dtype=got_dtype)  # backed by the bytearray: writable, no second copy
     return array.reshape(got_shape, order="F" if fortran else "C")
 
 
