@@ -157,12 +157,14 @@ def search_faces(
 ) -> list[ProbeResult]:
     """Embed ``faces`` with ``model`` (the gallery's; checked by the caller with
     :func:`~qualiface.gallery.store.check_model`) and search each in ``gallery``; ``policy`` defaults to the
-    model's :meth:`qualiface.decisions.DecisionPolicy.from_model`."""
+    model's :meth:`qualiface.decisions.DecisionPolicy.from_model`. A probe's quality is the one decisions use
+    (:func:`qualiface.use.decision_quality`: the model's trained quality, else a recognizer's embedding norm), as
+    ``qualiface verify`` does, so the calibrated floor applies to it."""
     from qualiface.decisions import DecisionPolicy
-    from qualiface.use import embed_faces
+    from qualiface.use import decision_quality
 
     policy = policy if policy is not None else DecisionPolicy.from_model(model)
-    embeddings, quality = embed_faces(model, faces)
+    embeddings, quality, _ = decision_quality(model, faces)
     results = search_embeddings(
         gallery,
         embeddings,

@@ -32,7 +32,7 @@ from starlette.responses import Response
 from qualiface.errors import InputError
 from qualiface.gallery import Gallery, GalleryIndex, add_images, check_model, load_gallery, save_gallery
 from qualiface.gallery.enroll import EnrollConflictError, check_identity, model_scaler
-from qualiface.gallery.identify import check_top_k, search_embeddings
+from qualiface.gallery.identify import check_top_k, search_faces
 from qualiface.serve.schemas import ERROR_ANSWERS, ErrorAnswer, ModelStamp
 from qualiface.serve.service import FaceService, RequestError
 
@@ -167,24 +167,10 @@ class GalleryService:
         gallery, index = self._state
         if not gallery.n_identities:
             raise RequestError(HTTPStatus.CONFLICT, "the gallery holds no identity yet; enroll faces with POST /enroll")
-        faces = self.service.embed(data, aligned=aligned, all_faces=all_faces)["faces"]
-        embeddings = np.asarray([f["embedding"] for f in faces], np.float32)
-        qualities = [f.get("quality") for f in faces]
-        quality = None if qualities[0] is None else np.asarray(qualities, np.float64)
+        faces = self.service.faces(data, "image", aligned=aligned, all_faces=all_faces)
         policy = DecisionPolicy.from_model(self.service.model, threshold=threshold)
-        results = search_embeddings(
-            gallery,
-            embeddings,
-            quality,
-            policy,
-            k=top_k,
-            index=index,
-            files=["image"] * len(faces),
-            face_index=[int(f["face_index"]) for f in faces],
-        )
-        for result, face in zip(results, faces, strict=True):
-            result.box = face.get("box")
-            result.detector_score = face.get("score")
+        with self.service.exclusive():
+            results = search_faces(self.service.model, gallery, faces, k=top_k, policy=policy, index=index)
         return {
             "model": self.stamp,
             "gallery": self.size(),

@@ -125,6 +125,13 @@ class FaceService:
             result = compare(self.model, faces_a, faces_b, threshold=threshold)
         return result.to_dict()
 
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the model and the detector for work that calls them itself (the gallery search); a model-side
+        refusal (``ValueError``) becomes a 422."""
+        with self._lock, _unprocessable():
+            yield
+
     def health(self) -> dict[str, Any]:
         """The model's name, embedding size, quality method, threshold and card."""
         m = self.model
