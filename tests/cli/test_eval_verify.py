@@ -34,7 +34,7 @@ def _json(out):
 def test_help_lists_the_three_inputs():
     result = _run("--help")
     assert result.exit_code == 0
-    for option in ("--embeddings", "--bin", "--pairs", "--model", "--flip", "--fusion"):
+    for option in ("--embeddings", "--bin", "--pairs", "--model", "--flip", "--flip-fusion"):
         assert option in result.output
 
 
@@ -63,7 +63,7 @@ def test_npz_with_sides_and_flips(tmp_path):
     b[issame] += 0.5 * a[issame]
     np.savez(tmp_path / "e.npz", embeddings_a=a, embeddings_b=b, flip_a=fa, flip_b=fb, issame=issame)
     result = _run(
-        "--embeddings", tmp_path / "e.npz", "--fusion", "concat_normalised", "-o", tmp_path / "o", "--no-plot"
+        "--embeddings", tmp_path / "e.npz", "--flip-fusion", "concat_normalised", "-o", tmp_path / "o", "--no-plot"
     )
     assert result.exit_code == 0, result.output
     expected = evaluate_verification(a, issame, embeddings_b=b, flip=fa, flip_b=fb, fusion="concat_normalised")
@@ -93,7 +93,7 @@ def test_csv_embeddings_and_labels(tmp_path):
         (lambda p: ["--embeddings", p / "e.npy"], "--labels"),
         (lambda p: ["--embeddings", p / "missing.npy", "--labels", p / "l.npy"], "missing.npy: no such file"),
         (lambda p: ["--bin", p / "x.bin"], "--model"),
-        (lambda p: ["--embeddings", p / "e.npy", "--labels", p / "l.npy", "--fusion", "avg"], "unknown"),
+        (lambda p: ["--embeddings", p / "e.npy", "--labels", p / "l.npy", "--flip-fusion", "avg"], "unknown"),
     ],
 )
 def test_bad_input_exits_non_zero_with_a_message(tmp_path, make, message):
@@ -251,7 +251,7 @@ def test_labels_file_takes_the_pair_list_label_words(tmp_path):
     np.save(tmp_path / "e.npy", e)
     words = ["Yes" if s else "no" for s in issame]
     (tmp_path / "l.csv").write_text("Decision\n" + "\n".join(words) + "\n")
-    result = _run("--embeddings", tmp_path / "e.npy", "--labels", tmp_path / "l.csv", "--labels-key", "Decision",
+    result = _run("--embeddings", tmp_path / "e.npy", "--labels", tmp_path / "l.csv", "--label-key", "Decision",
                   "-o", tmp_path / "o", "--no-plot")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert _json(tmp_path / "o")["accuracy"] == evaluate_verification(e, issame).accuracy

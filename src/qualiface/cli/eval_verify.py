@@ -46,7 +46,7 @@ def _labels(path: Path, key: str | None) -> np.ndarray:
 
 
 def _from_embedding_files(
-    embeddings: Path, labels: Path | None, labels_key: str | None, flip_embeddings: Path | None
+    embeddings: Path, labels: Path | None, label_key: str | None, flipped: Path | None
 ) -> dict[str, Any]:
     """Arrays for :func:`evaluate_verification` from an ``.npy`` / ``.npz`` / CSV embedding file."""
     from qualiface.eval.inputs import load_array, load_table
@@ -79,11 +79,11 @@ def _from_embedding_files(
         if labels is None:
             raise ValueError(f"{embeddings}: give the pair labels with --labels")
     if labels is not None:
-        kwargs["issame"] = _labels(labels, labels_key)
-    if flip_embeddings is not None:
+        kwargs["issame"] = _labels(labels, label_key)
+    if flipped is not None:
         if "embeddings_b" in kwargs:
             raise ValueError("--flip-embeddings takes interleaved flips; with embeddings_a/_b put flip_a/_b in the npz")
-        kwargs["flip"] = load_array(flip_embeddings)
+        kwargs["flip"] = load_array(flipped)
     return kwargs
 
 
@@ -231,8 +231,8 @@ def verify(
     labels: Annotated[
         Path | None, typer.Option(help="Pair labels (1 = genuine), .npy / .npz / CSV (column issame or same).")
     ] = None,
-    labels_key: Annotated[str | None, typer.Option(help="Array or column of --labels holding the labels.")] = None,
-    flip_embeddings: Annotated[
+    label_key: Annotated[str | None, typer.Option(help="Array or column of --labels holding the labels.")] = None,
+    flipped: Annotated[
         Path | None, typer.Option(help="Embeddings of the flipped images, laid out like --embeddings.")
     ] = None,
     bin_pack: Annotated[
@@ -270,9 +270,11 @@ def verify(
     batch_size: Annotated[int, typer.Option(help="Images per model run (fixed batch sizes are honoured).")] = 64,
     flip: Annotated[
         bool | None,
-        typer.Option(help="Also embed the mirrored images and fuse them (--fusion); default: as the model card says."),
+        typer.Option(
+            help="Also embed the mirrored images and fuse them (--flip-fusion); default: as the model card says."
+        ),
     ] = None,
-    fusion: Annotated[
+    flip_fusion: Annotated[
         str | None,
         typer.Option(help=f"Flip fusion: {', '.join(FLIP_FUSION_MODES)}; default sum_raw with flips, else none."),
     ] = None,
@@ -294,8 +296,8 @@ def verify(
     sources = [s for s in (embeddings, bin_pack, pairs) if s is not None]
     if len(sources) != 1:
         raise InputError("give exactly one input: --embeddings, --bin or --pairs")
-    if fusion is not None and fusion not in FLIP_FUSION_MODES:
-        raise InputError(f"--fusion {fusion!r} is unknown; choose one of {', '.join(FLIP_FUSION_MODES)}")
+    if flip_fusion is not None and flip_fusion not in FLIP_FUSION_MODES:
+        raise InputError(f"--flip-fusion {flip_fusion!r} is unknown; choose one of {', '.join(FLIP_FUSION_MODES)}")
     if pairs is None and (columns is not None or aligned is not None or detector is not None or root is not None):
         raise InputError("--columns, --root, --aligned/--detect and --detector apply to --pairs only")
     if (out / "verification.json").exists() and not overwrite:
@@ -304,12 +306,12 @@ def verify(
     if embeddings is not None:
         if model is not None:
             raise InputError("--model is for --bin / --pairs; --embeddings are already embedded")
-        kwargs = _from_embedding_files(embeddings, labels, labels_key, flip_embeddings)
+        kwargs = _from_embedding_files(embeddings, labels, label_key, flipped)
     else:
         if model is None:
             raise InputError(f"{sources[0]}: images need a model to embed them: give --model path.onnx")
-        if fusion not in (None, "none") and flip is False:
-            raise InputError(f"--fusion {fusion} needs --flip")
+        if flip_fusion not in (None, "none") and flip is False:
+            raise InputError(f"--flip-fusion {flip_fusion} needs --flip")
         face_model = open_model(model, preprocessing=preprocessing)
         flip = face_model.flip_policy == "sum" if flip is None else flip
         embed = functools.partial(_embed, model=face_model, batch_size=batch_size, flip=flip, progress=progress)
@@ -325,7 +327,7 @@ def verify(
         kwargs.pop("flip", None)
     result = evaluate_verification(
         **kwargs,
-        fusion=fusion,
+        fusion=flip_fusion,
         n_folds=folds,
         threshold_search=cast(ThresholdSearch, threshold_search),  # checked there
     )
