@@ -18,6 +18,9 @@ RENAMED = {
     "--fusion": "--flip-fusion",
     "--out-dir": "--out",
     "--output": "--out",
+    "--no-aligned": "--detect",
+    "--no-all-faces": "--largest",
+    "--no-detect": "--aligned",
 }
 #: Options whose short form is the same everywhere they appear.
 SHORT = {"--out": "-o", "--model": "-m"}
@@ -41,9 +44,16 @@ def _options(command: Any) -> list[list[str]]:
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_no_command_uses_a_retired_spelling(name: str) -> None:
-    spelled = {opt for opts in _options(COMMANDS[name]) for opt in opts}
+    spelled = {
+        opt for p in COMMANDS[name].params if p.param_type_name == "option" for opt in (*p.opts, *p.secondary_opts)
+    }
     retired = sorted(spelled & set(RENAMED))
     assert not retired, f"qualiface {name}: {retired} -> {[RENAMED[r] for r in retired]}"
+
+
+def test_format_is_always_an_output_format() -> None:
+    """``--format`` says how a command writes (csv / ofiq, png / jpg); ``info`` reads MODEL with --model-format."""
+    assert "--format" not in {opt for opts in _options(COMMANDS["info"]) for opt in opts}
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

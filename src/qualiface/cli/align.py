@@ -62,7 +62,8 @@ def align(
     ],
     detector: DetectorOption = None,
     all_faces: Annotated[
-        bool, typer.Option(help="Every face of a photo (<stem>_1, <stem>_2...), not only the largest.")
+        bool,
+        typer.Option("--all-faces/--largest", help="Every face of a photo (<stem>_1, <stem>_2...), or its largest."),
     ] = False,
     size: SizeOption = 112,
     image_format: FormatOption = "png",

@@ -20,8 +20,10 @@ def pack(
     detect: Annotated[
         bool,
         typer.Option(
-            help="Images that are not SIZExSIZE aligned crops (photos): detect and align them, as `qualiface align "
-            "FOLDER --out OUT.rec` does. Without it such a folder is refused with what to run."
+            "--detect/--aligned",
+            help="--detect: images that are not SIZExSIZE aligned crops (photos): detect and align them, as "
+            "`qualiface align FOLDER --out OUT.rec` does. --aligned (default): such a folder is refused, saying what "
+            "to run.",
         ),
     ] = False,
     size: SizeOption = 112,

@@ -11,7 +11,16 @@ from typing import Annotated
 import typer
 
 from qualiface.cli.apps import app
-from qualiface.cli.photos import DetectorOption, PreprocessingOption, faces_of, fail, open_model, report_failures
+from qualiface.cli.photos import (
+    AlignedOption,
+    AllFacesOption,
+    DetectorOption,
+    PreprocessingOption,
+    faces_of,
+    fail,
+    open_model,
+    report_failures,
+)
 
 
 @app.command("embed")
@@ -19,8 +28,8 @@ def embed(
     photos: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
     model: Annotated[str, typer.Option("--model", "-m", help="Model file, run directory or ONNX recognizer.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz, .npy (+ .files.csv) or .parquet.")],
-    aligned: Annotated[bool, typer.Option(help="Photos are aligned 112x112 crops: no detection.")] = False,
-    all_faces: Annotated[bool, typer.Option(help="Every face of a photo, not only the largest.")] = False,
+    aligned: AlignedOption = False,
+    all_faces: AllFacesOption = False,
     normalize: Annotated[bool, typer.Option(help="Write unit-length embeddings.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     preprocessing: PreprocessingOption = None,

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from qualiface.cli.apps import eval_app
-from qualiface.cli.photos import DetectorOption, detector_options, open_model
+from qualiface.cli.photos import AlignedOption, DetectorOption, detector_options, open_model
 from qualiface.errors import InputError
 
 
@@ -81,7 +81,7 @@ def benchmark(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder: report.md, report.html, results.json, plots.")
     ] = Path("benchmark"),
-    aligned: Annotated[bool, typer.Option(help="Photos are aligned 112x112 crops: no detection.")] = False,
+    aligned: AlignedOption = False,
     detector: DetectorOption = None,
     preprocessing: Annotated[
         list[str] | None,

@@ -12,6 +12,8 @@ import typer
 
 from qualiface.cli.apps import app
 from qualiface.cli.photos import (
+    AlignedOption,
+    AllFacesOption,
     DetectorOption,
     PreprocessingOption,
     detector_options,
@@ -23,7 +25,6 @@ from qualiface.errors import InputError, RunError
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model file, run directory or ONNX recognizer.")]
 GalleryOption = Annotated[Path, typer.Option("--gallery", "-g", help="The gallery file (.npz).")]
-AlignedOption = Annotated[bool, typer.Option(help="Photos are aligned 112x112 crops: no detection.")]
 ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar.")]
 
 
@@ -134,7 +135,7 @@ def search(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
     aligned: AlignedOption = False,
-    all_faces: Annotated[bool, typer.Option(help="Search every face of a photo, not only the largest.")] = False,
+    all_faces: AllFacesOption = False,
     progress: ProgressOption = True,
     preprocessing: PreprocessingOption = None,
     detector: DetectorOption = None,

@@ -19,7 +19,9 @@ def info(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the card as JSON.")] = False,
     formats: Annotated[bool, typer.Option("--formats", help="List the model formats qualiface reads.")] = False,
-    fmt: Annotated[str | None, typer.Option("--format", help="Force a format (see --formats).")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--model-format", help="Read MODEL as this format (see --formats).")
+    ] = None,
     preprocessing: PreprocessingOption = None,
 ) -> None:
     """Print a model's card; with --formats, the formats qualiface reads."""

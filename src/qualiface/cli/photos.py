@@ -36,6 +36,21 @@ DetectorOption = Annotated[
 ]
 
 
+#: Photos or aligned crops: the one spelling on every command that finds faces.
+AlignedOption = Annotated[
+    bool,
+    typer.Option(
+        "--aligned/--detect",
+        help="--aligned: the files are aligned 112x112 crops (no detection); --detect: find the faces (default).",
+    ),
+]
+
+#: Every face of a photo or its largest: the one spelling on every command that finds faces.
+AllFacesOption = Annotated[
+    bool, typer.Option("--all-faces/--largest", help="Every face of a photo, or only its largest (box area).")
+]
+
+
 def detector_options(spec: str | None) -> Any:
     """The :class:`~qualiface.detect.options.DetectorOptions` of a ``--detector`` value."""
     from qualiface.detect.options import DetectorOptions

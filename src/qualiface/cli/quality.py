@@ -12,7 +12,16 @@ from typing import Annotated, Any
 import typer
 
 from qualiface.cli.apps import app
-from qualiface.cli.photos import DetectorOption, PreprocessingOption, faces_of, fail, open_model, report_failures
+from qualiface.cli.photos import (
+    AlignedOption,
+    AllFacesOption,
+    DetectorOption,
+    PreprocessingOption,
+    faces_of,
+    fail,
+    open_model,
+    report_failures,
+)
 
 #: OFIQ-style measure names of the quality methods (OFIQ names its measures in CamelCase, e.g.
 #: ``UnifiedQualityScore``); another method gets its name in CamelCase.
@@ -44,8 +53,8 @@ def quality(
         str | None, typer.Option(help="Column separator (default: ',' for csv, ';' as OFIQ for ofiq).")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
-    aligned: Annotated[bool, typer.Option(help="Photos are aligned 112x112 crops: no detection.")] = False,
-    all_faces: Annotated[bool, typer.Option(help="Every face of a photo, not only the largest.")] = False,
+    aligned: AlignedOption = False,
+    all_faces: AllFacesOption = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     preprocessing: PreprocessingOption = None,
     detector: DetectorOption = None,

@@ -10,7 +10,15 @@ from typing import Annotated, Any
 import typer
 
 from qualiface.cli.apps import app
-from qualiface.cli.photos import DetectorOption, PreprocessingOption, detector_options, faces_of, fail, open_model
+from qualiface.cli.photos import (
+    AlignedOption,
+    DetectorOption,
+    PreprocessingOption,
+    detector_options,
+    faces_of,
+    fail,
+    open_model,
+)
 
 
 @app.command("verify")
@@ -35,7 +43,7 @@ def verify(
             help="Share of genuine pairs the confidence assumes (default: the calibration pairs' share), in (0, 1)."
         ),
     ] = None,
-    aligned: Annotated[bool, typer.Option(help="Photos are aligned 112x112 crops: no detection.")] = False,
+    aligned: AlignedOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     preprocessing: PreprocessingOption = None,
     detector: DetectorOption = None,
