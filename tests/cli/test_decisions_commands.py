@@ -105,18 +105,19 @@ def test_confidence_is_calibrated_on_held_out_pairs(calibrated: dict) -> None:
 
 
 @pytest.mark.slow
-def test_confidence_is_calibrated_on_the_full_split(tmp_path: Path) -> None:
-    """Folds 0-4 (3,000 pairs) calibrate, folds 5-9 (3,000 pairs) test."""
+def test_confidence_is_calibrated_on_a_larger_split(tmp_path: Path) -> None:
+    """Folds 0-4 (600 pairs) calibrate, folds 5-9 (600 pairs) test (the full 3,000 / 3,000 split is measured
+    in docs/decisions.md; a fifth of it keeps this test under a minute)."""
     need(SFACE, GLINT / "pairs_10fold.csv")
     model = tmp_path / "sface.onnx"
     model.write_bytes(SFACE.read_bytes())
-    listed = _write_pairs(tmp_path / "calibration.csv", _pairs(range(5), 300))
+    listed = _write_pairs(tmp_path / "calibration.csv", _pairs(range(5), 60))
     result = runner.invoke(
         app,
         ["calibrate", "-m", str(model), "--pairs", str(listed), "--root", str(GLINT), "--aligned", "--no-progress"],
     )
     assert result.exit_code == 0, result.output
-    _check_calibration(load_model(model), _pairs(range(5, 10), 300), ece=0.05)
+    _check_calibration(load_model(model), _pairs(range(5, 10), 60), ece=0.05)
 
 
 def _check_calibration(model, pairs: list[tuple[str, str, bool]], ece: float) -> None:
