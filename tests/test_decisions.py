@@ -204,3 +204,36 @@ def test_scaleface_calibration_stores_the_uncertainty_bound_and_verify_abstains_
         f"{result.uncertainty_bound:.4g} (calibration: the 95th percentile of 1/s(x))"
     ]
     assert one.quality["b"]["uncertainty"] == pytest.approx(1 / s[worst], rel=1e-5)
+
+
+def test_an_infinite_uncertainty_is_null_in_json_and_abstains(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ScaleFace scale of 0 (an infinite uncertainty) abstains; the comparison's JSON stays valid (null)."""
+    import json
+
+    import qualiface.use as use
+    from qualiface.detect.faces import FaceSet
+
+    model = _model("scaleface", uncertainty_bound=0.1, uncertainty_percentile=95.0)
+    policy = DecisionPolicy.from_model(model, quality_floor=-1.0)
+    result = policy.decide(0.9, qualities=(20.0, 0.0))
+    assert result.decision == "abstain"
+    assert result.reasons == [
+        "face 2: uncertainty inf is above the bound 0.1 (calibration: the 95th percentile of 1/s(x))"
+    ]
+    scales = iter([20.0, 0.0])  # the network's scale s(x) of face a, then of face b
+
+    def embedded(*args, **kwargs):
+        return SimpleNamespace(fused=lambda: np.ones((1, 2), np.float32), quality=np.array([next(scales)]))
+
+    monkeypatch.setattr(use, "embed_images", embedded)
+    model.embedding_dim, model.quality_method = 2, "scaleface"
+    model.quality_info = lambda allow_untrained=False: model.card.quality[0]
+    model.card = replace(model.card, thresholds=(ThresholdInfo(0.5, "calibrated", fmr=1e-3),))
+    faces = [
+        FaceSet(images=np.zeros((1, 4, 4, 3), np.uint8), sources=[(f"{n}.png", 0)], detections=[None]) for n in "ab"
+    ]
+    compared = use.compare(model, faces[0], faces[1], policy=policy)
+    record = json.loads(json.dumps(compared.to_dict(), allow_nan=False))
+    assert record["decision"] == "abstain"
+    assert record["quality"]["b"] == {"raw": 0.0, "scaled": 0.0, "uncertainty": None}
+    assert record["quality"]["a"]["uncertainty"] == pytest.approx(0.05)

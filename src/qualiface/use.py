@@ -287,7 +287,8 @@ def compare(
         entry: dict[str, Any] = {"raw": value, "scaled": policy.scaled_quality(value)}
         if policy.quality_method == SCALEFACE:
             entry["uncertainty"] = policy.uncertainty(value)
-        quality[key] = entry
+        # JSON has no NaN or infinity (a ScaleFace scale of 0 is an infinite uncertainty): null, the reason says it
+        quality[key] = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in entry.items()}
     result = Comparison(
         decision=decision,
         quality=quality,

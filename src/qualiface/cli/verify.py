@@ -73,7 +73,7 @@ def verify(
     except ValueError as exc:
         raise fail(str(exc), 1) from exc
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        typer.echo(json.dumps(result.to_dict(), indent=2, allow_nan=False))
     else:
         _print(result, policy)
     for warning in result.warnings:
