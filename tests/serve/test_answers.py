@@ -47,9 +47,19 @@ def test_the_answers_have_the_documented_shapes(app, crop: bytes) -> None:
     assert embedded.faces[0].box is None  # an aligned crop has no detection
     quality = QualityAnswer.model_validate(_post(app, "/quality", crop, "aligned=1").json())
     assert quality.method == "cr_fiqa"
-    verified = VerifyAnswer.model_validate(_post(app, "/verify", _pair(crop, threshold=0.5), "aligned=1").json())
+    raw = _post(app, "/verify", _pair(crop, threshold=0.5), "aligned=1").json()
+    verified = VerifyAnswer.model_validate(raw)
     assert verified.similarity == pytest.approx(1.0, abs=1e-5)
     assert (verified.threshold, verified.threshold_source, verified.match) == (0.5, "argument", True)
+    # the decision as `qualiface verify --json` gives it (docs/decisions.md): none of its keys dropped by the schema
+    assert (verified.decision, verified.verified) == ("match", True)
+    assert verified.distance == pytest.approx(1.0 - verified.similarity)
+    assert set(verified.quality) >= {"method", "floor", "a", "b"}
+    assert verified.faces["a"]["box"] is None  # aligned crops: no detection
+    assert verified.detector is None
+    assert set(raw) == set(VerifyAnswer.model_fields)
+    for key in ("decision", "verified", "confidence", "reasons", "quality", "faces", "detector", "policy"):
+        assert key in raw
 
 
 def test_the_openapi_schema_describes_the_endpoints(app) -> None:

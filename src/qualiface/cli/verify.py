@@ -66,7 +66,7 @@ def verify(
         raise fail(str(exc)) from exc
     described: dict[str, Any] | None = None
     if not aligned:
-        described = {"name": "yunet", **detector_options(detector).to_dict()}
+        described = detector_options(detector).describe()
     faces = [faces_of([p], aligned=aligned, progress=False, detector=detector) for p in (image_a, image_b)]
     try:
         result = compare(face_model, faces[0], faces[1], policy=policy, detector=described)

@@ -123,6 +123,11 @@ class DetectorOptions:
         record["retry"] = list(self.retry)
         return record
 
+    def describe(self) -> dict[str, Any]:
+        """The detector these options build and its settings, as results report them (``verify --json``,
+        the server's ``/verify``)."""
+        return {"name": "yunet", **self.to_dict()}
+
     def create(self) -> Any:
         """The detector these options describe (the shipped YuNet)."""
         from qualiface.detect.yunet import YuNetDetector

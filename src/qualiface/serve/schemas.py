@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
@@ -68,17 +68,27 @@ class HealthAnswer(BaseModel):
 
 
 class VerifyAnswer(BaseModel):
-    """:class:`qualiface.use.Comparison`."""
+    """:class:`qualiface.use.Comparison` (docs/decisions.md, 'The answer of verify')."""
 
-    similarity: float
+    verified: bool | None = Field(description="true: match, false: non-match, null: abstained or no threshold")
+    decision: Literal["match", "non-match", "abstain", "undecided"]
+    similarity: float = Field(description="cosine of the two raw embeddings")
+    distance: float = Field(description="1 - similarity (deepface's cosine distance)")
     threshold: float | None
     threshold_source: str | None
+    confidence: float | None = Field(description="P(same person | similarity) from the model's calibration")
+    reasons: list[str] = Field(description="why it abstained or is undecided")
+    confidence_prior: float | None
+    quality: dict[str, Any] = Field(description="method, source, floor; per face a/b the raw and 0-100 scores")
+    faces: dict[str, Any] = Field(description="per face a/b: box, landmarks, detection score (null: aligned crops)")
+    detector: dict[str, Any] | None
+    model: ModelStamp
+    policy: dict[str, Any] = Field(description="the threshold, floor, uncertainty bound and prior used")
+    warnings: list[str]
     match: bool | None
     quality_a: float | None
     quality_b: float | None
     quality_method: str | None
-    warnings: list[str]
-    model: ModelStamp
 
 
 class VerifyRequest(BaseModel):

@@ -122,7 +122,8 @@ class FaceService:
         faces_a = self.faces(a, "a", aligned=aligned)
         faces_b = self.faces(b, "b", aligned=aligned)
         with self._lock, _unprocessable():
-            result = compare(self.model, faces_a, faces_b, threshold=threshold)
+            described = None if aligned else self.detector_options.describe()
+            result = compare(self.model, faces_a, faces_b, threshold=threshold, detector=described)
         return result.to_dict()
 
     @contextlib.contextmanager
