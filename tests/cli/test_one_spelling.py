@@ -70,3 +70,14 @@ def test_every_command_is_in_the_docs_table() -> None:
     text = (Path(__file__).parents[2] / "docs" / "cli.md").read_text()
     missing = [name for name in COMMANDS if f"`qualiface {name}`" not in text]
     assert not missing, missing
+
+
+#: Commands whose --out may be replaced without asking: the demo rewrites its own folder on every run.
+REWRITES_ITS_OUT = {"demo"}
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_with_out_has_overwrite(name: str) -> None:
+    spelled = {opt for opts in _options(COMMANDS[name]) for opt in opts}
+    if "--out" in spelled and name not in REWRITES_ITS_OUT:
+        assert "--overwrite" in spelled, f"qualiface {name}: --out without --overwrite"

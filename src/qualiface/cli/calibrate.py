@@ -18,7 +18,6 @@ from qualiface.cli.photos import (
     fail,
     open_model,
 )
-from qualiface.errors import InputError
 
 
 @app.command("calibrate")
@@ -90,18 +89,7 @@ def calibrate(
     warning = prepared.warning()
     if warning is not None:
         typer.echo(f"warning: {pairs}: {warning}", err=True)
-    if not prepared.keep.any():
-        reasons = sorted({reason for _, reason, _ in prepared.failures})
-        if prepared.detected:
-            advice = "check --detector (e.g. score=0.3) or make aligned crops with `qualiface align`"
-        elif "wrong_size" in reasons:
-            advice = "give photos without --aligned to detect the faces, or make crops with `qualiface align`"
-        else:
-            advice = "check --root and the files"
-        raise InputError(
-            f"{pairs}: no pair has a face on both sides ({len(prepared.failures)} image(s) gave none: "
-            f"{', '.join(reasons)}); {advice}"
-        )
+    prepared.require_pairs(pairs)
     crops: Any = prepared.images  # aligned crops: an array, or ImageFiles decoding each file on access
     try:
         result = calibrate_pairs(

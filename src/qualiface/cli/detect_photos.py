@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from qualiface.cli.apps import app
+from qualiface.cli.outputs import OverwriteOption, refuse_existing_file
 from qualiface.cli.photos import DetectorOption, detector_options, fail, report_failures
 
 
@@ -35,7 +36,7 @@ def detect(
     ] = True,
     detector: DetectorOption = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Find the faces in PHOTOS: box, five landmarks, score and how each was found, one row per face."""
     from tqdm.auto import tqdm
@@ -52,8 +53,7 @@ def detect(
             raise fail(f"--out {out}: use a .csv or .json file")
         if json_out and suffix != ".json":
             raise fail(f"--json writes JSON; --out {out} is a .csv file (drop --json, or use a .json file)")
-        if out.exists() and not overwrite:
-            raise fail(f"--out {out} exists; pass --overwrite to replace it")
+        refuse_existing_file(out, overwrite)
         if out.is_dir():
             raise fail(f"--out {out} is a folder; detect writes one .csv or .json file")
         fmt = suffix[1:]

@@ -10,12 +10,15 @@ from typing import Annotated
 
 import typer
 
+from qualiface.atomic import atomic_path
 from qualiface.cli.apps import app
+from qualiface.cli.outputs import OverwriteOption, refuse_existing_file
 from qualiface.cli.photos import (
     AlignedOption,
     AllFacesOption,
     DetectorOption,
     PreprocessingOption,
+    detector_options,
     faces_of,
     fail,
     open_model,
@@ -34,6 +37,7 @@ def embed(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     preprocessing: PreprocessingOption = None,
     detector: DetectorOption = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Detect, align and embed the faces in PHOTOS; writes one row per face with its file name."""
     import numpy as np
@@ -42,6 +46,8 @@ def embed(
 
     if out.suffix.lower() not in (".npz", ".npy", ".parquet"):
         raise fail(f"--out {out}: use a .npz, .npy or .parquet file")
+    refuse_existing_file(out, overwrite)
+    detector_options(detector)  # a bad --detector is refused before the model is loaded
     face_model = open_model(model, preprocessing=preprocessing)
     faces = faces_of(photos, aligned=aligned, all_faces=all_faces, progress=progress, detector=detector)
     try:
@@ -59,9 +65,11 @@ def embed(
         arrays = {"embeddings": embeddings, "files": files, "face_index": face_index, "model": np.array(stamp)}
         if quality is not None:
             arrays["quality"] = quality
-        np.savez(out, **arrays)  # type: ignore[arg-type]  # numpy's stub matches **arrays to allow_pickle too
+        with atomic_path(out) as tmp, tmp.open("wb") as handle:
+            np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub matches **arrays to allow_pickle
     elif suffix == ".npy":
-        np.save(out, embeddings)
+        with atomic_path(out) as tmp, tmp.open("wb") as handle:
+            np.save(handle, embeddings)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["row", "file", "face_index"])
@@ -77,7 +85,8 @@ def embed(
         columns = {"file": files.tolist(), "face_index": face_index.tolist(), "embedding": embeddings.tolist()}
         if quality is not None:
             columns["quality"] = quality.tolist()
-        pq.write_table(pa.table(columns).replace_schema_metadata({"qualiface.model": stamp}), out)
+        with atomic_path(out) as tmp:
+            pq.write_table(pa.table(columns).replace_schema_metadata({"qualiface.model": stamp}), tmp)
     report_failures(faces)
     typer.echo(f"wrote {len(embeddings)} embeddings ({face_model.embedding_dim}-d, {face_model.name}) to {out}")
     if not len(embeddings):

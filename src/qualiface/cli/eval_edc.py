@@ -12,6 +12,7 @@ import typer
 
 from qualiface.atomic import atomic_path
 from qualiface.cli.apps import eval_app
+from qualiface.cli.outputs import OverwriteOption, refuse_previous_run
 from qualiface.errors import InputError
 from qualiface.eval.edc.inputs import CONVENTIONS
 from qualiface.eval.results import to_plain
@@ -79,14 +80,13 @@ def eval_edc(
     plot: Annotated[bool, typer.Option(help="Write one PNG per operating point.")] = True,
     report: Annotated[bool, typer.Option(help="Write report.md.")] = True,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    overwrite: Annotated[bool, typer.Option(help="Replace a previous run's summary.json in --out.")] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """EDC / ERC of every quality method: JSON + CSV per method, summary.json, PNG plots and report.md in OUT."""
     from qualiface.eval.edc import DEFAULT_DISCARD_LIMITS, edc, edc_oracle, edc_random
     from qualiface.eval.inputs import load_table
 
-    if (out / "summary.json").exists() and not overwrite:
-        raise InputError(f"--out {out} holds a previous run (summary.json); pass --overwrite or another --out")
+    refuse_previous_run(out, "summary.json", overwrite)
     table = load_table(pairs)
     for key in (score_key, label_key):
         if key not in table:

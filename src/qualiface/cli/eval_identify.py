@@ -10,6 +10,7 @@ import numpy as np
 import typer
 
 from qualiface.cli.apps import eval_app
+from qualiface.cli.outputs import OverwriteOption, refuse_previous_run
 
 _NAME_LIST_SUFFIXES = (".txt", ".lst")
 
@@ -102,8 +103,10 @@ def identify(
         list[float] | None, typer.Option(help="Open-set FPIR target (repeatable), e.g. 0.01; needs unmated probes.")
     ] = None,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the features before the inner product.")] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """1:N identification (TinyFace protocol): rank-k over probes with a mate, and DIR at FPIR with --fpir."""
+    refuse_previous_run(out, "identification.json", overwrite)
     from qualiface.eval.identification import DISTRACTOR_LABEL, identification
     from qualiface.eval.inputs import load_array, load_table
 
@@ -135,4 +138,6 @@ def identify(
     for target, dirs in result.dir_at_fpir.items():
         values = ", ".join(f"rank-{k} {100 * v:.2f}" for k, v in dirs.items())
         typer.echo(f"DIR at FPIR {target:g} (reached {result.fpir_actual[target]:.4g}): {values}")
+    for warning in result.warnings:  # e.g. an FPIR target below 1 / (non-mated probes): not measurable
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo("wrote " + ", ".join(str(p) for p in written))

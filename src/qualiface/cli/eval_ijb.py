@@ -12,6 +12,7 @@ import numpy as np
 import typer
 
 from qualiface.cli.apps import eval_app
+from qualiface.cli.outputs import OverwriteOption, refuse_previous_run
 from qualiface.eval.fusion import FLIP_FUSION_MODES
 from qualiface.eval.ijb import POOLING_PRESETS
 
@@ -89,9 +90,11 @@ def ijb(
     save_scores: Annotated[bool, typer.Option(help="Write scores.npz (t1, t2, label, score).")] = False,
     plot: Annotated[bool, typer.Option(help="Write roc.png.")] = True,
     progress: Annotated[bool, typer.Option(help="Progress bars (only on a terminal).")] = True,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """IJB-B/C template evaluation: media mean, template sum, L2 norm; TAR@FAR 1e-6..1e-1 (insightface nearest
     rule and the conservative one), AUC, EER; with --one-to-n the open-set 1:N (TPIR at FPIR, rank-k)."""
+    refuse_previous_run(out, "ijb_11.json", overwrite)
     from qualiface.data.ijb import load_ijb_1n_lists, load_ijb_meta
     from qualiface.eval.ijb import (
         ijb_identification,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from qualiface.cli.apps import eval_app
+from qualiface.cli.outputs import OverwriteOption, refuse_existing_file
 
 
 def _scalars(values: Any, prefix: str = "") -> dict[str, Any]:
@@ -49,9 +50,11 @@ def report(
         "report.md"
     ),
     title: Annotated[str, typer.Option(help="Report title.")] = "qualiface evaluation report",
+    overwrite: OverwriteOption = False,
 ) -> None:
     """One report that puts the metrics and plots of several evaluation folders together."""
     from qualiface.eval.report import write_report
 
+    refuse_existing_file(out, overwrite)
     sections = [folder_section(folder) for folder in folders]
     typer.echo(f"wrote {write_report(sections, out, title=title)}")

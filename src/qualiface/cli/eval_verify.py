@@ -12,6 +12,7 @@ import numpy as np
 import typer
 
 from qualiface.cli.apps import eval_app
+from qualiface.cli.outputs import OverwriteOption, refuse_previous_run
 from qualiface.cli.photos import DetectorOption, PreprocessingOption, detector_options, open_model
 from qualiface.errors import InputError
 from qualiface.eval.fusion import FLIP_FUSION_MODES
@@ -166,19 +167,8 @@ def _from_pairs(
     warning = prepared.warning()
     if warning is not None:
         typer.echo(f"warning: {path}: {warning}", err=True)
+    prepared.require_pairs(path)
     keep = prepared.keep
-    if not keep.any():
-        reasons = sorted({reason for _, reason, _ in prepared.failures})
-        if prepared.detected:
-            advice = "check --detector (e.g. score=0.3) or make aligned crops with `qualiface align`"
-        elif "wrong_size" in reasons:
-            advice = "give photos without --aligned to detect the faces, or make crops with `qualiface align`"
-        else:
-            advice = "check --root and the files"
-        raise InputError(
-            f"{path}: no pair has a face on both sides ({len(prepared.failures)} image(s) gave none: "
-            f"{', '.join(reasons)}); {advice}"
-        )
     emb, emb_flip = embed(prepared.images)
     index_a, index_b = prepared.index_a[keep], prepared.index_b[keep]
     kwargs = {"embeddings": emb[index_a], "embeddings_b": emb[index_b], "issame": pairs.issame[keep]}
@@ -288,7 +278,7 @@ def verify(
     ] = False,
     plot: Annotated[bool, typer.Option(help="Write roc.png.")] = True,
     progress: Annotated[bool, typer.Option(help="Progress bars (only on a terminal).")] = True,
-    overwrite: Annotated[bool, typer.Option(help="Replace a previous run's verification.json in --out.")] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """1:1 verification: insightface 10-fold accuracy (squared L2, strict <, arange(0,4,0.01) grid, contiguous
     folds), VAL@FAR=1e-3, and all-pairs ROC, TAR@FAR, EER and AUC of the cosine. Rates that the number of pairs
@@ -300,8 +290,7 @@ def verify(
         raise InputError(f"--flip-fusion {flip_fusion!r} is unknown; choose one of {', '.join(FLIP_FUSION_MODES)}")
     if pairs is None and (columns is not None or aligned is not None or detector is not None or root is not None):
         raise InputError("--columns, --root, --aligned/--detect and --detector apply to --pairs only")
-    if (out / "verification.json").exists() and not overwrite:
-        raise InputError(f"--out {out} holds a previous run (verification.json); pass --overwrite or another --out")
+    refuse_previous_run(out, "verification.json", overwrite)
     meta: dict[str, Any] = {"input": str(sources[0])}
     if embeddings is not None:
         if model is not None:

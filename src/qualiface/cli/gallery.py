@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from qualiface.cli.apps import app
+from qualiface.cli.outputs import OverwriteOption, refuse_existing_file
 from qualiface.cli.photos import (
     AlignedOption,
     AllFacesOption,
@@ -133,7 +134,7 @@ def search(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the results to a .csv (one row per candidate) or .json.")
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
+    overwrite: OverwriteOption = False,
     aligned: AlignedOption = False,
     all_faces: AllFacesOption = False,
     progress: ProgressOption = True,
@@ -151,8 +152,7 @@ def search(
     if out is not None:
         if out.suffix.lower() not in (".csv", ".json"):
             raise InputError(f"--out {out}: use a .csv or .json file")
-        if out.exists() and not overwrite:
-            raise InputError(f"--out {out} exists; pass --overwrite to replace it")
+        refuse_existing_file(out, overwrite)
     stored = load_gallery(gallery)
     face_model = open_model(model, preprocessing=preprocessing)
     check_model(stored, face_model.card.stamp(), gallery)

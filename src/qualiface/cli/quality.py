@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from qualiface.cli.apps import app
+from qualiface.cli.outputs import OverwriteOption, refuse_existing_file
 from qualiface.cli.photos import (
     AlignedOption,
     AllFacesOption,
@@ -52,7 +53,7 @@ def quality(
     separator: Annotated[
         str | None, typer.Option(help="Column separator (default: ',' for csv, ';' as OFIQ for ofiq).")
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
+    overwrite: OverwriteOption = False,
     aligned: AlignedOption = False,
     all_faces: AllFacesOption = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -75,8 +76,7 @@ def quality(
         raise fail(f"--separator {sep!r}: expected one character other than a quote or a line break")
     if fmt == "ofiq" and all_faces:
         raise fail("--format ofiq writes one row per file, as OFIQ does (the largest face); drop --all-faces")
-    if out is not None and out.exists() and not overwrite:
-        raise fail(f"--out {out} exists; pass --overwrite to replace it")
+    refuse_existing_file(out, overwrite)
     face_model = open_model(model, preprocessing=preprocessing)
     info = face_model.quality_info(allow_untrained=True)
     assert info is not None

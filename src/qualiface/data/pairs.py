@@ -316,6 +316,23 @@ class PairImages:
             f"{shown}{more}"
         )
 
+    def require_pairs(self, source: str | Path) -> None:
+        """Raise :class:`InputError` (naming ``source``, why no image gave a face and what to do) when no pair has a
+        crop on both sides."""
+        if self.keep.any():
+            return
+        reasons = sorted({reason for _, reason, _ in self.failures})
+        if self.detected:
+            advice = "check --detector (e.g. score=0.3) or make aligned crops with `qualiface align`"
+        elif "wrong_size" in reasons:
+            advice = "give photos without --aligned to detect the faces, or make crops with `qualiface align`"
+        else:
+            advice = "check --root and the files"
+        raise InputError(
+            f"{source}: no pair has a face on both sides ({len(self.failures)} image(s) gave none: "
+            f"{', '.join(reasons)}); {advice}"
+        )
+
 
 def _crop_sizes(paths: Sequence[Path]) -> tuple[dict[Path, tuple[int, int]], list[tuple[Path, str, str]]]:
     """``(height, width)`` of every readable file from its header, and the unreadable ones as failures."""

@@ -23,7 +23,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -200,6 +200,19 @@ def _count(value: Any, what: str) -> int:
 MAX_KNOTS = 4096
 
 
+_Record = TypeVar("_Record")
+
+
+def _from_json_object(cls: type[_Record], data: Any, where: str) -> _Record:
+    """``cls(**data)`` for a JSON object, or a :class:`CardError` naming ``where``."""
+    if not isinstance(data, Mapping):
+        raise CardError(f"{where}: expected a JSON object")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise CardError(f"{where}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class QualityScale:
     """A model's raw quality mapped onto a fixed 0–100 scale through its calibration images.
@@ -244,12 +257,7 @@ class QualityScale:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "quality scale") -> QualityScale:
-        if not isinstance(data, Mapping):
-            raise CardError(f"{where}: expected a JSON object")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise CardError(f"{where}: {exc}") from None
+        return _from_json_object(cls, data, where)
 
 
 @dataclass(frozen=True)
@@ -312,12 +320,7 @@ class ConfidenceCurve:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "confidence") -> ConfidenceCurve:
-        if not isinstance(data, Mapping):
-            raise CardError(f"{where}: expected a JSON object")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise CardError(f"{where}: {exc}") from None
+        return _from_json_object(cls, data, where)
 
     def describe(self) -> str:
         return (
