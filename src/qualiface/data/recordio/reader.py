@@ -12,6 +12,7 @@ raises :class:`~qualiface.data.recordio.format.RecordIOError` naming the file an
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -124,6 +125,11 @@ class RecordIOReader:
             self._fh.close()
         self._fh = None
         self._pid = None
+
+    def __del__(self) -> None:
+        """A reader dropped without :meth:`close` (the trainer's, at the end of a run) does not leak its handle."""
+        with contextlib.suppress(Exception):  # interpreter shutdown: attributes may already be gone
+            self.close()
 
     def __enter__(self) -> RecordIOReader:
         return self
