@@ -262,7 +262,8 @@ def compare(
 
     Args:
         model: The model.
-        faces_a / faces_b: The faces (:func:`load_faces`).
+        faces_a: The faces of the first image (:func:`load_faces`).
+        faces_b: The faces of the second image.
         threshold: A cosine threshold replacing the model's (ignored when ``policy`` is given).
         policy: How to decide (default :meth:`DecisionPolicy.from_model` with ``threshold``).
         detector: The detector's description for the result (``None``: aligned crops).
