@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
-import qualiface
+from _helpers.quality_model import write_quality_model
 from _helpers.shared_data import GLINT, need
 from qualiface.cli.app import app
 from qualiface.decisions import DecisionPolicy
@@ -27,24 +26,8 @@ PEOPLE = ("Barack_Obama", "Daniel_Radcliffe", "Drew_Barrymore")
 
 @pytest.fixture(scope="module")
 def quality_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    backbone = qualiface.create_backbone("iresnet18", quality_branch="cr_fiqa", embedding_dim=64)
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    torch.save(
-        {
-            "format": "qualiface.model/1",
-            "backbone": "iresnet18",
-            "backbone_kwargs": {"quality_branch": "cr_fiqa", "embedding_dim": 64},
-            "embedding_dim": 64,
-            "preprocessing": backbone.preprocessing.to_dict(),
-            "state_dict": backbone.state_dict(),
-            "head": {"name": "cr_fiqa", "num_classes": 10},
-            "head_state": None,
-            "step": 1,
-        },
-        path,
-    )
-    return path
+    """An iresnet18 ``model.pt`` with CR-FIQA's quality branch (random weights; _helpers/quality_model.py)."""
+    return write_quality_model(tmp_path_factory.mktemp("model") / "model.pt")
 
 
 def _templates(gallery: Gallery, weight_of) -> np.ndarray:

@@ -55,14 +55,13 @@ from qualiface.eval.roc import (
     TarMode,
     auc,
     check_scores_labels,
-    comparisons_needed,
     decimate_roc,
     eer_from_counts,
     not_measurable_text,
-    rate_measurable,
     roc_counts,
     tar_at_far_from_counts,
 )
+from qualiface.eval.verification_notes import far_key, small_sample_notes
 
 PROTOCOL = "insightface 10-fold (arcface_torch eval/verification.py)"
 ThresholdSearch = Literal["grid", "exhaustive"]
@@ -370,7 +369,7 @@ class VerificationResult(Result):
     def summary(self) -> str:
         """One line in the arcface_torch log style plus the all-pairs figures; targets the pairs cannot measure
         read ``n/m (needs ≥ N impostor pairs, has n)``."""
-        key = _far_key(1e-3)
+        key = far_key(1e-3)
         tar = self.tar_at_far.get(key)
         if tar is None:
             tar_text = ""
@@ -405,10 +404,6 @@ class VerificationResult(Result):
             if name in metrics and metrics[name] is None:
                 metrics[name] = f"nan: {reason}"
         return metrics
-
-
-def _far_key(far: float) -> str:
-    return f"{far:g}"
 
 
 def evaluate_distances(
@@ -457,7 +452,7 @@ def evaluate_distances(
         fold_val=val.fold_val,
         fold_far=val.fold_far,
         fold_val_thresholds=val.fold_thresholds,
-        tar_at_far={_far_key(k): v for k, v in tar.items()},
+        tar_at_far={far_key(k): v for k, v in tar.items()},
         eer=eer_value,
         eer_threshold=eer_threshold,
         auc=auc(fpr, tpr),
@@ -476,78 +471,23 @@ def evaluate_distances(
     )
 
 
-def _fold_text(folds: np.ndarray) -> str:
-    """``"0-4, 7"`` for the fold indices ``[0, 1, 2, 3, 4, 7]``."""
-    parts: list[str] = []
-    values = [int(k) for k in folds]
-    start = prev = values[0]
-    for k in [*values[1:], None]:
-        if k is not None and k == prev + 1:
-            prev = k
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        if k is not None:
-            start = prev = k
-    return ", ".join(parts)
-
-
 def _small_sample_notes(
     issame: np.ndarray, n_folds: int, far_target: float, fars: Sequence[float], n_impostor: int, val: ValAtFar
 ) -> dict[str, Any]:
-    """The small-sample fields of :class:`VerificationResult`: which FAR targets the pairs measure, why a value is
-    NaN, and the warnings (folds of one class, targets below ``1/n``)."""
+    """The small-sample fields of :class:`VerificationResult`: the notes
+    (:func:`~qualiface.eval.verification_notes.small_sample_notes`) of this protocol's fold counts."""
     labels = np.asarray(issame).astype(bool).astype(np.int64)
     folds = contiguous_folds(labels.shape[0], n_folds)
     n_pos, n_neg = _class_counts(labels, folds, n_folds)
-    measurable = {_far_key(f): rate_measurable(f, n_impostor) for f in fars}
-    needed = {_far_key(f): comparisons_needed(f) for f in fars}
-    train_neg = _train(n_neg, n_folds)
-    val_measurable = rate_measurable(far_target, int(train_neg.min()))
-    warnings: list[str] = []
-    reasons = {"all_pairs_thresholds": "the first ROC point (FAR 0, TAR 0) has threshold +inf (nothing accepted): null"}
-    only_genuine, only_impostor = np.flatnonzero(n_neg == 0), np.flatnonzero(n_pos == 0)
-    if only_genuine.size or only_impostor.size:
-        parts = []
-        if only_genuine.size:
-            parts.append(f"fold(s) {_fold_text(only_genuine)} hold only genuine pairs")
-        if only_impostor.size:
-            parts.append(f"fold(s) {_fold_text(only_impostor)} hold only impostor pairs")
-        warnings.append(
-            f"{' and '.join(parts)}: the contiguous {n_folds}-fold protocol expects every fold (a block of "
-            "consecutive rows) to mix both classes, as the insightface lists do; VAL is NaN where a test fold has "
-            "no genuine pair, FAR where it has no impostor pair (0/0); interleave the list or give fewer --folds"
-        )
-    if np.isnan(val.fold_val).any():
-        bad = np.flatnonzero(np.isnan(val.fold_val))
-        reasons["fold_val"] = f"fold(s) {_fold_text(bad)}: no genuine pair in the test fold, or no impostor to train on"
-        reasons["val"] = f"the mean over the folds includes NaN folds ({_fold_text(bad)})"
-        reasons["val_std"] = reasons["val"]
-    if np.isnan(val.fold_far).any():
-        bad = np.flatnonzero(np.isnan(val.fold_far))
-        reasons["fold_far"] = f"fold(s) {_fold_text(bad)}: no impostor pair in the test fold, or none to train on"
-        reasons["far"] = f"the mean over the folds includes NaN folds ({_fold_text(bad)})"
-    if np.isnan(val.fold_thresholds).any():
-        bad = np.flatnonzero(np.isnan(val.fold_thresholds))
-        reasons["fold_val_thresholds"] = f"fold(s) {_fold_text(bad)}: no impostor pair in the training folds"
-    unmeasured = [key for key, ok in measurable.items() if not ok]
-    if unmeasured:
-        warnings.append(
-            f"TAR at FAR {', '.join(unmeasured)} cannot be measured on {n_impostor:,} impostor pairs (the smallest "
-            f"measurable FAR is 1/{n_impostor:,} = {1 / n_impostor:.2g}); kept in tar_at_far but marked "
-            "not measurable"
-        )
-    if not val_measurable:
-        warnings.append(
-            f"VAL@FAR={far_target:g} cannot be measured: the smallest training folds hold {int(train_neg.min()):,} "
-            f"impostor pairs, fewer than the {comparisons_needed(far_target):,} the target needs"
-        )
-    return {
-        "tar_at_far_measurable": measurable,
-        "impostors_needed": needed,
-        "val_measurable": val_measurable,
-        "nan_reasons": reasons,
-        "warnings": warnings,
-    }
+    return small_sample_notes(
+        n_pos=n_pos,
+        n_neg=n_neg,
+        train_impostors=int(_train(n_neg, n_folds).min()),
+        val=val,
+        far_target=far_target,
+        fars=fars,
+        n_impostor=n_impostor,
+    )
 
 
 def split_pairs(embeddings: np.ndarray, name: str = "embeddings") -> tuple[np.ndarray, np.ndarray]:
