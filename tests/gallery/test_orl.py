@@ -229,3 +229,25 @@ def test_cli_search_without_any_probe_face_writes_nothing(tmp_path: Path) -> Non
     assert f"skipped {blank}: no_face" in result.stderr
     assert "error: no probe face found in 1 file(s); nothing written" in result.stderr
     assert not out.exists()
+
+
+def test_cli_search_without_model_uses_the_enrolled_model_file(orl, tmp_path: Path) -> None:
+    """`qualiface search PROBES --gallery G`: the model the gallery was enrolled with, checked by its SHA-256."""
+    model = tmp_path / "sface.onnx"
+    model.write_bytes(SFACE.read_bytes())
+    gallery = tmp_path / "g.npz"
+    folder = _folder(tmp_path, range(1, 4), range(1, 4))
+    enrolled = runner.invoke(app, ["enroll", str(folder), "--gallery", str(gallery), "-m", str(model), "--no-progress"])
+    assert enrolled.exit_code == 0, enrolled.output
+    assert load_gallery(gallery).model_file == str(model.resolve())
+    probe = str(_photo(2, 9))
+    given = runner.invoke(app, ["search", probe, "--gallery", str(gallery), "-m", str(model), "--json"])
+    implied = runner.invoke(app, ["search", probe, "--gallery", str(gallery), "--json"])
+    assert implied.exit_code == 0, implied.output
+    assert json.loads(implied.stdout)["results"] == json.loads(given.stdout)["results"]
+    model.unlink()
+    gone = runner.invoke(app, ["search", probe, "--gallery", str(gallery)])
+    assert gone.exit_code == 2
+    assert gone.stderr.strip().splitlines()[-1] == (
+        f"error: {gallery}: give --model: the gallery does not name an existing model file ({model.resolve()} is gone)"
+    )

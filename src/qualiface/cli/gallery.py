@@ -107,6 +107,8 @@ def enroll(
     if not result.added and existing is not None and not result.notes:
         typer.echo(f"nothing new to enroll; {gallery} unchanged ({existing.summary()})")
         return
+    if Path(model).exists():  # `search` may then omit --model (it checks the file's SHA-256 against the stamp)
+        result.gallery.model_file = str(Path(model).resolve())
     save_gallery(result.gallery, gallery)
     typer.echo(
         f"enrolled {len(result.added)} image(s) ({len(result.new_identities)} new identities) into {gallery}: "
@@ -118,7 +120,14 @@ def enroll(
 def search(
     probes: Annotated[list[Path], typer.Argument(help="Probe image files or folders (searched recursively).")],
     gallery: GalleryOption,
-    model: ModelOption,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model file, run directory or ONNX recognizer; default: the model the gallery was enrolled with.",
+        ),
+    ] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Identities listed per probe face (1-1000).")] = 5,
     threshold: Annotated[
         float | None, typer.Option(help="Cosine threshold (default: the model's own or its calibration).")
@@ -154,6 +163,11 @@ def search(
             raise InputError(f"--out {out}: use a .csv or .json file")
         refuse_existing_file(out, overwrite)
     stored = load_gallery(gallery)
+    if model is None:
+        if stored.model_file is None or not Path(stored.model_file).exists():
+            where = f" ({stored.model_file} is gone)" if stored.model_file else ""
+            raise InputError(f"{gallery}: give --model: the gallery does not name an existing model file{where}")
+        model = stored.model_file
     face_model = open_model(model, preprocessing=preprocessing)
     check_model(stored, face_model.card.stamp(), gallery)
     if not stored.n_identities:

@@ -8,7 +8,9 @@ Members (every one a plain ``.npy`` array, ``np.savez`` layout, stored without c
   softmax weighting: ``"model"``, the model's calibrated 0-100 scale, or ``"gallery"``, the range of the
   gallery's images), ``identities``
   (names, template order), ``files`` (each image's file as given), ``detector`` (the settings faces were found
-  with), ``created`` / ``updated`` (UTC, ISO 8601).
+  with), ``created`` / ``updated`` (UTC, ISO 8601), ``model_file`` (the model's file or run directory as
+  enrolled, absolute; ``qualiface search`` uses it when no ``--model`` is given, after checking its SHA-256;
+  optional, ``null`` when unknown).
 - ``embeddings``: ``(N, D)`` ``float32`` unit embeddings, one row per enrolled image.
 - ``quality``: ``(N,)`` ``float32``, the model's raw quality per image (``NaN`` for a model without one).
 - ``identity``: ``(N,)`` ``int64``, each image's row in ``identities``.
@@ -77,6 +79,7 @@ class Gallery:
     detector: dict[str, Any] | None = None
     created: str = ""
     updated: str = ""
+    model_file: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -124,6 +127,7 @@ class Gallery:
             "detector": self.detector,
             "created": self.created,
             "updated": self.updated,
+            "model_file": self.model_file,
             "counts": {"images": self.n_images, "identities": self.n_identities},
             "identities": self.identities,
             "files": self.files,
@@ -241,6 +245,7 @@ def load_gallery(path: str | os.PathLike[str]) -> Gallery:
         detector=header["detector"],
         created=header["created"],
         updated=header["updated"],
+        model_file=header.get("model_file"),
     )
     _check_consistent(gallery, where)
     return gallery
@@ -327,6 +332,8 @@ def _parse_header(data: bytes, where: str) -> dict[str, Any]:
     for key in ("quality_method", "quality_scale", "created", "updated"):
         if header[key] is not None and not isinstance(header[key], str):
             raise GalleryError(f"{where}: header {key!r} must be a string")
+    if header.get("model_file") is not None and not isinstance(header["model_file"], str):
+        raise GalleryError(f"{where}: header 'model_file' must be a string or null")
     if header["detector"] is not None and not isinstance(header["detector"], dict):
         raise GalleryError(f"{where}: header 'detector' must be an object or null")
     return header
