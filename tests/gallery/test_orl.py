@@ -245,6 +245,12 @@ def test_cli_search_without_model_uses_the_enrolled_model_file(orl, tmp_path: Pa
     implied = runner.invoke(app, ["search", probe, "--gallery", str(gallery), "--json"])
     assert implied.exit_code == 0, implied.output
     assert json.loads(implied.stdout)["results"] == json.loads(given.stdout)["results"]
+    more = runner.invoke(app, ["enroll", str(_photo(4, 1)), "--gallery", str(gallery), "--no-progress"])
+    assert more.exit_code == 0, more.output  # appending also takes the gallery's model
+    assert load_gallery(gallery).n_images == 10
+    fresh = runner.invoke(app, ["enroll", str(folder), "--gallery", str(tmp_path / "new.npz")])
+    assert fresh.exit_code == 2
+    assert f"give --model: {tmp_path / 'new.npz'} is a new gallery" in fresh.stderr
     model.unlink()
     gone = runner.invoke(app, ["search", probe, "--gallery", str(gallery)])
     assert gone.exit_code == 2

@@ -24,15 +24,38 @@ from qualiface.cli.photos import (
 )
 from qualiface.errors import InputError, RunError
 
-ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model file, run directory or ONNX recognizer.")]
 GalleryOption = Annotated[Path, typer.Option("--gallery", "-g", help="The gallery file (.npz).")]
 ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar.")]
+
+
+#: ``--model`` of enroll and search: default the model the gallery was enrolled with.
+GalleryModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model file, run directory or ONNX recognizer; default: the model an existing gallery was enrolled with.",
+    ),
+]
+
+
+def _model_of(stored: Any, model: str | None, gallery: Path) -> str:
+    """``model``, else the existing model file the gallery names (its SHA-256 is checked against the gallery by the
+    caller), else a one-line refusal."""
+    if model is not None:
+        return model
+    if stored is None:
+        raise InputError(f"give --model: {gallery} is a new gallery")
+    if stored.model_file is None or not Path(stored.model_file).exists():
+        where = f" ({stored.model_file} is gone)" if stored.model_file else ""
+        raise InputError(f"{gallery}: give --model: the gallery does not name an existing model file{where}")
+    return str(stored.model_file)
 
 
 @app.command("enroll")
 def enroll(
     gallery: GalleryOption,
-    model: ModelOption,
+    model: GalleryModelOption = None,
     photos: Annotated[
         list[Path] | None,
         typer.Argument(help="Image files or folders (searched recursively); default: the files of --identities."),
@@ -74,6 +97,7 @@ def enroll(
     labels = _read_identities(identities) if identities is not None else None
     paths = expand_photos(photos) if photos else list(labels or {})
     existing = load_gallery(gallery) if gallery.exists() else None
+    model = _model_of(existing, model, gallery)
     face_model = open_model(model, preprocessing=preprocessing)
     if existing is not None:
         check_model(existing, face_model.card.stamp(), gallery)  # before any photo is read
@@ -120,14 +144,7 @@ def enroll(
 def search(
     probes: Annotated[list[Path], typer.Argument(help="Probe image files or folders (searched recursively).")],
     gallery: GalleryOption,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Model file, run directory or ONNX recognizer; default: the model the gallery was enrolled with.",
-        ),
-    ] = None,
+    model: GalleryModelOption = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Identities listed per probe face (1-1000).")] = 5,
     threshold: Annotated[
         float | None, typer.Option(help="Cosine threshold (default: the model's own or its calibration).")
@@ -163,12 +180,7 @@ def search(
             raise InputError(f"--out {out}: use a .csv or .json file")
         refuse_existing_file(out, overwrite)
     stored = load_gallery(gallery)
-    if model is None:
-        if stored.model_file is None or not Path(stored.model_file).exists():
-            where = f" ({stored.model_file} is gone)" if stored.model_file else ""
-            raise InputError(f"{gallery}: give --model: the gallery does not name an existing model file{where}")
-        model = stored.model_file
-    face_model = open_model(model, preprocessing=preprocessing)
+    face_model = open_model(_model_of(stored, model, gallery), preprocessing=preprocessing)
     check_model(stored, face_model.card.stamp(), gallery)
     if not stored.n_identities:
         raise InputError(f"{gallery}: the gallery holds no identity")
