@@ -1,4 +1,4 @@
-"""Shared fixtures: two threads, deterministic seeds; long fuzz runs only when selected."""
+"""Shared fixtures: two threads, deterministic seeds; long fuzz runs and slow real-data checks only when selected."""
 
 import re
 
@@ -13,12 +13,22 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+#: Markers whose tests run only when ``-m`` selects them (the default run stays within about 10 minutes on 2 cores).
+OPT_IN = {
+    "fuzz": "long fuzz run: select it with -m fuzz",
+    "slow": "a check of over ~30 s (real data, the largest exports): select it with -m slow",
+}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``fuzz`` (thousands of Hypothesis examples) run only when ``-m`` selects them, e.g.
-    ``python -m pytest -m fuzz``; the default run skips them with that reason (their short variants run)."""
-    if re.search(r"(?<!not )\bfuzz\b", config.getoption("markexpr") or ""):
-        return
-    skip = pytest.mark.skip(reason="long fuzz run: select it with -m fuzz")
-    for item in items:
-        if item.get_closest_marker("fuzz") is not None:
-            item.add_marker(skip)
+    """Tests marked ``fuzz`` (thousands of Hypothesis examples) or ``slow`` (real-data checks of half a minute or
+    more) run only when ``-m`` selects them, e.g. ``python -m pytest -m "slow or fuzz"``; the default run skips them
+    with that reason (the fuzz tests' short variants and the fast real-data checks run)."""
+    selected = config.getoption("markexpr") or ""
+    for marker, reason in OPT_IN.items():
+        if re.search(rf"(?<!not )\b{marker}\b", selected):
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if item.get_closest_marker(marker) is not None:
+                item.add_marker(skip)
