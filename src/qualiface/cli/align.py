@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from qualiface.cli.apps import app
-from qualiface.cli.photos import DetectorOption, detector_options
+from qualiface.cli.photos import DetectorOption, ProgressOption, detector_options
 
 #: The one spelling of the worker processes of the photo-to-dataset commands.
 WorkersOption = Annotated[
@@ -25,7 +25,6 @@ FormatOption = Annotated[
     ),
 ]
 SizeOption = Annotated[int, typer.Option("--size", help="Crop side in pixels (ArcFace template: 112, 224, 128...).")]
-ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar.")]
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from qualiface.cli.apps import app
 from qualiface.cli.photos import (
     DetectorOption,
     PreprocessingOption,
+    ProgressOption,
     detector_options,
     fail,
     open_model,
@@ -57,7 +58,7 @@ def calibrate(
         ),
     ] = None,
     save: Annotated[bool, typer.Option(help="Store the threshold next to the model.")] = True,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOption = True,
     preprocessing: PreprocessingOption = None,
     detector: DetectorOption = None,
 ) -> None:

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from qualiface.cli.align import FormatOption, ProgressOption, SizeOption, WorkersOption, progress_bar
+from qualiface.cli.align import FormatOption, SizeOption, WorkersOption, progress_bar
 from qualiface.cli.apps import data_app
-from qualiface.cli.photos import DetectorOption, detector_options
+from qualiface.cli.photos import DetectorOption, ProgressOption, detector_options
 
 
 @data_app.command("pack")

@@ -16,7 +16,7 @@ import typer
 
 from qualiface.cli.apps import app
 from qualiface.cli.outputs import OverwriteOption, refuse_existing_file
-from qualiface.cli.photos import DetectorOption, detector_options, fail, report_failures
+from qualiface.cli.photos import DetectorOption, ProgressOption, detector_options, fail, report_failures
 
 
 @app.command("detect")
@@ -35,7 +35,7 @@ def detect(
         ),
     ] = True,
     detector: DetectorOption = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOption = True,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Find the faces in PHOTOS: box, five landmarks, score and how each was found, one row per face."""

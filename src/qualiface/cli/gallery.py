@@ -17,6 +17,7 @@ from qualiface.cli.photos import (
     AllFacesOption,
     DetectorOption,
     PreprocessingOption,
+    ProgressOption,
     detector_options,
     faces_of,
     open_model,
@@ -25,7 +26,6 @@ from qualiface.cli.photos import (
 from qualiface.errors import InputError, RunError
 
 GalleryOption = Annotated[Path, typer.Option("--gallery", "-g", help="The gallery file (.npz).")]
-ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar.")]
 
 
 #: ``--model`` of enroll and search: default the model the gallery was enrolled with.

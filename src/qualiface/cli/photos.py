@@ -36,6 +36,12 @@ DetectorOption = Annotated[
 ]
 
 
+#: The model of a photo command: the one spelling (``load_model`` reads it).
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model file, run directory or ONNX recognizer.")]
+
+#: The progress bar of a command that takes a while (shown only on a terminal).
+ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar.")]
+
 #: Photos or aligned crops: the one spelling on every command that finds faces.
 AlignedOption = Annotated[
     bool,

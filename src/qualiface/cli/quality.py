@@ -18,6 +18,7 @@ from qualiface.cli.photos import (
     AllFacesOption,
     DetectorOption,
     PreprocessingOption,
+    ProgressOption,
     faces_of,
     fail,
     open_model,
@@ -56,7 +57,7 @@ def quality(
     overwrite: OverwriteOption = False,
     aligned: AlignedOption = False,
     all_faces: AllFacesOption = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOption = True,
     preprocessing: PreprocessingOption = None,
     detector: DetectorOption = None,
 ) -> None:

@@ -9,12 +9,12 @@ from typing import Annotated
 import typer
 
 from qualiface.cli.apps import app
-from qualiface.cli.photos import DetectorOption, PreprocessingOption, detector_options, fail, open_model
+from qualiface.cli.photos import DetectorOption, ModelOption, PreprocessingOption, detector_options, fail, open_model
 
 
 @app.command("serve")
 def serve(
-    model: Annotated[str, typer.Option("--model", "-m", help="Model file, run directory or ONNX recognizer.")],
+    model: ModelOption,
     host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1 = this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port (0 = any free port).")] = 8000,
     max_mb: Annotated[float, typer.Option(help="Largest request body in MiB (larger: 413).")] = 10.0,

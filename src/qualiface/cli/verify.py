@@ -13,6 +13,7 @@ from qualiface.cli.apps import app
 from qualiface.cli.photos import (
     AlignedOption,
     DetectorOption,
+    ModelOption,
     PreprocessingOption,
     detector_options,
     faces_of,
@@ -25,7 +26,7 @@ from qualiface.cli.photos import (
 def verify(
     image_a: Annotated[Path, typer.Argument(help="First photo.")],
     image_b: Annotated[Path, typer.Argument(help="Second photo.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Model file, run directory or ONNX recognizer.")],
+    model: ModelOption,
     threshold: Annotated[
         float | None, typer.Option(help="Cosine threshold (default: the model's own or its calibration).")
     ] = None,
