@@ -48,6 +48,9 @@ def train_command(
     result = train(cfg, resume=resume, overwrite=overwrite)  # errors: one line, exit 2 or 1 (cli.apps)
     if rank == 0:
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.eval_metrics.items())
-        typer.echo(f"trained {result.step} steps; run directory {result.run_dir}" + (f"; {metrics}" if metrics else ""))
+        typer.echo(
+            f"trained {result.step} steps in {result.precision}; run directory {result.run_dir}"
+            + (f"; {metrics}" if metrics else "")
+        )
         if result.model_path is not None:
             typer.echo(f"model: {result.model_path}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16", "fp16-cuda"]
 
 
 @dataclass
@@ -153,8 +153,10 @@ class TrainConfig:
         out_dir: the run directory (config, logs, checkpoints, exported model).
         epochs: training length in epochs; ``steps`` wins when both are set.
         steps: training length in optimizer steps.
-        precision: ``auto`` (bf16 autocast where the CPU or GPU runs bf16 fast, else fp32), ``fp32``, ``bf16``
-            or ``fp16`` (CUDA, with a GradScaler). The heads always compute in float32.
+        precision: ``auto`` (bf16 autocast where the CPU has bf16 matrix units (AMX-BF16 or AVX512-BF16) or the
+            GPU runs bf16, else fp32), ``fp32``, ``bf16``, ``fp16`` (CUDA only, with a GradScaler) or
+            ``fp16-cuda`` (fp16 with a GradScaler on CUDA, as the official runs, and ``auto`` elsewhere). The
+            heads always compute in float32; ``qualiface train`` prints what the setting resolved to.
         channels_last: NHWC activations; ``None`` = on for CPU training (oneDNN: 13-25% faster in fp32 on
             iresnet50 / mobilefacenet, BENCHMARKS.md) and under autocast on GPUs.
         compile: ``torch.compile`` the backbone.

@@ -49,7 +49,7 @@ from qualiface.train.evaluation import VerificationSet, build_verification_set, 
 from qualiface.train.init_from import gather_centres, read_init_source
 from qualiface.train.metrics_log import MetricsLog
 from qualiface.train.optim import build_optimizer, build_scheduler, clip_gradients, total_steps
-from qualiface.train.precision import grad_scaler, resolve_precision
+from qualiface.train.precision import grad_scaler, resolve
 from qualiface.train.resume import read_resumes, resume_run
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class TrainResult:
     model_path: Path | None = None
     checkpoint: Path | None = None
     skipped: dict[str, Any] = field(default_factory=dict)
+    precision: str = ""
 
 
 class _AuxForward(nn.Module):
@@ -141,7 +142,8 @@ class Trainer:
             self._init_from(Path(cfg.model.init_from))
         self.backbone.to(self.device)
         self.head.to(self.device)
-        self.autocast_dtype = resolve_precision(cfg.train.precision, self.device)
+        self.precision = resolve(cfg.train.precision, self.device)
+        self.autocast_dtype = self.precision.dtype
         self.channels_last = (
             cfg.train.channels_last
             if cfg.train.channels_last is not None
@@ -149,6 +151,8 @@ class Trainer:
         )
         if self.channels_last:
             self.backbone.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in the stubs
+        if info.is_main:
+            logger.info("precision: %s (%s)", self.precision_label, self.precision.reason)
         if cfg.model.freeze_backbone:
             for name, param in self.backbone.named_parameters():
                 param.requires_grad_(name.split(".")[0] in branch_modules())
@@ -303,8 +307,15 @@ class Trainer:
             "global_batch": self.cfg.data.batch_size * self.info.world_size,
             "autocast": str(self.autocast_dtype) if self.autocast_dtype is not None else "float32",
             "channels_last": self.channels_last,
+            "precision": self.precision_label,
+            "precision_reason": self.precision.reason,
             "resumes": self.resumes,
         }
+
+    @property
+    def precision_label(self) -> str:
+        """What the backbone runs in, e.g. ``"bf16 + channels_last"``, ``"fp32"``."""
+        return self.precision.name + (" + channels_last" if self.channels_last else "")
 
     # ------------------------------------------------------------------------------------------------ checkpoints
 
@@ -498,7 +509,8 @@ class Trainer:
     def run(self, callbacks: Sequence[Callback] = ()) -> TrainResult:
         """Train to ``total_steps``; after each step, and at the end, the bookkeeping of :mod:`.callbacks` runs in
         its order (logs, evaluation, checkpoints, ``callbacks``, the final checkpoint, evaluation and export)."""
-        state = LoopState(self, TrainResult(self.run_dir, self.step, self.total_steps))
+        result = TrainResult(self.run_dir, self.step, self.total_steps, precision=self.precision_label)
+        state = LoopState(self, result)
         hooks = loop_callbacks(self, callbacks)
         self._set_train_mode()
         try:
