@@ -24,7 +24,7 @@ def _data(seed=0, n_subjects=20, dim=8, n_probe=40):
 def test_help():
     result = runner.invoke(app, ["eval", "identify", "--help"])
     assert result.exit_code == 0
-    for option in ("--gallery", "--probe", "--distractors", "--fpir", "--rank"):
+    for option in ("--gallery", "--probe", "--distractors", "--fpir", "--rank", "--keep-norm"):
         assert option in result.output
 
 
@@ -104,3 +104,39 @@ def test_missing_labels_and_bad_names_exit_with_clear_messages(tmp_path):
     result = runner.invoke(app, [*args, "--gallery-labels", str(tmp_path / "g.txt"), "-o", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "feature rows but labels" in result.output
+
+
+def test_unit_features_by_default_and_raw_with_keep_norm(tmp_path):
+    """Default: rows L2-normalised, then inner products (TinyFace protocol); --keep-norm: raw inner products. The
+    rank-1 of each is checked against a float64 loop over the score matrix written here."""
+    gallery, g_labels, probe, p_labels = _data(seed=5, n_subjects=30, n_probe=80)
+    rng = np.random.default_rng(6)
+    gallery = gallery * rng.uniform(0.1, 10.0, size=(len(gallery), 1))  # norms over two decades
+    probe = probe * rng.uniform(0.1, 10.0, size=(len(probe), 1))
+    np.savez(tmp_path / "g.npz", features=gallery, labels=g_labels)
+    np.savez(tmp_path / "p.npz", features=probe, labels=p_labels)
+
+    def rank1(p, g):
+        hits = mated = 0
+        for row in range(len(p)):
+            if p_labels[row] not in g_labels:
+                continue
+            mated += 1
+            scores = [float(np.dot(p[row], g[j])) for j in range(len(g))]
+            hits += g_labels[int(np.argmax(scores))] == p_labels[row]
+        return hits / mated
+
+    def unit(x):
+        return x / np.sqrt((x * x).sum(axis=1, keepdims=True))
+
+    args = ["eval", "identify", "--gallery", str(tmp_path / "g.npz"), "--probe", str(tmp_path / "p.npz")]
+    ranks = {}
+    for name, extra in (("unit", []), ("raw", ["--keep-norm"])):
+        result = runner.invoke(app, [*args, "-o", str(tmp_path / name), "--rank", "1", *extra])
+        assert result.exit_code == 0, result.output
+        data = json.loads((tmp_path / name / "identification.json").read_text())
+        assert data["normalized"] is (name == "unit")
+        ranks[name] = data["rank"]["1"]
+    assert ranks["unit"] == rank1(unit(probe), unit(gallery))
+    assert ranks["raw"] == rank1(probe, gallery)
+    assert ranks["unit"] != ranks["raw"]

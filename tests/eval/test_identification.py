@@ -60,7 +60,7 @@ def make_data(seed, n_ids=15, per_id=(1, 3), n_distractors=40, n_probe=50, unmat
 @pytest.mark.parametrize("seed", range(3))
 def test_closed_set_rank_k_matches_dir_far_loops(seed):
     probe, p_labels, gallery, g_labels = make_data(seed, per_id=(1, 4), unmated=3)
-    result = identification(probe, p_labels, gallery, g_labels, ranks=(1, 5, 20), block=7)
+    result = identification(probe, p_labels, gallery, g_labels, ranks=(1, 5, 20), normalize=False, block=7)
     score = probe @ gallery.T
     ref, _ = dir_far_reference(score, p_labels[:, None] == g_labels[None, :], [1, 5, 20], [1.0])
     assert [result.rank[k] for k in (1, 5, 20)] == pytest.approx(ref[0].tolist(), abs=1e-15)
@@ -74,7 +74,7 @@ def test_closed_set_rank_k_matches_dir_far_loops(seed):
 def test_open_set_dir_at_fpir_matches_dir_far_loops(seed):
     probe, p_labels, gallery, g_labels = make_data(seed, per_id=(1, 1), unmated=10, n_probe=120)
     fpirs = [0.0, 0.01, 0.1, 0.3, 0.5]
-    result = identification(probe, p_labels, gallery, g_labels, ranks=(1, 5), fpirs=fpirs)
+    result = identification(probe, p_labels, gallery, g_labels, ranks=(1, 5), fpirs=fpirs, normalize=False)
     score = probe @ gallery.T
     ref, thresholds = dir_far_reference(score, p_labels[:, None] == g_labels[None, :], [1, 5], fpirs)
     nonmated_max = score[~np.isin(p_labels, g_labels)].max(axis=1)
@@ -166,6 +166,44 @@ def test_tinyface_label_and_lists():
         tinyface_lists(image_paths, ["P/99_1.jpg"], [], [])
     with pytest.raises(ValueError, match="occurs twice"):
         tinyface_lists([*image_paths, "other/12_3.png"], [], [], [])
+
+
+def unit_rows(x):
+    """Rows divided by their Euclidean norm, float64 (the reference's ``l2_norm``)."""
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.sqrt((x * x).sum(axis=1, keepdims=True))
+
+
+def scaled_data(seed):
+    """make_data with per-row norms spread over two decades, so raw and unit scores rank differently."""
+    probe, p_labels, gallery, g_labels = make_data(seed, per_id=(1, 1), unmated=6, n_probe=80)
+    rng = np.random.default_rng(100 + seed)
+    gallery = gallery * rng.uniform(0.1, 10.0, size=(len(gallery), 1))
+    probe = probe * rng.uniform(0.1, 10.0, size=(len(probe), 1))
+    return probe, p_labels, gallery, g_labels
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_default_scores_unit_features_as_the_tinyface_protocol(seed):
+    """Default = AdaFace validate_tinyface.py: unit (fused) features, inner product; raw only on request."""
+    probe, p_labels, gallery, g_labels = scaled_data(seed)
+    label_mat = p_labels[:, None] == g_labels[None, :]
+    fpirs = [0.1, 0.3]
+    unit_ref, unit_thr = dir_far_reference(unit_rows(probe) @ unit_rows(gallery).T, label_mat, [1, 5], fpirs)
+    closed_ref = dir_far_reference(unit_rows(probe) @ unit_rows(gallery).T, label_mat, [1, 5], [1.0])[0]
+    raw_ref = dir_far_reference(probe @ gallery.T, label_mat, [1, 5], [1.0])[0]
+    assert closed_ref[0, 0] != raw_ref[0, 0]  # the data separate the two: the old raw default fails below
+    result = identification(probe, p_labels, gallery, g_labels, ranks=(1, 5), fpirs=fpirs)
+    assert result.normalized is True
+    assert [result.rank[k] for k in (1, 5)] == pytest.approx(closed_ref[0].tolist(), abs=1e-15)
+    for i, fpir in enumerate(fpirs):
+        assert [result.dir_at_fpir[fpir][k] for k in (1, 5)] == pytest.approx(unit_ref[i].tolist(), abs=1e-15)
+        assert result.thresholds[fpir] == pytest.approx(unit_thr[i], abs=1e-12)
+    raw = identification(probe, p_labels, gallery, g_labels, ranks=(1, 5), normalize=False)
+    assert raw.normalized is False
+    assert [raw.rank[k] for k in (1, 5)] == pytest.approx(raw_ref[0].tolist(), abs=1e-15)
+    assert result.to_dict()["normalized"] is True
+    assert raw.to_dict()["normalized"] is False
 
 
 def test_tinyface_identification_uses_the_listed_rows():

@@ -102,10 +102,18 @@ def identify(
     fpir: Annotated[
         list[float] | None, typer.Option(help="Open-set FPIR target (repeatable), e.g. 0.01; needs unmated probes.")
     ] = None,
-    normalize: Annotated[bool, typer.Option(help="L2-normalise the features before the inner product.")] = False,
+    normalize: Annotated[
+        bool,
+        typer.Option(
+            "--normalize/--keep-norm",
+            help="L2-normalise each feature before the inner product (default, as the TinyFace protocol), or score "
+            "the raw features with their norm.",
+        ),
+    ] = True,
     overwrite: OverwriteOption = False,
 ) -> None:
-    """1:N identification (TinyFace protocol): rank-k over probes with a mate, and DIR at FPIR with --fpir."""
+    """1:N identification (TinyFace protocol): rank-k over probes with a mate, and DIR at FPIR with --fpir, on unit
+    features (--keep-norm scores the raw ones)."""
     refuse_previous_run(out, "identification.json", overwrite)
     from qualiface.eval.identification import DISTRACTOR_LABEL, identification
     from qualiface.eval.inputs import load_array, load_table
@@ -134,7 +142,8 @@ def identify(
         write_report([Section.from_result("1:N identification", result)], out / "report.md", title="qualiface")
     )
     ranks = ", ".join(f"rank-{k} {100 * v:.2f}" for k, v in result.rank.items())
-    typer.echo(f"{result.n_mated} mated / {result.n_probes} probes, gallery {result.n_gallery}: {ranks}")
+    scored = "unit features" if normalize else "raw features (--keep-norm)"
+    typer.echo(f"{result.n_mated} mated / {result.n_probes} probes, gallery {result.n_gallery}, {scored}: {ranks}")
     for target, dirs in result.dir_at_fpir.items():
         values = ", ".join(f"rank-{k} {100 * v:.2f}" for k, v in dirs.items())
         typer.echo(f"DIR at FPIR {target:g} (reached {result.fpir_actual[target]:.4g}): {values}")

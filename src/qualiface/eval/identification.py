@@ -3,8 +3,12 @@
 Protocol (docs/protocols.md, 'TinyFace identification'; ``mk-minchul/AdaFace: validation_lq/tinyface_helper.py``,
 whose ``DIR_FAR`` comes from ``seasonSH/Probabilistic-Face-Embeddings``):
 
-- scores are inner products of probe and gallery features (TinyFace features are unit vectors; pass
-  ``normalize=True`` to L2-normalise first);
+- scores are inner products of **unit** probe and gallery features: each feature row is L2-normalised first
+  (``normalize=True``, the default). AdaFace's ``validate_tinyface.py`` scores unit vectors: its model returns a
+  unit embedding and its norm, and with flip test (``pre_norm_vector_add``) it L2-normalises the *sum* of the two
+  raw embeddings, so normalisation comes after flip fusion, once per image. A feature row here is one image's
+  (already fused) embedding, so normalising rows is that step. ``normalize=False`` scores the raw features (their
+  norm then weighs in, which is not the protocol);
 - a probe is *mated* when at least one gallery entry has its label; gallery distractors carry label ``-100`` and
   never mate (a probe may not use that label);
 - **closed set** (CMC): only mated probes count; rank-k = fraction of them with a mate among the k highest
@@ -127,7 +131,8 @@ class IdentificationResult(Result):
     """1:N identification: closed-set rank-k (CMC) and, when requested, open-set DIR at FPIR (fractions).
 
     ``cmc[k-1]`` is rank-k for k = 1 ... ``len(cmc)``; ``rank`` holds the requested ranks. ``dir_at_fpir[fpir][k]``
-    is DIR at rank k, with ``fpir_actual`` and ``thresholds`` per FPIR. ``fpir_measurable[fpir]`` is ``False``
+    is DIR at rank k, with ``fpir_actual`` and ``thresholds`` per FPIR. ``normalized`` says whether the features
+    were L2-normalised before scoring (the protocol) or scored raw. ``fpir_measurable[fpir]`` is ``False``
     for an FPIR below ``1/n_nonmated`` (docs/protocols.md, 'Small samples'; the value is kept, a warning says so)
     and ``nonmated_needed[fpir]`` is ``ceil(1/fpir)``.
     """
@@ -145,6 +150,7 @@ class IdentificationResult(Result):
     fpir_measurable: dict[float, bool] = field(default_factory=dict)
     nonmated_needed: dict[float, int | None] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    normalized: bool = True
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per rank of the CMC curve."""
@@ -177,7 +183,7 @@ def identification(
     *,
     ranks: Sequence[int] = (1, 5, 20),
     fpirs: Sequence[float] = (),
-    normalize: bool = False,
+    normalize: bool = True,
     max_rank: int | None = None,
     block: int = 512,
 ) -> IdentificationResult:
@@ -188,7 +194,8 @@ def identification(
         probe_labels, gallery_labels: integer identities; gallery distractors use ``-100``.
         ranks: ranks reported in ``rank`` (TinyFace: 1, 5, 20).
         fpirs: open-set false positive identification rates in [0, 1); needs non-mated probes.
-        normalize: L2-normalise the features first.
+        normalize: L2-normalise each feature row before the inner product (default, the TinyFace protocol);
+            ``False`` scores the raw features.
         max_rank: length of the CMC curve (default: the largest requested rank).
         block: probes scored at a time (memory: ``block x G`` float64).
     """
@@ -222,6 +229,7 @@ def identification(
         n_distractors=int(np.count_nonzero(gallery_labels == DISTRACTOR_LABEL)),
         rank={k: float(cmc[k - 1]) for k in ranks},
         cmc=cmc,
+        normalized=bool(normalize),
     )
     if fpir_list:
         nonmated_max = search.nonmate_max[~search.mated]
@@ -245,9 +253,10 @@ def identification(
 
 
 def tinyface_identification(
-    features: np.ndarray, lists: TinyFaceLists, *, ranks: Sequence[int] = (1, 5, 20), normalize: bool = False
+    features: np.ndarray, lists: TinyFaceLists, *, ranks: Sequence[int] = (1, 5, 20), normalize: bool = True
 ) -> IdentificationResult:
-    """TinyFace rank-k (closed set): :func:`identification` of the listed probe rows against matches+distractors."""
+    """TinyFace rank-k (closed set): :func:`identification` of the listed probe rows against matches+distractors,
+    on unit features unless ``normalize=False``."""
     features = np.asarray(features)
     return identification(
         features[lists.probe_index],
