@@ -1,4 +1,5 @@
-"""Shared fixtures: two threads, deterministic seeds; long fuzz runs and slow real-data checks only when selected."""
+"""Shared fixtures: two threads, deterministic seeds; long fuzz runs and slow real-data checks only when selected;
+CUDA checks (marker ``gpu``) wherever CUDA is present."""
 
 import re
 
@@ -32,3 +33,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if item.get_closest_marker(marker) is not None:
                 item.add_marker(skip)
+    _skip_gpu_tests_without_cuda(items)
+
+
+#: Why a ``gpu`` test is skipped on a machine without CUDA (in the default run and under ``-m gpu`` alike).
+NO_CUDA = "needs CUDA (torch.cuda.is_available() is False)"
+
+
+def _skip_gpu_tests_without_cuda(items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` run wherever CUDA is available, in the default run as under ``-m gpu`` (they are
+    short); without CUDA each is skipped with :data:`NO_CUDA` as its reason, never collected as an error."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_items or torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=NO_CUDA)
+    for item in gpu_items:
+        item.add_marker(skip)

@@ -9,11 +9,17 @@ order:
 4. the caller's ``preprocessing=`` (``--preprocessing`` on the command line), which also overrides 1-3.
 
 Otherwise loading fails with a message that says how to state it.
+
+``device="cuda"`` asks onnxruntime for its CUDAExecutionProvider (then the CPU one); the provider that runs the
+model is logged and kept in ``FaceModel.info["providers"]``, and a CUDA request that onnxruntime cannot serve (a
+CPU-only onnxruntime, CUDA libraries it cannot load) is a warning, never a silent CPU run.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +40,8 @@ from qualiface.models.formats.base import ModelFormat
 from qualiface.models.formats.common import LoadRequest, ModelLoadError
 from qualiface.models.known_models import KNOWN_MODELS
 from qualiface.registry import MODEL_FORMATS
+
+logger = logging.getLogger(__name__)
 
 ONNX_FORMAT = "qualiface.onnx/1"
 _NORMALISING_OPS = {"Sub", "Add", "Mul", "Div"}
@@ -57,6 +65,7 @@ class Onnx(ModelFormat):
             session = ort.InferenceSession(str(path), providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelLoadError(f"{path}: onnxruntime cannot load the model ({exc})") from None
+        running = report_providers(session, providers, path, ort.get_available_providers())
         meta = dict(session.get_modelmeta().custom_metadata_map or {})
         inputs = session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
@@ -70,7 +79,37 @@ class Onnx(ModelFormat):
         if card is None:
             card = _foreign_card(request, meta, (height, width), dim, outputs)
         card = replace(card, weights_sha256=request.sha256, provenance={**card.provenance, "file": path.name})
-        return FaceModel(card, session=session, device=request.device, path=str(path), info={"metadata": meta})
+        return FaceModel(
+            card,
+            session=session,
+            device=request.device,
+            path=str(path),
+            info={"metadata": meta, "providers": running},
+        )
+
+
+def report_providers(session: Any, asked: list[str], path: Path, available: list[str]) -> list[str]:
+    """The execution providers ``session`` runs on, first the one that runs the model: logged (info), and a
+    warning when ``asked`` put the CUDA provider first and onnxruntime did not take it.
+
+    Args:
+        session: the onnxruntime ``InferenceSession``.
+        asked: the providers asked for, in order of preference.
+        path: the model file (named in the messages).
+        available: ``onnxruntime.get_available_providers()`` (named in the warning).
+    """
+    running = list(session.get_providers())
+    first = running[0] if running else "no provider"
+    logger.info("%s: onnxruntime runs it on %s", path.name, first)
+    if asked and asked[0] == "CUDAExecutionProvider" and first != "CUDAExecutionProvider":
+        logger.warning(
+            "%s: device cuda asked for onnxruntime's CUDAExecutionProvider but the model runs on %s (this "
+            "onnxruntime offers %s); install the onnxruntime-gpu build for this machine's CUDA to run it on the GPU",
+            path.name,
+            first,
+            ", ".join(available) or "none",
+        )
+    return running
 
 
 def _output_dim(session: Any, shape: list[Any], height: int, width: int) -> int:
