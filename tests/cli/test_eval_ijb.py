@@ -195,3 +195,75 @@ def test_missing_meta_folder_exits_with_a_clear_message(tmp_path):
     result = runner.invoke(app, ["eval", "ijb", str(feats_path), str(tmp_path / "nowhere"), "-o", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "ijbc_face_tid_mid.txt" in result.output
+
+
+def _write_quality_meta(root: Path, d: dict) -> Path:
+    """Meta folder (face_tid_mid, name_5pts_score, pair labels) for tests/_helpers/ijb_quality.py's set."""
+    meta = root / "IJBC" / "meta"
+    meta.mkdir(parents=True)
+    rows = zip(d["names"], d["tids"], d["mids"], strict=True)
+    (meta / "ijbc_face_tid_mid.txt").write_text("".join(f"{n} {t} {m}\n" for n, t, m in rows))
+    (meta / "ijbc_name_5pts_score.txt").write_text(
+        "".join(f"{n} " + " ".join(["50.0"] * 10) + " 0.9\n" for n in d["names"])
+    )
+    pairs = zip(d["t1"], d["t2"], d["labels"], strict=True)
+    (meta / "ijbc_template_pair_label.txt").write_text("".join(f"{a} {b} {c}\n" for a, b, c in pairs))
+    return meta
+
+
+def test_cr_fiqa_qs_preset_reads_crfiqa_score_files_and_matches_eval_ijbc_qs(tmp_path):
+    from _helpers.ijb_quality import eval_ijbc_qs_reference, ijb_quality_set
+
+    d = ijb_quality_set(seed=7)
+    meta_dir = _write_quality_meta(tmp_path, d)
+    feats = tmp_path / "feats.npz"
+    np.savez(feats, embs=d["feats"], embs_f=d["flipped"])
+    order = np.random.default_rng(0).permutation(len(d["names"]))  # a score file in its own order, with paths
+    scores = tmp_path / "CRFIQAL_IJBC.txt"
+    scores.write_text("".join(f"IJBC/loose_crop/{d['names'][i]} {float(d['quality'][i])!r}\n" for i in order))
+    out = tmp_path / "qs"
+    base = ["eval", "ijb", str(feats), str(meta_dir), "--no-progress", "--no-plot", "--float64"]
+    ok = runner.invoke(app, [*base, "-o", str(out), "--preset", "cr_fiqa_qs", "--quality", str(scores)])
+    assert ok.exit_code == 0, ok.output
+    assert "1 template(s) have only weight-0 (lowest-quality) images" in ok.output
+    fars = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+    _, _, ref_tar, ref_auc = eval_ijbc_qs_reference(
+        d["feats"], d["flipped"], d["tids"], d["mids"], d["quality"], d["t1"], d["t2"], d["labels"], fars
+    )
+    data = json.loads((out / "ijb_11.json").read_text())
+    assert data["tar_at_far"] == pytest.approx({str(k): v for k, v in ref_tar.items()}, abs=1e-12)
+    assert data["auc"] == pytest.approx(ref_auc, abs=1e-12)
+    assert data["pooling"]["quality_weights"] == "minmax"
+    assert data["pooling"]["use_faceness"] is False
+
+    raw = tmp_path / "raw"
+    np.save(tmp_path / "q.npy", d["quality"] - d["quality"].min() + 0.5)  # positive scores in face_tid_mid order
+    ok = runner.invoke(
+        app, [*base, "-o", str(raw), "--preset", "cr_fiqa_qs", "--quality", str(tmp_path / "q.npy"),
+              "--quality-weights", "raw"],
+    )  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    raw_data = json.loads((raw / "ijb_11.json").read_text())
+    assert raw_data["pooling"]["quality_weights"] == "raw"
+    assert raw_data["auc"] != pytest.approx(data["auc"], abs=1e-9)
+
+
+def test_quality_inputs_are_checked(tmp_path):
+    from _helpers.ijb_quality import ijb_quality_set
+
+    d = ijb_quality_set(seed=8)
+    meta_dir = _write_quality_meta(tmp_path, d)
+    feats = tmp_path / "feats.npz"
+    np.savez(feats, embs=d["feats"], embs_f=d["flipped"])
+    base = ["eval", "ijb", str(feats), str(meta_dir), "--no-progress", "--no-plot", "-o", str(tmp_path / "o")]
+    result = runner.invoke(app, [*base, "--preset", "cr_fiqa_qs"])
+    assert result.exit_code == 2
+    assert "--preset cr_fiqa_qs weights images by their quality: give the scores with --quality" in result.output
+    partial = tmp_path / "partial.txt"
+    partial.write_text("".join(f"x/{n} 0.5\n" for n in d["names"][1:]))
+    result = runner.invoke(app, [*base, "--quality", str(partial)])
+    assert result.exit_code == 2
+    assert f"no quality score for 1 image(s) of the meta list, first: {d['names'][0]}" in result.output
+    result = runner.invoke(app, [*base, "--quality", str(partial), "--quality-weights", "rank"])
+    assert result.exit_code == 2
+    assert "--quality-weights 'rank' is unknown" in result.output

@@ -126,8 +126,8 @@ def all_pairs(template_ids, subject_of, seed=0, n_random=0):
 # ------------------------------------------------------------------------------------------------- pooling
 
 
-VARIANTS = {
-    **POOLING_PRESETS,
+VARIANTS = {  # the quality-weighted presets: tests/eval/test_ijb_quality_pooling.py
+    **{name: pooling for name, pooling in POOLING_PRESETS.items() if not pooling.requires_quality},
     "normalised_images": TemplatePooling(normalize_images=True),
     "no_flip_faceness": TemplatePooling(flip_fusion="none"),
     "norm_weighted_avg": TemplatePooling(flip_fusion="norm_weighted_avg", normalize_media=True),
@@ -147,8 +147,10 @@ def test_pool_templates_matches_loop_reference(name):
 def test_quality_weighted_pooling_matches_loop_reference():
     feats, flipped, tids, mids, faceness, _ = synthetic_ijb(seed=2)
     quality = np.random.default_rng(0).uniform(0.0, 2.0, size=len(tids))
-    pooling = POOLING_PRESETS["insightface"]
-    ours = pool_templates(feats, tids, mids, flipped=flipped, faceness=faceness, quality=quality, progress=False)
+    pooling = TemplatePooling(quality_weights="raw")  # the scores as weights; min-max: test_ijb_quality_pooling.py
+    ours = pool_templates(
+        feats, tids, mids, flipped=flipped, faceness=faceness, quality=quality, pooling=pooling, progress=False
+    )
     ref = reference_templates(feats, flipped, tids, mids, faceness, quality, pooling)
     np.testing.assert_allclose(ours.features, np.stack([ref[t] for t in sorted(ref)]), rtol=0, atol=1e-12)
     plain = pool_templates(feats, tids, mids, flipped=flipped, faceness=faceness, progress=False)

@@ -14,7 +14,7 @@ import typer
 from qualiface.cli.apps import eval_app
 from qualiface.cli.outputs import OverwriteOption, refuse_previous_run
 from qualiface.eval.fusion import FLIP_FUSION_MODES
-from qualiface.eval.ijb import POOLING_PRESETS
+from qualiface.eval.ijb import POOLING_PRESETS, QUALITY_WEIGHTS
 
 _FEATURE_KEYS = ("embs", "features", "embeddings")
 _FLIPPED_KEYS = ("embs_f", "flipped", "flip")
@@ -36,6 +36,34 @@ def _load_features(path: Path, key: str | None, flipped: Path | None, flipped_ke
     if flipped is not None:
         flip = load_array(flipped, flipped_key)
     return np.asarray(feats), None if flip is None else np.asarray(flip)
+
+
+def _load_quality(path: Path, key: str | None, image_names: np.ndarray) -> np.ndarray:
+    """Per-image quality in ``face_tid_mid`` order: a ``.txt`` score file of ``image_path score`` lines (CR-FIQA's
+    ``getQualityScore.py`` output, matched by file name as ``eval_ijbc_qs.py`` does), else an array (.npy / .npz /
+    CSV column ``key``) already in that order."""
+    from qualiface.eval.inputs import load_array
+
+    if path.suffix.lower() != ".txt":
+        return np.asarray(load_array(path, key), dtype=np.float64)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    scores: dict[str, float] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            if len(fields) != 2:
+                raise ValueError
+            scores[fields[0].replace("\\", "/").split("/")[-1]] = float(fields[1])
+        except ValueError:
+            raise ValueError(f"{path}: line {number}: expected 'image_path score', got {line.strip()!r}") from None
+    names = [str(name).split("/")[-1] for name in image_names]
+    missing = [name for name in names if name not in scores]
+    if missing:
+        raise ValueError(f"{path}: no quality score for {len(missing)} image(s) of the meta list, first: {missing[0]}")
+    return np.asarray([scores[name] for name in names], dtype=np.float64)
 
 
 def _write_roc_csv(path: Path, fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray) -> Path:
@@ -76,9 +104,20 @@ def ijb(
         typer.Option("--normalize-images/--keep-norm", help="Override: L2-normalise image features (N0) or not."),
     ] = None,
     quality: Annotated[
-        Path | None, typer.Option(help="Per-image quality weights (.npy/.npz/CSV) for quality-weighted pooling.")
+        Path | None,
+        typer.Option(
+            help="Per-image quality scores for quality-weighted pooling: a .txt file of 'image_path score' lines "
+            "(CR-FIQA's score file, matched by file name) or .npy/.npz/CSV in face_tid_mid order."
+        ),
     ] = None,
     quality_key: Annotated[str | None, typer.Option(help="Array or column of --quality.")] = None,
+    quality_weights: Annotated[
+        str | None,
+        typer.Option(
+            help="Override how --quality becomes weights: minmax ((q - min)/(max - min) over all images, CR-FIQA; "
+            "the default) or raw (the scores as weights)."
+        ),
+    ] = None,
     one_to_n: Annotated[
         bool, typer.Option("--one-to-n", help="Also run 1:N (gallery/probe CSVs in META_DIR).")
     ] = False,
@@ -105,13 +144,18 @@ def ijb(
         split_flip_halves,
         verification_from_scores,
     )
-    from qualiface.eval.inputs import load_array
 
     if flip_fusion is not None and flip_fusion not in FLIP_FUSION_MODES:
         raise ValueError(f"--flip-fusion {flip_fusion!r} is unknown; choose one of {', '.join(FLIP_FUSION_MODES)}")
+    if quality_weights is not None and quality_weights not in QUALITY_WEIGHTS:
+        raise ValueError(
+            f"--quality-weights {quality_weights!r} is unknown; choose one of {', '.join(QUALITY_WEIGHTS)}"
+        )
     if legacy_1n and not one_to_n:
         raise ValueError("--legacy-1n needs --one-to-n")
     pooling = resolve_pooling(preset)
+    if pooling.requires_quality and quality is None:
+        raise ValueError(f"--preset {preset} weights images by their quality: give the scores with --quality")
     overrides: dict[str, Any] = {}
     if flip_fusion is not None:
         overrides["flip_fusion"] = flip_fusion
@@ -119,6 +163,8 @@ def ijb(
         overrides["use_faceness"] = faceness
     if normalize_images is not None:
         overrides["normalize_images"] = normalize_images
+    if quality_weights is not None:
+        overrides["quality_weights"] = quality_weights
     pooling = dataclasses.replace(pooling, **overrides)
 
     meta = load_ijb_meta(meta_dir, subset, check_counts=check_counts)
@@ -132,9 +178,14 @@ def ijb(
             f"{features}: {feats.shape[0] if feats.ndim else 0} feature rows, but {meta_dir} lists "
             f"{meta.template_ids.shape[0]} images (shape {feats.shape})"
         )
-    weights = None if quality is None else load_array(quality, quality_key)
+    scores_q = None if quality is None else _load_quality(quality, quality_key, meta.image_names)
+    if scores_q is not None and scores_q.shape != meta.template_ids.shape:
+        raise ValueError(
+            f"{quality}: quality scores of shape {scores_q.shape}, but {meta_dir} lists "
+            f"{meta.template_ids.shape[0]} images"
+        )
     templates = pool_templates(
-        feats, meta.template_ids, meta.media_ids, flipped=flip, faceness=meta.faceness, quality=weights,
+        feats, meta.template_ids, meta.media_ids, flipped=flip, faceness=meta.faceness, quality=scores_q,
         pooling=pooling, progress=progress,
     )  # fmt: skip
     scores = ijb_pair_scores(
@@ -146,6 +197,13 @@ def ijb(
         pooling=pooling,
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
+    if templates.zero_templates.size:
+        typer.echo(
+            f"warning: {templates.zero_templates.size} template(s) have only weight-0 (lowest-quality) images and "
+            f"score 0 against every template, as in CR-FIQA's eval_ijbc_qs.py; first: "
+            f"template {int(templates.zero_templates[0])}",
+            err=True,
+        )
     written = [
         result.to_json(out / "ijb_11.json"),
         result.to_csv(out / "ijb_11.csv"),

@@ -14,8 +14,11 @@ and ``recognition/_evaluation_/ijb/ijb_evals.py``), default test mode "N1D1F1":
 
 Variants (:data:`POOLING_PRESETS`): AdaFace (no faceness), MagFace (no flip, no faceness, media features
 L2-normalised unless ``magface_qlt``, template = mean of media, score ``1 - arccos(cos)/pi``), CR-FIQA
-(``concat_normalised`` flips, no faceness). Per-image quality weights (optional) multiply ``v`` like the faceness
-score, so they weight frames within a media and media within a template.
+(``concat_normalised`` flips, no faceness) and CR-FIQA's quality-weighted templates ``cr_fiqa_qs``
+(``IJB-C Evaluation/eval_ijbc_qs.py``: flip sum, raw norm kept, no faceness, quality weights). Per-image quality
+scores (optional with any variant) become weights, min-max scaled over the images by default
+(:func:`quality_weights`), that multiply ``v`` like the faceness score, so they weight frames within a media and
+media within a template.
 
 Scoring never materialises the templates x templates matrix: pairs are grouped by blocks of row templates and each
 block is one matrix product with only the columns its pairs need (:func:`score_template_pairs`).
@@ -34,10 +37,13 @@ from qualiface.eval.ijb.identification import (
 )
 from qualiface.eval.ijb.pooling import (
     POOLING_PRESETS,
+    QUALITY_WEIGHTS,
+    QualityWeights,
     ScoreType,
     TemplateFeatures,
     TemplatePooling,
     pool_templates,
+    quality_weights,
     resolve_pooling,
     split_flip_halves,
     template_quality,
@@ -60,10 +66,12 @@ __all__ = [
     "INSIGHTFACE_1N_FARS",
     "INSIGHTFACE_1N_SHOWN",
     "POOLING_PRESETS",
+    "QUALITY_WEIGHTS",
     "GalleryIdentification",
     "IJBIdentificationResult",
     "IJBVerificationResult",
     "LegacyIJB1NResult",
+    "QualityWeights",
     "ScoreType",
     "TemplateFeatures",
     "TemplatePooling",
@@ -75,6 +83,7 @@ __all__ = [
     "legacy_insightface_1n_scores",
     "open_set_identification",
     "pool_templates",
+    "quality_weights",
     "resolve_pooling",
     "score_template_pairs",
     "score_template_pairs_gather",

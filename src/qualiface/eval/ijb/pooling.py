@@ -1,5 +1,14 @@
 """Image features to template features (steps 1-4 of the IJB protocol; docs/protocols.md, 'IJB-B / IJB-C'),
-the pooling variants, and per-template quality.
+the pooling variants, quality-weighted pooling, and per-template quality.
+
+Quality-weighted pooling (CR-FIQA ``IJB-C Evaluation/eval_ijbc_qs.py``): each image's fused feature ``v`` is
+multiplied by a weight from its quality score ``q`` before the media mean, in the place of the faceness score.
+CR-FIQA's weight is the min-max scaled score ``w = (q - min q) / (max q - min q)``, min and max over every
+evaluated image (the whole image list, not per template); it then divides by ``sum(w)``, a factor common to all
+images that the template's L2 normalisation removes, so it is left out here. The lowest-quality image gets weight
+0, so a template made only of such images pools to the zero vector; CR-FIQA's ``sklearn.preprocessing.normalize``
+leaves it zero (it scores 0 against every template), and so does :func:`pool_templates` under min-max weights
+(``TemplateFeatures.zero_templates`` lists them).
 """
 
 from __future__ import annotations
@@ -7,14 +16,16 @@ from __future__ import annotations
 import itertools
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from qualiface.eval.fusion import FLIP_FUSION_MODES, FlipFusion, fuse_flip
 
 ScoreType = Literal["cosine", "arccos"]
+QualityWeights = Literal["minmax", "raw"]
+QUALITY_WEIGHTS: tuple[str, ...] = get_args(QualityWeights)
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,12 @@ class TemplatePooling:
         template_pool: ``"sum"`` (insightface) or ``"mean"`` (MagFace) of the media features; the template is
             L2-normalised afterwards either way.
         score: ``"cosine"`` or ``"arccos"`` (``1 - arccos(cos)/pi``, MagFace); both rank pairs identically.
+        quality_weights: how per-image quality scores (``quality=``) become weights: ``"minmax"``
+            (``(q - min q) / (max q - min q)`` over all the images pooled, CR-FIQA ``eval_ijbc_qs.py``; any
+            quality scale, negative scores included; templates whose weights are all 0 are kept as zero vectors)
+            or ``"raw"`` (the scores are the weights, non-negative, as given).
+        requires_quality: the variant is quality-weighted: :func:`pool_templates` refuses to run without
+            ``quality``.
     """
 
     flip_fusion: FlipFusion = "sum_raw"
@@ -40,6 +57,8 @@ class TemplatePooling:
     normalize_media: bool = False
     template_pool: Literal["sum", "mean"] = "sum"
     score: ScoreType = "cosine"
+    quality_weights: QualityWeights = "minmax"
+    requires_quality: bool = False
 
     def __post_init__(self) -> None:
         if self.flip_fusion not in FLIP_FUSION_MODES:
@@ -48,6 +67,10 @@ class TemplatePooling:
             raise ValueError(f"template_pool must be 'sum' or 'mean', got {self.template_pool!r}")
         if self.score not in ("cosine", "arccos"):
             raise ValueError(f"score must be 'cosine' or 'arccos', got {self.score!r}")
+        if self.quality_weights not in QUALITY_WEIGHTS:
+            raise ValueError(
+                f"quality_weights must be one of {', '.join(QUALITY_WEIGHTS)}, got {self.quality_weights!r}"
+            )
 
 
 POOLING_PRESETS: dict[str, TemplatePooling] = {
@@ -58,8 +81,11 @@ POOLING_PRESETS: dict[str, TemplatePooling] = {
     ),
     "magface_qlt": TemplatePooling(flip_fusion="none", use_faceness=False, template_pool="mean", score="arccos"),
     "cr_fiqa": TemplatePooling(flip_fusion="concat_normalised", use_faceness=False),
+    "cr_fiqa_qs": TemplatePooling(use_faceness=False, quality_weights="minmax", requires_quality=True),
 }
-"""Named pooling variants: ``insightface`` (N1D1F1, default), ``adaface``, ``magface``, ``magface_qlt``, ``cr_fiqa``."""
+"""Named pooling variants: ``insightface`` (N1D1F1, default), ``adaface``, ``magface``, ``magface_qlt``, ``cr_fiqa``
+(``ijb_qs_pair_file.py``) and ``cr_fiqa_qs`` (``eval_ijbc_qs.py``: flip sum, raw norm kept, no faceness, images
+weighted by their min-max scaled quality; needs ``quality``)."""
 
 
 def resolve_pooling(pooling: TemplatePooling | str) -> TemplatePooling:
@@ -79,6 +105,37 @@ def _progress(iterable: Iterable[Any], *, total: int, desc: str, enabled: bool) 
     return tqdm(iterable, total=total, desc=desc, leave=False)
 
 
+def quality_weights(quality: np.ndarray, rule: QualityWeights | str = "minmax") -> np.ndarray:
+    """Per-image pooling weights (float64) from per-image quality scores (module docstring).
+
+    Args:
+        quality: (N,) quality scores of the images pooled (higher = better; for an uncertainty pass its negative,
+            whose min-max weights are CR-FIQA's ``1 - w`` for PFE).
+        rule: ``"minmax"``: ``(q - min q) / (max q - min q)`` over all N (``ValueError`` when all are equal);
+            ``"raw"``: ``q`` itself (``ValueError`` on a negative value).
+
+    Raises:
+        ValueError: an unknown rule, a non-finite score, or the rule's condition above, naming the image row.
+    """
+    if rule not in QUALITY_WEIGHTS:
+        raise ValueError(f"quality_weights must be one of {', '.join(QUALITY_WEIGHTS)}, got {rule!r}")
+    q = np.asarray(quality, dtype=np.float64)
+    if q.ndim != 1 or q.shape[0] == 0:
+        raise ValueError(f"quality must be a non-empty 1-D array, got shape {q.shape}")
+    bad = ~np.isfinite(q) | ((q < 0) if rule == "raw" else False)
+    if np.any(bad):
+        row = int(np.flatnonzero(bad)[0])
+        what = "negative or non-finite" if rule == "raw" else "non-finite"
+        raise ValueError(f"quality: {int(np.sum(bad))} {what} value(s), first at image row {row}")
+    if rule == "raw":
+        return q
+    low, high = float(q.min()), float(q.max())
+    if high == low:
+        raise ValueError(f"quality: all {q.shape[0]} values equal {low:g}; min-max weights are undefined")
+    weights: np.ndarray = (q - low) / (high - low)
+    return weights
+
+
 def split_flip_halves(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Views ``(f(x), f(flip x))`` of insightface-layout features ``[f(x), f(flip x)]`` of shape (N, 2D)."""
     features = np.asarray(features)
@@ -90,11 +147,15 @@ def split_flip_halves(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class TemplateFeatures:
-    """L2-normalised template features, one row per template id (ascending, ``np.unique`` order)."""
+    """L2-normalised template features, one row per template id (ascending, ``np.unique`` order).
+
+    ``zero_templates`` holds the ids of templates kept as zero rows (all their min-max quality weights 0; they
+    score 0 against every template)."""
 
     template_ids: np.ndarray
     features: np.ndarray
     media_per_template: np.ndarray
+    zero_templates: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     def index_of(self, ids: np.ndarray, *, source: str = "template list") -> np.ndarray:
         """Row index of each template id; ``ValueError`` naming the count and first id that has no images."""
@@ -144,14 +205,13 @@ def _check_image_inputs(
         raise ValueError(f"flip_fusion={pooling.flip_fusion!r} needs the flipped features (or flip_fusion='none')")
     if pooling.use_faceness and faceness is None:
         raise ValueError("detector-score weighting (D1) needs faceness scores; pass faceness or use_faceness=False")
-    for name in ("faceness", "quality"):
-        array = named[name]
-        if array is None:
-            continue
-        bad = ~np.isfinite(array) | (array < 0)
+    if pooling.requires_quality and quality is None:
+        raise ValueError("this pooling weights images by quality (requires_quality); pass quality, one per image")
+    if faceness is not None:
+        bad = ~np.isfinite(faceness) | (faceness < 0)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"{name}: {int(bad.sum())} negative or non-finite value(s), first at image row {row}")
+            raise ValueError(f"faceness: {int(bad.sum())} negative or non-finite value(s), first at image row {row}")
 
 
 def _image_vectors(
@@ -159,10 +219,10 @@ def _image_vectors(
     flipped: np.ndarray | None,
     rows: np.ndarray,
     faceness: np.ndarray | None,
-    quality: np.ndarray | None,
+    weights: np.ndarray | None,
     pooling: TemplatePooling,
 ) -> np.ndarray:
-    """Steps 1-3 (flip fusion, norm, faceness) and the quality weight for the given image rows, float64."""
+    """Steps 1-3 (flip fusion, norm, faceness) and the quality weights for the given image rows, float64."""
     x = features[rows]
     xf = None if pooling.flip_fusion == "none" or flipped is None else flipped[rows]
     for name, part in (("features", x), ("flipped features", xf)):
@@ -185,8 +245,8 @@ def _image_vectors(
     if pooling.use_faceness:
         assert faceness is not None
         scale *= faceness[rows]
-    if quality is not None:
-        scale *= quality[rows]
+    if weights is not None:
+        scale *= weights[rows]
     v *= scale[:, None]
     return v
 
@@ -212,7 +272,9 @@ def pool_templates(
         flipped: (N, D) features of the flipped images, needed unless ``flip_fusion="none"``
             (use :func:`split_flip_halves` for insightface's (N, 2D) layout).
         faceness: (N,) detector scores, needed when ``pooling.use_faceness``.
-        quality: optional (N,) non-negative per-image weights (quality-weighted pooling), applied like faceness.
+        quality: optional (N,) per-image quality scores (quality-weighted pooling): turned into weights by
+            ``pooling.quality_weights`` (:func:`quality_weights`; min-max over these N images by default) and
+            applied like faceness.
         pooling: a :class:`TemplatePooling` or a preset name (:data:`POOLING_PRESETS`).
         chunk_size: images processed at a time (bounds the float64 working memory).
         progress: tqdm bar over the chunks (only on a TTY).
@@ -228,6 +290,7 @@ def pool_templates(
     faceness = None if faceness is None else np.asarray(faceness, dtype=np.float64)
     quality = None if quality is None else np.asarray(quality, dtype=np.float64)
     _check_image_inputs(features, template_ids, media_ids, flipped, faceness, quality, pooling)
+    weights = None if quality is None else quality_weights(quality, pooling.quality_weights)
 
     unique_templates, template_of_image = np.unique(template_ids, return_inverse=True)
     unique_media, media_code = np.unique(media_ids, return_inverse=True)
@@ -248,7 +311,7 @@ def pool_templates(
     chunks = list(itertools.pairwise(cuts.tolist()))
     for lo, hi in _progress(chunks, total=len(chunks), desc="pooling templates", enabled=progress):
         rows = order[lo:hi]
-        v = _image_vectors(features, flipped, rows, faceness, quality, pooling)
+        v = _image_vectors(features, flipped, rows, faceness, weights, pooling)
         media = sorted_media[lo:hi]
         starts = np.flatnonzero(np.r_[True, media[1:] != media[:-1]])
         counts = np.diff(np.r_[starts, media.shape[0]])
@@ -269,13 +332,13 @@ def pool_templates(
         template_sum /= media_per_template[:, None]
     norms = np.sqrt(np.einsum("ij,ij->i", template_sum, template_sum))
     zero = norms == 0
-    if zero.any():
+    if zero.any() and not (weights is not None and pooling.quality_weights == "minmax"):
         raise ValueError(
             f"{int(zero.sum())} template(s) pool to a zero vector (all weights zero?), "
             f"first: template {int(unique_templates[np.flatnonzero(zero)[0]])}"
         )
-    template_sum /= norms[:, None]
-    return TemplateFeatures(unique_templates, template_sum, media_per_template)
+    template_sum /= np.where(zero, 1.0, norms)[:, None]  # zero rows stay zero (sklearn normalize, min-max weights)
+    return TemplateFeatures(unique_templates, template_sum, media_per_template, unique_templates[zero])
 
 
 def template_quality(
