@@ -3,14 +3,18 @@
 An arcface_torch ``model.pt`` / ``backbone.pth`` loads with ``strict=True``; with
 ``quality_branch="cr_fiqa"`` and ``features_weight_trainable=True`` the model is CR-FIQA's iResNet
 (extra keys ``qs.weight``, ``qs.bias``); with ``quality_branch="scaleface"`` ScaleFace's ``MLPHead``
-sits under ``scale_predictor.``. MagFace's iResNet has the same keys but BatchNorm ``eps=2e-5``,
-``momentum=0.9`` (set ``bn_eps``/``bn_momentum``).
+sits under ``scale_predictor.``.
+
+MagFace's iResNet (``IrvingMeng/MagFace: models/iresnet.py``) has the same keys and differs in four options
+plus the initialisation, all arguments here (:data:`MAGFACE_OPTIONS`): channel dropout ``Dropout2d(p=0.4)``
+on the 7×7 map after ``bn2`` (before the flatten), BatchNorm ``eps=2e-5, momentum=0.9``, a trainable
+``features`` weight, and Kaiming-normal (fan-out) convolutions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from torch import Tensor, nn
 
@@ -18,6 +22,19 @@ from qualiface.backbones.layers import BranchedBackbone
 from qualiface.registry import BACKBONES
 
 STAGE_WIDTHS = (64, 128, 256, 512)
+
+DropoutKind = Literal["element", "channel"]
+ConvInit = Literal["normal", "kaiming"]
+
+#: The options that make :class:`IResNet` MagFace's iResNet (``IrvingMeng/MagFace: models/iresnet.py``).
+MAGFACE_OPTIONS: dict[str, Any] = {
+    "dropout": 0.4,
+    "dropout_kind": "channel",
+    "bn_eps": 2e-5,
+    "bn_momentum": 0.9,
+    "features_weight_trainable": True,
+    "conv_init": "kaiming",
+}
 
 
 class IBasicBlock(nn.Module):
@@ -54,19 +71,26 @@ def _stage(in_channels: int, width: int, blocks: int, bn_eps: float, bn_momentum
 
 class IResNet(BranchedBackbone):
     """arcface_torch iResNet: 3×3 stem, four stages whose first block has stride 2, then
-    ``bn2 -> flatten -> dropout -> fc -> features`` (BatchNorm1d, weight fixed at 1 unless made trainable).
+    ``bn2 -> flatten -> dropout -> fc -> features`` (BatchNorm1d, weight fixed at 1 unless made trainable);
+    with ``dropout_kind="channel"`` (MagFace) ``bn2 -> Dropout2d -> flatten -> fc -> features``.
 
     ``forward`` returns the raw ``features`` output (not L2-normalised). Weight init as arcface_torch:
-    convolutions N(0, 0.1), BatchNorm2d weight 1 / bias 0, Linear PyTorch default.
+    convolutions N(0, 0.1) (``conv_init="kaiming"``: Kaiming normal, fan-out, ReLU gain, as MagFace),
+    BatchNorm2d weight 1 / bias 0, Linear PyTorch default. MagFace's iResNet is ``**MAGFACE_OPTIONS``.
 
     Args:
         layers: Blocks per stage.
         arch: Registered name, used in messages.
         embedding_dim: Output width (arcface_torch ``num_features``).
-        dropout: Dropout probability on the flattened map (CR-FIQA trains with 0.4).
+        dropout: Dropout probability (CR-FIQA and MagFace train with 0.4).
+        dropout_kind: ``"element"`` (arcface_torch, CR-FIQA: ``Dropout`` on the flattened map) or ``"channel"``
+            (MagFace: ``Dropout2d`` on the ``bn2`` map, each sample's whole channels zeroed).
         bn_eps: Epsilon of every BatchNorm (MagFace: 2e-5).
-        bn_momentum: PyTorch momentum of every BatchNorm (MagFace: 0.9).
+        bn_momentum: PyTorch momentum of every BatchNorm (MagFace: 0.9, i.e. the running statistics keep 10% of
+            their old value at each step, as MagFace's code writes it).
         features_weight_trainable: Train ``features.weight`` (CR-FIQA, MagFace) instead of freezing it.
+        conv_init: ``"normal"`` (arcface_torch, CR-FIQA: N(0, 0.1)) or ``"kaiming"`` (MagFace: Kaiming normal,
+            ``mode="fan_out"``, ReLU gain).
         zero_init_residual: Zero each block's ``bn2.weight``, as arcface_torch does.
         input_size: Side of the square input; the ``fc`` input is ``512 * (input_size / 16) ** 2``.
         quality_branch: ``None`` or a registered quality branch (``"cr_fiqa"``, ``"scaleface"``; see
@@ -81,15 +105,21 @@ class IResNet(BranchedBackbone):
         arch: str = "iresnet",
         embedding_dim: int = 512,
         dropout: float = 0.0,
+        dropout_kind: DropoutKind = "element",
         bn_eps: float = 1e-5,
         bn_momentum: float = 0.1,
         features_weight_trainable: bool = False,
+        conv_init: ConvInit = "normal",
         zero_init_residual: bool = False,
         input_size: int = 112,
         quality_branch: str | None = None,
         **quality_options: Any,
     ) -> None:
         super().__init__()
+        if dropout_kind not in ("element", "channel"):
+            raise ValueError(f"dropout_kind must be 'element' or 'channel', got {dropout_kind!r}")
+        if conv_init not in ("normal", "kaiming"):
+            raise ValueError(f"conv_init must be 'normal' or 'kaiming', got {conv_init!r}")
         self._describe(arch, layers, embedding_dim, input_size, "RGB", "insightface")
 
         self.conv1 = nn.Conv2d(3, STAGE_WIDTHS[0], 3, stride=1, padding=1, bias=False)
@@ -101,17 +131,22 @@ class IResNet(BranchedBackbone):
         self.layer3 = _stage(c2, c3, layers[2], bn_eps, bn_momentum)
         self.layer4 = _stage(c3, c4, layers[3], bn_eps, bn_momentum)
         self.bn2 = nn.BatchNorm2d(c4, eps=bn_eps, momentum=bn_momentum)
-        self.dropout = nn.Dropout(p=dropout)
+        # no parameters either way: the state-dict keys stay arcface_torch's (and MagFace's)
+        self.channel_dropout = dropout_kind == "channel"
+        self.dropout = nn.Dropout2d(p=dropout) if self.channel_dropout else nn.Dropout(p=dropout)
         self.fc = nn.Linear(self.bottleneck_dim, embedding_dim)
         self.features = nn.BatchNorm1d(embedding_dim, eps=bn_eps, momentum=bn_momentum)
-        self._init_weights(zero_init_residual)
+        self._init_weights(zero_init_residual, conv_init)
         self.features.weight.requires_grad_(features_weight_trainable)
         self._add_quality_branch(quality_branch, **quality_options)
 
-    def _init_weights(self, zero_init_residual: bool) -> None:
+    def _init_weights(self, zero_init_residual: bool, conv_init: ConvInit) -> None:
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                nn.init.normal_(module.weight, 0.0, 0.1)
+                if conv_init == "kaiming":
+                    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                else:
+                    nn.init.normal_(module.weight, 0.0, 0.1)
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
@@ -123,8 +158,10 @@ class IResNet(BranchedBackbone):
 
     def forward_bottleneck(self, images: Tensor) -> Tensor:
         x = self.prelu(self.bn1(self.conv1(images)))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.dropout(self.bn2(x).flatten(1))
+        x = self.bn2(self.layer4(self.layer3(self.layer2(self.layer1(x)))))
+        if self.channel_dropout:  # MagFace: Dropout2d on the (N, 512, 7, 7) map, then flatten
+            return self.dropout(x).flatten(1)
+        return self.dropout(x.flatten(1))
 
     def embed(self, bottleneck: Tensor) -> Tensor:
         return self.features(self.fc(bottleneck))
