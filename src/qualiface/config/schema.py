@@ -160,8 +160,12 @@ class TrainConfig:
         channels_last: NHWC activations; ``None`` = on for CPU training (oneDNN: 13-25% faster in fp32 on
             iresnet50 / mobilefacenet, BENCHMARKS.md) and under autocast on GPUs.
         compile: ``torch.compile`` the backbone.
-        grad_clip: max global L2 norm of the backbone (and quality branch) gradient; ``None`` = no clipping.
-            Class centres are not clipped (arcface_torch).
+        grad_clip: max global L2 norm of the gradient of the parameters ``grad_clip_over`` names; ``None`` = no
+            clipping.
+        grad_clip_over: the parameters whose joint gradient norm ``grad_clip`` bounds: ``backbone`` (the backbone
+            and its quality branch; the class centres are not clipped: arcface_torch, CR-FIQA, ScaleFace) or
+            ``all`` (the backbone and every trainable head parameter, class centres and UniTSFace's ``b``
+            included, one global norm over every rank's shard: UniTSFace's ``train.py``).
         seed: seed of initialisation, data order, augmentation and class sampling.
         log_every: steps between log rows.
         checkpoint_every: steps between checkpoints (one is always written at the end).
@@ -181,6 +185,7 @@ class TrainConfig:
     channels_last: bool | None = None
     compile: bool = False
     grad_clip: float | None = 5.0
+    grad_clip_over: Literal["backbone", "all"] = "backbone"
     seed: int = 2048
     log_every: int = 10
     checkpoint_every: int = 1000

@@ -36,6 +36,7 @@ from qualiface.quality.branches import branch_for_aux_key, branch_modules, get_b
 from qualiface.run_layout import RunLayout
 from qualiface.train import checkpoint as ckpt
 from qualiface.train.callbacks import Callback, LoopState, loop_callbacks
+from qualiface.train.clipping import clip_gradients, clip_set
 from qualiface.train.data import ShardedBatchSampler, build_train_samples, make_loader
 from qualiface.train.distributed import (
     DistInfo,
@@ -48,7 +49,7 @@ from qualiface.train.distributed import (
 from qualiface.train.evaluation import VerificationSet, build_verification_set, evaluate_sets
 from qualiface.train.init_from import gather_centres, read_init_source
 from qualiface.train.metrics_log import MetricsLog
-from qualiface.train.optim import build_optimizer, build_scheduler, clip_gradients, total_steps
+from qualiface.train.optim import build_optimizer, build_scheduler, total_steps
 from qualiface.train.precision import grad_scaler, resolve
 from qualiface.train.resume import read_resumes, resume_run
 
@@ -181,7 +182,7 @@ class Trainer:
 
         self.optimizer = build_optimizer(cfg.optim, self.backbone, self.head)
         self.scaler = grad_scaler(self.autocast_dtype, self.device)
-        self.clip_params = [p for p in self.backbone.parameters() if p.requires_grad]
+        self.clip = clip_set(cfg.train.grad_clip_over, self.backbone, self.head)  # train.grad_clip_over
         self.step = 0
         self.last_checkpoint: Path | None = None
         self.scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -433,7 +434,7 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def train_step(self, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
-        """One optimizer step; returns the (detached) loss, the head's logs and the backbone gradient norm."""
+        """One optimizer step; returns the (detached) loss, the head's logs and the clipped set's gradient norm."""
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         if self.channels_last:
@@ -456,7 +457,7 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         else:
             loss.backward()
-        grad_norm = clip_gradients(self.clip_params, self.cfg.train.grad_clip)
+        grad_norm = clip_gradients(self.clip, self.cfg.train.grad_clip)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()

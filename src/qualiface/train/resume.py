@@ -22,8 +22,9 @@ Applied to the schedule
     so from that step on the learning rate follows the new curve (a longer poly run continues from the new
     curve's value at the step, not from the old one's).
 Applied as the run goes
-    everything else (``train.grad_clip``, ``precision``, logging, checkpoints, ``eval``, ...), read from the
-    config when used; ``data.batch_size`` with the same global batch on another number of processes (the class
+    everything else (``train.grad_clip``, ``train.grad_clip_over``, ``precision``, logging, checkpoints,
+    ``eval``, ...), read from the config when used (the clip set, like the precision, when the trainer starts);
+    ``data.batch_size`` with the same global batch on another number of processes (the class
     centres and their optimizer state are resharded, :func:`~qualiface.train.checkpoint.load_rank_state`).
 """
 
