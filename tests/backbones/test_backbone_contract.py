@@ -33,6 +33,15 @@ EXPECTED_COUNTS = {
     "lresnet50eir": (474, 42_377_920),
     "lresnet100eir": (924, 63_943_232),
     "lresnet200eir": (1824, 105_302_592),
+    # arcface_torch ViTs (tests/backbones/test_vit.py derives every key and shape): 18 + 11 x depth keys
+    "vit_t": (150, 19_137_792),
+    "vit_t_dp005_mask0": (150, 19_137_792),
+    "vit_s": (150, 76_023_296),
+    "vit_s_dp005_mask_0": (150, 76_023_296),
+    "vit_b": (282, 113_833_472),
+    "vit_b_dp005_mask_005": (282, 113_833_472),
+    "vit_l_dp005_mask_005": (282, 255_684_352),
+    "vit_h": (546, 756_393_984),
 }
 
 BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
@@ -54,6 +63,11 @@ KEY_PATTERNS = {
         rf"^(conv1\.weight|bn1\.{BN}|prelu\.weight"
         rf"|layer[1-4]\.\d+\.(bn[012]\.{BN}|conv[12]\.weight|prelu\.weight|downsample\.0\.weight|downsample\.1\.{BN})"
         rf"|bn4\.{BN}|fc5\.weight|bn5\.{BN})$"
+    ),
+    "vit": re.compile(
+        r"^(pos_embed|mask_token|patch_embed\.proj\.(weight|bias)|norm\.(weight|bias)"
+        r"|blocks\.\d+\.(norm[12]\.(weight|bias)|attn\.qkv\.weight|attn\.proj\.(weight|bias)|mlp\.fc[12]\.(weight|bias))"
+        rf"|feature\.[02]\.weight|feature\.[13]\.{BN})$"
     ),
 }
 
@@ -147,6 +161,8 @@ SMALL = ["iresnet18", "mobilefacenet", "ir_18"]  # cheap enough for real 112x112
 def family(name: str) -> str:
     if name.startswith("lresnet"):
         return "lresnet"
+    if name.startswith("vit"):
+        return "vit"
     return "iresnet" if name.startswith("iresnet") else "ir" if name.startswith("ir_") else "mobilefacenet"
 
 
