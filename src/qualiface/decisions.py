@@ -3,7 +3,7 @@
 A :class:`DecisionPolicy` holds what a model's calibration says (``qualiface calibrate``, read into the card by
 :func:`qualiface.models.load_model`) and decides on one similarity:
 
-- ``"undecided"``: there is no threshold (the model has none and none was given);
+- ``"undecided"``: there is no threshold (the model has no calibrated one and none was given);
 - ``"abstain"``: a face's quality is below the **quality floor** (by default the 5th percentile of the quality of
   the calibration images: the face is poorer than 95% of what the threshold was calibrated on), or a ScaleFace
   face's **uncertainty** ``1 / s(x)`` is above the **uncertainty bound** (by default the 95th percentile of the
@@ -16,6 +16,11 @@ A :class:`DecisionPolicy` holds what a model's calibration says (``qualiface cal
 ``prior`` given here; it is reported even when the decision abstains (it then describes a face the calibration
 did not cover well), and is ``None`` without a calibration. The floor, the bound, the threshold and the prior can
 each be given instead of the calibrated ones.
+
+The threshold is the one given (an argument, or ``model.threshold = t``), else the model's calibration. A
+threshold learned in training (UniTSFace's ``b / γ``) decides only when asked for with ``threshold="learned"``
+(``--threshold learned``): it was learned on single-view, training-mode similarities, so what it gives on the
+fused features compared here is unknown until ``qualiface calibrate`` measures it (``qualiface info`` shows it).
 """
 
 from __future__ import annotations
@@ -27,9 +32,20 @@ from typing import Any, Literal
 
 import numpy as np
 
+from qualiface.errors import InputError
 from qualiface.models.card import ConfidenceCurve, QualityScale, check_prior, check_threshold
 
 DecisionKind = Literal["match", "non-match", "abstain", "undecided"]
+
+#: Why a decision is undecided without a threshold.
+NO_THRESHOLD = (
+    "no threshold: the model has no calibrated one; calibrate one (qualiface calibrate), pass --threshold T, or "
+    "--threshold learned for a learned one (UniTSFace)"
+)
+#: The value of a threshold argument (``--threshold learned``) that asks for the model's learned threshold.
+LEARNED: Literal["learned"] = "learned"
+#: A threshold argument: a cosine, ``"learned"`` (the model's learned threshold) or ``None`` (the model's default).
+ThresholdChoice = float | Literal["learned"] | None
 
 #: The quality method whose score is ScaleFace's scale ``s(x)``; its uncertainty is ``1 / s(x)``.
 SCALEFACE = "scaleface"
@@ -46,7 +62,8 @@ class Decision:
             except that it may abstain).
         similarity: Cosine similarity of the two embeddings.
         threshold: The cosine threshold (``similarity >= threshold`` is a match), or ``None``.
-        threshold_source: ``"argument"``, ``"calibration"`` or ``"model"`` (learned in training), or ``None``.
+        threshold_source: ``"argument"``, ``"given"`` (``model.threshold = t``), ``"calibration"`` or
+            ``"learned"`` (learned in training, asked for with ``threshold="learned"``), or ``None``.
         confidence: P(genuine | similarity) from the calibration pairs, or ``None`` without a calibration.
         reasons: Why it abstained or is undecided (empty for a match or a non-match).
     """
@@ -109,23 +126,16 @@ class DecisionPolicy:
     def from_model(
         cls,
         model: Any,
-        threshold: float | None = None,
+        threshold: ThresholdChoice = None,
         quality_floor: float | None = None,
         uncertainty_bound: float | None = None,
         prior: float | None = None,
     ) -> DecisionPolicy:
-        """The policy of a loaded model (:class:`~qualiface.models.FaceModel`): its calibrated threshold (else
-        its learned one), confidence curve, quality scale, floor and uncertainty bound; each argument given
-        replaces the model's."""
+        """The policy of a loaded model (:class:`~qualiface.models.FaceModel`): its threshold
+        (:func:`resolve_threshold`: ``threshold="learned"`` asks for the learned one), confidence curve, quality
+        scale, floor and uncertainty bound; each argument given replaces the model's."""
         card = model.card
-        if threshold is not None:
-            used: float | None = check_threshold(threshold, "--threshold")
-            source: str | None = "argument"
-        elif card.decision_threshold is not None:
-            used = card.decision_threshold.value
-            source = "calibration" if card.decision_threshold.kind == "calibrated" else "model"
-        else:
-            used, source = None, None
+        used, source = resolve_threshold(card, threshold)
         calibrated = card.quality_calibration
         floor, floor_source = quality_floor, "argument" if quality_floor is not None else None
         if floor is None and calibrated is not None and calibrated.floor is not None:
@@ -200,7 +210,7 @@ class DecisionPolicy:
         labels += [f"face {i + 1}" for i in range(len(labels), max(len(qualities), len(uncertainties)))]
         reasons: list[str] = []
         if self.threshold is None:
-            reasons.append("no threshold: the model has none; calibrate one (qualiface calibrate) or pass --threshold")
+            reasons.append(NO_THRESHOLD)
         if self.quality_floor is not None:
             for label, q in zip(labels, qualities, strict=False):
                 if q is not None and (math.isnan(q) or q < self.quality_floor):
@@ -247,6 +257,57 @@ class DecisionPolicy:
             "uncertainty_source": self.uncertainty_source,
             "confidence_prior": self.prior if self.prior is not None else (curve.genuine_share if curve else None),
         }
+
+
+def resolve_threshold(
+    card: Any, threshold: ThresholdChoice = None, what: str = "--threshold"
+) -> tuple[float | None, str | None]:
+    """The threshold to decide with and where it comes from.
+
+    Args:
+        card: The model's :class:`~qualiface.models.card.ModelCard`.
+        threshold: A cosine (source ``"argument"``); ``"learned"`` for the model's learned threshold (source
+            ``"learned"``); ``None`` for the model's default: a given one (``"given"``), else its calibration
+            (``"calibration"``), else none (``(None, None)``: the decision is undecided).
+        what: How errors name the argument.
+
+    Raises:
+        InputError: A threshold that is not a cosine in [-1, 1], another word than ``learned``, or ``learned`` for
+            a model without a learned threshold (a ``ValueError``).
+    """
+    if threshold is None:
+        decision = card.decision_threshold
+        if decision is None:
+            return None, None
+        return decision.value, "calibration" if decision.kind == "calibrated" else decision.kind
+    if isinstance(threshold, str):
+        if threshold.strip().lower() != LEARNED:
+            raise InputError(f"{what} {threshold!r}: expected a cosine in [-1, 1] or {LEARNED!r}")
+        learned = card.learned_threshold
+        if learned is None:
+            raise InputError(
+                f"{what} {LEARNED}: model {card.name!r} has no learned threshold (only UniTSFace learns one); "
+                "calibrate one (qualiface calibrate) or pass a cosine"
+            )
+        return learned.value, LEARNED
+    return check_threshold(threshold, what), "argument"
+
+
+def parse_threshold(text: str | None, what: str = "--threshold") -> ThresholdChoice:
+    """A threshold argument as written on a command line: a number, ``learned`` or nothing (``None``).
+
+    Raises:
+        InputError: Text that is neither a cosine in [-1, 1] nor ``learned``.
+    """
+    if text is None:
+        return None
+    if text.strip().lower() == LEARNED:
+        return LEARNED
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{what} {text!r}: expected a cosine in [-1, 1] or {LEARNED!r}") from None
+    return check_threshold(value, what)
 
 
 def scaled_qualities(policy: DecisionPolicy, raw: np.ndarray) -> np.ndarray | None:

@@ -23,12 +23,20 @@ from typing import Any
 import numpy as np
 
 from qualiface.data.recordio import IMAGE_EXTENSIONS
-from qualiface.decisions import SCALEFACE, Decision, DecisionPolicy
+from qualiface.decisions import (
+    LEARNED,
+    NO_THRESHOLD,
+    SCALEFACE,
+    Decision,
+    DecisionPolicy,
+    ThresholdChoice,
+    resolve_threshold,
+)
 from qualiface.detect.faces import FaceSet, align_faces
 from qualiface.detect.options import DetectorOptions
 from qualiface.eval import roc
-from qualiface.models.calibration import fit_confidence, fit_quality_scale
-from qualiface.models.card import ConfidenceCurve, QualityInfo, QualityScale, check_threshold
+from qualiface.models.calibration import ThresholdCheck, check_threshold_on_pairs, fit_confidence, fit_quality_scale
+from qualiface.models.card import ConfidenceCurve, QualityInfo, QualityScale
 from qualiface.models.face_model import FaceModel
 from qualiface.models.inference import embed_images
 
@@ -214,15 +222,11 @@ class Comparison:
         }
 
 
-def decision_threshold(model: FaceModel, threshold: float | None = None) -> tuple[float | None, str | None]:
-    """The threshold to decide with and where it comes from: the argument, the model's calibration, or the
-    model's own learned threshold (UniTSFace)."""
-    if threshold is not None:
-        return check_threshold(threshold, "--threshold"), "argument"
-    decision = model.card.decision_threshold
-    if decision is None:
-        return None, None
-    return decision.value, "calibration" if decision.kind == "calibrated" else "model"
+def decision_threshold(model: FaceModel, threshold: ThresholdChoice = None) -> tuple[float | None, str | None]:
+    """The threshold to decide with and where it comes from: the argument, the model's given or calibrated one,
+    or, only when ``threshold="learned"``, its learned one (UniTSFace); see
+    :func:`qualiface.decisions.resolve_threshold`."""
+    return resolve_threshold(model.card, threshold)
 
 
 def quality_floor(model: FaceModel) -> float | None:
@@ -254,7 +258,7 @@ def compare(
     faces_a: FaceSet,
     faces_b: FaceSet,
     *,
-    threshold: float | None = None,
+    threshold: ThresholdChoice = None,
     policy: DecisionPolicy | None = None,
     detector: dict[str, Any] | None = None,
 ) -> Comparison:
@@ -264,7 +268,8 @@ def compare(
         model: The model.
         faces_a: The faces of the first image (:func:`load_faces`).
         faces_b: The faces of the second image.
-        threshold: A cosine threshold replacing the model's (ignored when ``policy`` is given).
+        threshold: A cosine threshold replacing the model's, or ``"learned"`` for the model's learned one
+            (ignored when ``policy`` is given).
         policy: How to decide (default :meth:`DecisionPolicy.from_model` with ``threshold``).
         detector: The detector's description for the result (``None``: aligned crops).
     """
@@ -299,8 +304,12 @@ def compare(
         policy=policy.describe(),
     )
     if policy.threshold is None:
+        result.warnings.append(NO_THRESHOLD)
+    learned = model.card.learned_threshold
+    if policy.threshold_source == LEARNED and learned is not None and not learned.measured:
         result.warnings.append(
-            "no threshold: the model has none; calibrate one (qualiface calibrate) or pass --threshold"
+            "the learned threshold decides, but what it gives on these features is not measured: qualiface "
+            "calibrate measures its FMR and FNMR (shown by qualiface info)"
         )
     for name, faces in (("A", faces_a), ("B", faces_b)):
         if faces.multiple:
@@ -330,9 +339,12 @@ class Calibration:
     uncertainty_percentile: float | None = None
     quality_method: str | None = None
     quality_source: str | None = None
+    learned_threshold: ThresholdCheck | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["learned_threshold"] = None if self.learned_threshold is None else self.learned_threshold.to_dict()
+        return out
 
     def summary(self) -> dict[str, Any]:
         """:meth:`to_dict` with the curves' knots left out (their size and meaning instead), for people."""
@@ -369,6 +381,7 @@ class Calibration:
             "quality_floor_percentile": self.quality_floor_percentile if self.quality_floor is not None else None,
             "uncertainty_bound": self.uncertainty_bound,
             "uncertainty_percentile": self.uncertainty_percentile,
+            "learned_threshold": None if self.learned_threshold is None else self.learned_threshold.to_dict(),
         }
         return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in out.items()}
 
@@ -404,6 +417,8 @@ def calibrate(
     (:func:`qualiface.models.calibration.fit_quality_scale`), the floor (its ``floor_percentile``-th percentile)
     and, for ScaleFace, the uncertainty bound (the ``uncertainty_percentile``-th percentile of ``1 / s(x)``, taken
     as ``1 /`` the ``(100 - uncertainty_percentile)``-th percentile of ``s(x)``: the same faces in reverse order).
+    For a model with a learned threshold (UniTSFace), what that threshold gives on the same pairs and the same
+    features as decisions (``learned_threshold``, :func:`qualiface.models.calibration.check_threshold_on_pairs`).
     """
     for name, value in (("floor percentile", floor_percentile), ("uncertainty percentile", uncertainty_percentile)):
         if not 0.0 <= value <= 100.0:
@@ -420,6 +435,8 @@ def calibrate(
             f"only {impostor.size} impostor pairs: an FMR of {fmr:g} cannot be measured below 1/{impostor.size}; "
             f"the threshold sits just above the highest impostor score"
         )
+    learned = model.card.learned_threshold
+    checked = None if learned is None else check_threshold_on_pairs(scores, same, learned.value)
     confidence = None
     if genuine.size and impostor.size:
         confidence = fit_confidence(scores, same)
@@ -460,6 +477,7 @@ def calibrate(
         uncertainty_percentile=float(uncertainty_percentile) if bound is not None else None,
         quality_method=None if info is None else info.method,
         quality_source=None if info is None else info.source,
+        learned_threshold=checked,
     )
 
 

@@ -297,7 +297,8 @@ def test_info_on_every_supported_format(tmp_path: Path, demo_run: Path) -> None:
     expected = {"magface": "feature_norm", "adaface": "feature_norm", "crfiqa": "cr_fiqa", "scaleface": "scaleface"}
     for fmt, method in expected.items():
         assert load_model(files[fmt]).card.quality_method == method
-    assert load_model(files["unitsface"]).card.decision_threshold.kind == "learned"
+    assert load_model(files["unitsface"]).card.learned_threshold is not None  # kept, not deciding by default
+    assert load_model(files["unitsface"]).card.decision_threshold is None
     listing = runner.invoke(app, ["info", "--formats"])
     assert all(name in listing.stdout for name in format_names())
     missing = runner.invoke(app, ["info", str(tmp_path / "nothing.pt")])

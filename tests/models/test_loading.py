@@ -160,14 +160,16 @@ def test_qualiface_model_file_keeps_threshold(tmp_path, images):
     )
     for where in (path, tmp_path):  # the file and its run directory
         model = load_model(where)
-        assert (model.source_format, model.threshold, model.quality_method) == ("qualiface", 0.42, None)
+        assert (model.source_format, model.learned_threshold, model.quality_method) == ("qualiface", 0.42, None)
+        assert model.threshold is None  # a learned threshold decides only when asked for
         assert model.calibration is None
         assert model.preprocessing == source.preprocessing
         want, _ = reference(source, oc.reference_input(images, "RGB", 0.5, 0.5))
         np.testing.assert_array_equal(model.embed(images), want)
     save_calibration(tmp_path, 0.5, fmr=1e-4, pairs="cfp_fp.bin")  # the run directory's model.pt sidecar
     assert (tmp_path / "model.pt.qualiface.json").is_file()
-    assert load_model(path).threshold == load_model(tmp_path).threshold == 0.5  # a calibration overrides the head's
+    assert load_model(path).threshold == load_model(tmp_path).threshold == 0.5  # the calibration decides
+    assert load_model(path).learned_threshold == 0.42  # the head's, kept in the card
 
 
 def test_qualiface_magface_model_has_norm_quality(tmp_path, images):
@@ -286,7 +288,8 @@ def test_unitsface_checkpoint_with_its_learned_threshold(tmp_path, images):
     assert model.source_format == "unitsface"
     assert model.info["backbone"] == "lresnet50eir"
     assert (model.preprocessing.channel_order, model.flip_policy) == ("RGB", "sum")
-    assert model.threshold == pytest.approx(20.5 / 64)  # t = b / gamma
+    assert model.learned_threshold == pytest.approx(20.5 / 64)  # t = b / gamma
+    assert model.threshold is None  # it decides only when asked for
     want, _ = reference(source, oc.reference_input(images, "RGB", 0.5, 0.5))
     flipped, _ = reference(source, oc.reference_input(images[:, :, ::-1], "RGB", 0.5, 0.5))
     np.testing.assert_array_equal(model.embed(images), want)

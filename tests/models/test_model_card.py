@@ -49,7 +49,9 @@ def test_card_round_trips_through_json():
     again = ModelCard.from_json(card.to_json())
     assert again == card
     assert again.decision_threshold.value == 0.31  # a calibration decides over a learned threshold
-    assert _card(thresholds=card.thresholds[:1]).decision_threshold.value == 0.25
+    learned_only = _card(thresholds=card.thresholds[:1])
+    assert learned_only.decision_threshold is None  # a learned threshold decides only when asked for
+    assert learned_only.learned_threshold.value == 0.25
     assert "resize area" in card.summary()
     assert card.stamp()["model_sha256"] == "ab" * 32
 

@@ -211,7 +211,8 @@ def test_a_unitsface_run_exports_its_learned_threshold_to_load_model(make_config
     state = torch.load(latest_checkpoint(result.run_dir) / "rank0.pt", weights_only=True)
     expected = float(state["head"]["bias"][0]) / 64.0  # t = b / gamma
     model = load_model(result.run_dir)
-    assert model.threshold == pytest.approx(expected)
+    assert model.learned_threshold == pytest.approx(expected)
+    assert model.threshold is None  # a learned threshold decides only when asked for
     assert model.calibration is None
 
 

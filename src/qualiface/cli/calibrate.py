@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -64,7 +65,9 @@ def calibrate(
 ) -> None:
     """Calibrate a model on labelled pairs and store it with the model (used by `verify`, `search`, `quality`):
     the cosine threshold at --fmr, the confidence P(genuine | similarity) (isotonic fit), the 0-100 quality
-    scale (the calibration images' percentiles), the quality floor and, for ScaleFace, the uncertainty bound."""
+    scale (the calibration images' percentiles), the quality floor and, for ScaleFace, the uncertainty bound. For
+    a model with a learned threshold (UniTSFace), also the FMR and FNMR that threshold gives on the same pairs
+    (shown by `qualiface info`; it decides only with `verify --threshold learned`)."""
     from tqdm.auto import tqdm
 
     from qualiface.data.pairs import load_pairs_csv, pair_images
@@ -108,6 +111,22 @@ def calibrate(
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(json.dumps(_finite(result.summary()), indent=2, allow_nan=False))
+    learned = face_model.card.learned_threshold
+    if learned is not None and result.learned_threshold is not None:
+        check = result.learned_threshold
+        measured = replace(
+            learned,
+            fmr_measured=check.fmr,
+            fnmr=check.fnmr,
+            n_genuine=check.n_genuine,
+            n_impostor=check.n_impostor,
+            pairs=str(pairs),
+        )
+        typer.echo(
+            f"learned threshold {learned.value:.3f}: {measured.rates()}; it decides only with --threshold learned "
+            f"(the threshold at FMR {fmr:g} is {result.threshold:.3f})",
+            err=True,
+        )
     if save:
         if face_model.path is None:
             raise fail("the model was not loaded from a file; nothing to store the calibration next to")
@@ -130,6 +149,7 @@ def calibrate(
                 ("quality scale", result.quality_scale),
                 ("quality floor", result.quality_floor),
                 ("uncertainty bound", result.uncertainty_bound),
+                ("the learned threshold's FMR and FNMR", result.learned_threshold),
             )
             if value is not None
         ]

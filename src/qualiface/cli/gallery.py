@@ -18,6 +18,7 @@ from qualiface.cli.photos import (
     DetectorOption,
     PreprocessingOption,
     ProgressOption,
+    ThresholdOption,
     detector_options,
     faces_of,
     open_model,
@@ -146,9 +147,7 @@ def search(
     gallery: GalleryOption,
     model: GalleryModelOption = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Identities listed per probe face (1-1000).")] = 5,
-    threshold: Annotated[
-        float | None, typer.Option(help="Cosine threshold (default: the model's own or its calibration).")
-    ] = None,
+    threshold: ThresholdOption = None,
     index: Annotated[
         str,
         typer.Option(
@@ -170,11 +169,12 @@ def search(
     """Search probe faces in a gallery: the top-k identities with similarity and confidence, and a decision on the
     best one (match / non-match / abstain below the model's quality floor / undecided without a threshold)."""
     from qualiface.atomic import atomic_path
-    from qualiface.decisions import DecisionPolicy
+    from qualiface.decisions import DecisionPolicy, parse_threshold
     from qualiface.gallery import GalleryIndex, check_model, load_gallery, search_faces
     from qualiface.gallery.identify import check_top_k
 
     check_top_k(top_k)
+    chosen = parse_threshold(threshold)
     if out is not None:
         if out.suffix.lower() not in (".csv", ".json"):
             raise InputError(f"--out {out}: use a .csv or .json file")
@@ -185,7 +185,7 @@ def search(
     if not stored.n_identities:
         raise InputError(f"{gallery}: the gallery holds no identity")
     searcher = GalleryIndex(stored.templates, index)  # type: ignore[arg-type]  # checked by GalleryIndex
-    policy = DecisionPolicy.from_model(face_model, threshold=threshold)
+    policy = DecisionPolicy.from_model(face_model, threshold=chosen)
     faces = faces_of(probes, aligned=aligned, all_faces=all_faces, progress=progress, detector=detector, what="search")
     results = search_faces(face_model, stored, faces, k=top_k, policy=policy, index=searcher)
     report_failures(faces)

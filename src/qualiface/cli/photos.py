@@ -39,6 +39,16 @@ DetectorOption = Annotated[
 #: The model of a photo command: the one spelling (``load_model`` reads it).
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model file, run directory or ONNX recognizer.")]
 
+#: The decision threshold of verify and search: a cosine, or 'learned' (qualiface.decisions.parse_threshold).
+ThresholdOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Cosine threshold, or 'learned' for the model's threshold learned in training (UniTSFace; "
+        "`qualiface info` shows its FMR and FNMR once `qualiface calibrate` measured them). Default: the model's "
+        "calibrated threshold; without one, no decision.",
+    ),
+]
+
 #: The progress bar of a command that takes a while (shown only on a terminal).
 ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar.")]
 

@@ -15,6 +15,7 @@ from qualiface.cli.photos import (
     DetectorOption,
     ModelOption,
     PreprocessingOption,
+    ThresholdOption,
     detector_options,
     faces_of,
     fail,
@@ -27,9 +28,7 @@ def verify(
     image_a: Annotated[Path, typer.Argument(help="First photo.")],
     image_b: Annotated[Path, typer.Argument(help="Second photo.")],
     model: ModelOption,
-    threshold: Annotated[
-        float | None, typer.Option(help="Cosine threshold (default: the model's own or its calibration).")
-    ] = None,
+    threshold: ThresholdOption = None,
     quality_floor: Annotated[
         float | None,
         typer.Option(help="Abstain when a face's raw quality is below this (default: the calibrated floor)."),
@@ -51,14 +50,15 @@ def verify(
 ) -> None:
     """Compare the largest face of A with the largest face of B: decision (match, non-match, or abstain on a face
     below the model's calibrated quality floor), similarity, confidence P(genuine | similarity), qualities."""
-    from qualiface.decisions import DecisionPolicy
+    from qualiface.decisions import DecisionPolicy, parse_threshold
     from qualiface.use import compare
 
+    chosen = parse_threshold(threshold)  # InputError: one 'error:' line, exit 2
     face_model = open_model(model, preprocessing=preprocessing)
     try:
         policy = DecisionPolicy.from_model(
             face_model,
-            threshold=threshold,
+            threshold=chosen,
             quality_floor=quality_floor,
             uncertainty_bound=uncertainty_bound,
             prior=prior,

@@ -5,10 +5,12 @@ A calibration holds a decision threshold at a false-match rate, the calibrated c
 similarity) by an isotonic fit, :func:`fit_confidence`), the quality scale (raw quality onto 0–100 through the
 calibration images' empirical CDF, :func:`fit_quality_scale`), the quality floor (a percentile of those images'
 quality) and, for ScaleFace, the uncertainty bound. :func:`~qualiface.models.load_model` reads it into the model
-card (:func:`apply_calibration`). Files written before the confidence and the scale existed still load; the card
-then says both are unavailable. A calibration written for other weights (the model file was replaced), a value
-that is not valid (a threshold outside [-1, 1], knots out of order, a non-finite number), or a file that is not
-valid JSON is refused with an error that names the file.
+card (:func:`apply_calibration`). For a model with a threshold learned in training (UniTSFace's ``b / γ``) it
+also holds what that threshold gives on the calibration pairs (``learned_threshold``: FMR, FNMR and the pair
+counts, :func:`check_threshold_on_pairs`), which the card's learned entry then shows. Files written before
+the confidence and the scale existed still load; the card then says both are unavailable. A calibration written
+for other weights (the model file was replaced), a value that is not valid (a threshold outside [-1, 1], knots
+out of order, a non-finite number), or a file that is not valid JSON is refused with an error that names the file.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import math
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from qualiface.atomic import atomic_path
+from qualiface.eval.roc import rate_measurable
 from qualiface.models.card import (
     MAX_JSON_CHARS,
     MAX_KNOTS,
@@ -142,6 +145,11 @@ def load_calibration(model_path: str | os.PathLike[str], sha256: str | None = No
                 kind.from_dict(record[key], key)
     except CardError as exc:
         raise refuse(f"{exc}; recalibrate (qualiface calibrate)") from None
+    try:
+        if record.get("learned_threshold") is not None:
+            ThresholdCheck.from_dict(record["learned_threshold"])
+    except CardError as exc:
+        raise refuse(f"{exc}; recalibrate (qualiface calibrate)") from None
     recorded = record.get("model_sha256")
     if sha256 is not None and recorded != sha256:
         what = "has no model SHA-256" if recorded is None else f"was made for weights with SHA-256 {recorded}"
@@ -173,6 +181,20 @@ def apply_calibration(card: ModelCard, record: Mapping[str, Any]) -> ModelCard:
     observed quality range, and the quality calibration (0–100 scale, floor, uncertainty bound). Each only when
     recorded: an older file leaves the confidence and the scale unavailable (``None``)."""
     card = card.with_threshold(calibrated_threshold(record))
+    learned = card.learned_threshold
+    if learned is not None and record.get("learned_threshold") is not None:
+        check = ThresholdCheck.from_dict(record["learned_threshold"])
+        if abs(check.threshold - learned.value) <= 1e-9:  # measured for this threshold (else: not measured)
+            measured = replace(
+                learned,
+                fmr_measured=check.fmr,
+                fnmr=check.fnmr,
+                n_genuine=check.n_genuine,
+                n_impostor=check.n_impostor,
+                pairs=record.get("pairs"),
+                created=record.get("created"),
+            )
+            card = replace(card, thresholds=tuple(measured if t is learned else t for t in card.thresholds))
     if record.get("confidence") is not None:
         card = replace(card, confidence=ConfidenceCurve.from_dict(record["confidence"]))
     span = record.get("quality_range")
@@ -195,6 +217,88 @@ def apply_calibration(card: ModelCard, record: Mapping[str, Any]) -> ModelCard:
 
 
 # ------------------------------------------------------------------------------------------------ fits
+
+
+@dataclass(frozen=True)
+class ThresholdCheck:
+    """What a fixed cosine threshold gives on labelled pairs (``similarity >= threshold`` is a match).
+
+    Attributes:
+        threshold: The threshold.
+        fmr: False-match rate, the share of impostor pairs at or above it (``None`` without impostor pairs).
+        fnmr: False-non-match rate, the share of genuine pairs below it (``None`` without genuine pairs).
+        false_matches: Impostor pairs at or above it.
+        false_non_matches: Genuine pairs below it.
+        n_impostor: Impostor pairs.
+        n_genuine: Genuine pairs.
+    """
+
+    threshold: float
+    fmr: float | None
+    fnmr: float | None
+    false_matches: int
+    false_non_matches: int
+    n_impostor: int
+    n_genuine: int
+
+    @property
+    def fmr_measurable(self) -> bool:
+        """Whether the impostor pairs measure the FMR (:func:`qualiface.eval.roc.rate_measurable`): ``False``
+        for no false match, which says only that the FMR is below ``1 / n_impostor``."""
+        return self.fmr is not None and rate_measurable(self.fmr, self.n_impostor)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields and ``fmr_measurable`` (what the calibration file stores)."""
+        return {**asdict(self), "fmr_measurable": self.fmr_measurable}
+
+    @classmethod
+    def from_dict(cls, value: Any) -> ThresholdCheck:
+        """A check as stored; :class:`CardError` naming the field (``learned_threshold.fmr`` ...)."""
+        if not isinstance(value, Mapping):
+            raise CardError(f"learned_threshold: expected a JSON object, got {type(value).__name__}")
+        threshold = check_threshold(value.get("threshold"), "learned_threshold.threshold")
+        counts = {}
+        for key in ("false_matches", "false_non_matches", "n_impostor", "n_genuine"):
+            count = value.get(key)
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise CardError(f"learned_threshold.{key} {count!r}: expected a count (an integer >= 0)")
+            counts[key] = count
+        rates: dict[str, float | None] = {}
+        for key in ("fmr", "fnmr"):
+            rate = value.get(key)
+            if rate is not None and (
+                isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0
+            ):
+                raise CardError(f"learned_threshold.{key} {rate!r}: expected a rate in [0, 1] or null")
+            rates[key] = None if rate is None else float(rate)
+        return cls(threshold=threshold, fmr=rates["fmr"], fnmr=rates["fnmr"], **counts)
+
+
+def check_threshold_on_pairs(similarity: np.ndarray, issame: np.ndarray, threshold: float) -> ThresholdCheck:
+    """The false-match and false-non-match rates of ``threshold`` on labelled pairs: FMR = #{impostor s >= t} /
+    #impostor, FNMR = #{genuine s < t} / #genuine (``None`` where there is no such pair).
+
+    Raises:
+        ValueError: Lengths that differ, or a similarity that is not finite.
+    """
+    scores = np.asarray(similarity, np.float64).ravel()
+    same = np.asarray(issame, bool).ravel()
+    if scores.shape != same.shape:
+        raise ValueError(f"{scores.size} similarities but {same.size} labels")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("a calibration similarity is not finite")
+    value = check_threshold(threshold, "threshold")
+    impostor, genuine = scores[~same], scores[same]
+    false_matches, false_non_matches = int(np.sum(impostor >= value)), int(np.sum(genuine < value))
+    return ThresholdCheck(
+        threshold=value,
+        fmr=false_matches / impostor.size if impostor.size else None,
+        fnmr=false_non_matches / genuine.size if genuine.size else None,
+        false_matches=false_matches,
+        false_non_matches=false_non_matches,
+        n_impostor=int(impostor.size),
+        n_genuine=int(genuine.size),
+    )
 
 
 def pool_adjacent_violators(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

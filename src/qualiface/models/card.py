@@ -36,7 +36,9 @@ CARD_FORMAT = "qualiface.card/1"
 UNKNOWN_PREPROCESSING = "unknown"
 
 QualitySource = Literal["branch", "head", "embedding_norm"]
-ThresholdKind = Literal["learned", "calibrated"]
+ThresholdKind = Literal["learned", "calibrated", "given"]
+#: The threshold kinds: learned in training, calibrated at a false-match rate, given by the user.
+THRESHOLD_KINDS = ("learned", "calibrated", "given")
 
 #: Named preprocessings, in the one unit of :class:`Preprocessing` (mean/std on pixel / 255).
 PREPROCESSING_PRESETS: dict[str, dict[str, Any]] = {
@@ -205,13 +207,19 @@ class QualityInfo:
 class ThresholdInfo:
     """A cosine decision threshold and where it comes from (``similarity >= value`` is a match).
 
+    A ``"learned"`` threshold (UniTSFace's ``b / γ``) was learned on single-view training-mode similarities, not
+    on the fused features decisions compare, so it decides only when asked for (``--threshold learned``);
+    ``qualiface calibrate`` measures what it gives (``fmr_measured``, ``fnmr`` on ``pairs``).
+
     Attributes:
         value: The threshold, finite and within [-1, 1].
-        kind: ``"learned"`` (in training, e.g. UniTSFace's ``b / γ``) or ``"calibrated"`` (at a false-match rate).
+        kind: ``"learned"`` (in training, e.g. UniTSFace's ``b / γ``), ``"calibrated"`` (at a false-match rate) or
+            ``"given"`` (set by the user, ``model.threshold = t``).
         fmr: Target false-match rate of a calibration.
-        fmr_measured / fnmr: What the threshold gives on the calibration pairs.
+        fmr_measured / fnmr: What the threshold gives on the calibration pairs (for a learned threshold: on the
+            pairs of the latest calibration, ``None`` until one measured it).
         n_genuine / n_impostor: Calibration pairs used.
-        pairs: The pair list it was calibrated on.
+        pairs: The pair list it was calibrated (or measured) on.
         created: ISO time of the calibration.
         source: Free text (e.g. the checkpoint key a learned threshold was read from).
     """
@@ -230,8 +238,8 @@ class ThresholdInfo:
 
     def __post_init__(self) -> None:
         check_threshold(self.value, "threshold")
-        if self.kind not in ("learned", "calibrated"):
-            raise CardError(f"threshold kind {self.kind!r}: expected learned or calibrated")
+        if self.kind not in THRESHOLD_KINDS:
+            raise CardError(f"threshold kind {self.kind!r}: expected one of {', '.join(THRESHOLD_KINDS)}")
         fmr: object = self.fmr  # as read from a card: any JSON value
         if fmr is not None and not (isinstance(fmr, int | float) and 0.0 < fmr < 1.0):
             raise CardError(f"threshold fmr {self.fmr!r}: expected a number in (0, 1)")
@@ -242,7 +250,28 @@ class ThresholdInfo:
                 f"{self.value:.6f} calibrated at FMR {self.fmr:g} on {self.n_impostor} impostor / {self.n_genuine} "
                 f"genuine pairs ({self.pairs})"
             )
+        if self.kind == "given":
+            return f"{self.value:.6f} given ({self.source or 'by the user'})"
         return f"{self.value:.6f} learned in training ({self.source or 'model'})"
+
+    @property
+    def measured(self) -> bool:
+        """Whether the false-match rate on calibration pairs is known."""
+        return self.fmr_measured is not None and bool(self.n_impostor)
+
+    def rates(self) -> str:
+        """What the threshold gives on the calibration pairs, for people: ``FMR a, FNMR b on PAIRS (n pairs)``;
+        an FMR of 0 is said to be below what the impostor pairs can measure (``1 / n``)."""
+        fmr_measured, n_impostor, n_genuine = self.fmr_measured, self.n_impostor or 0, self.n_genuine or 0
+        if fmr_measured is None or not n_impostor:
+            return "FMR and FNMR not measured: run qualiface calibrate"
+        false_matches = round(fmr_measured * n_impostor)
+        if false_matches == 0:
+            fmr = f"FMR < 1/{n_impostor:,} (no false match: too few impostor pairs to measure it)"
+        else:
+            fmr = f"FMR {fmr_measured:.3g} ({false_matches:,} of {n_impostor:,} impostor pairs)"
+        fnmr = "FNMR not measured (no genuine pair)" if self.fnmr is None or not n_genuine else f"FNMR {self.fnmr:.3g}"
+        return f"{fmr}, {fnmr} on {self.pairs or 'the calibration pairs'} ({n_impostor + n_genuine:,} pairs)"
 
 
 def check_threshold(value: Any, what: str) -> float:
@@ -295,15 +324,21 @@ class ModelCard:
 
     @property
     def decision_threshold(self) -> ThresholdInfo | None:
-        """The threshold decisions use: the newest calibration, else a learned one, else ``None``."""
-        calibrated = [t for t in self.thresholds if t.kind == "calibrated"]
-        if calibrated:
-            return calibrated[-1]
+        """The threshold decisions use by default: the newest given (``model.threshold = t``) or calibrated one,
+        else ``None``. A learned threshold never decides by default (see :attr:`learned_threshold`)."""
+        chosen = [t for t in self.thresholds if t.kind in ("given", "calibrated")]
+        return chosen[-1] if chosen else None
+
+    @property
+    def learned_threshold(self) -> ThresholdInfo | None:
+        """The threshold learned in training (UniTSFace's ``b / γ``), or ``None``; it decides only when asked
+        for (``--threshold learned``)."""
         learned = [t for t in self.thresholds if t.kind == "learned"]
         return learned[-1] if learned else None
 
     def with_threshold(self, threshold: ThresholdInfo) -> ModelCard:
-        """A copy with ``threshold`` added (a calibration replaces earlier calibrations)."""
+        """A copy with ``threshold`` added (a calibration replaces earlier calibrations, a given threshold earlier
+        given ones)."""
         kept = tuple(t for t in self.thresholds if t.kind != threshold.kind or t.kind == "learned")
         return replace(self, thresholds=(*kept, threshold))
 
@@ -396,7 +431,13 @@ class ModelCard:
             decision = self.decision_threshold
             for t in self.thresholds:
                 mark = " (decides)" if t is decision else ""
+                if t.kind == "learned":
+                    mark = " (decides only with --threshold learned)"
                 lines.append(f"threshold       {t.describe()}{mark}")
+                if t.kind == "learned":
+                    lines.append(f"                learned threshold {t.value:.3f}: {t.rates()}")
+            if decision is None:
+                lines.append("threshold       none decides by default (qualiface calibrate stores one)")
         else:
             lines.append("threshold       none (qualiface calibrate stores one)")
         if self.confidence is not None:

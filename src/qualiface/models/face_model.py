@@ -131,15 +131,26 @@ class FaceModel:
 
     @property
     def threshold(self) -> float | None:
-        """The cosine decision threshold (the card's calibrated one, else its learned one), or ``None``."""
+        """The cosine threshold decisions use by default: one set here, else the card's calibrated one, else
+        ``None``. A threshold learned in training is not one of them (see :attr:`learned_threshold`).
+
+        Setting it records a ``"given"`` threshold in the card, which decides until a newer calibration; ``None``
+        removes it (the calibration decides again)."""
         decision = self.card.decision_threshold
         return None if decision is None else decision.value
 
     @threshold.setter
     def threshold(self, value: float | None) -> None:
-        kept = tuple(t for t in self.card.thresholds if t.kind != "learned")
-        added = () if value is None else (ThresholdInfo(value=float(value), kind="learned", source="set in Python"),)
+        kept = tuple(t for t in self.card.thresholds if t.kind != "given")
+        added = () if value is None else (ThresholdInfo(value=float(value), kind="given", source="set in Python"),)
         self.card = replace(self.card, thresholds=(*kept, *added))
+
+    @property
+    def learned_threshold(self) -> float | None:
+        """The threshold learned in training (UniTSFace's ``b / γ``), or ``None``. It decides only when asked for
+        (``threshold="learned"``, ``--threshold learned``); ``qualiface calibrate`` measures its FMR and FNMR."""
+        learned = self.card.learned_threshold
+        return None if learned is None else learned.value
 
     def quality_info(self, *, allow_untrained: bool = False) -> QualityInfo | None:
         """The quality the model outputs; with ``allow_untrained`` a recognizer without one gets the norm of its

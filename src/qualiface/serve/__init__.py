@@ -6,8 +6,10 @@ Endpoints (JSON answers; errors are ``{"error": message}`` with a 4xx status, 50
 * ``POST /embed`` and ``POST /quality``: the body is one encoded image (JPEG, PNG, ...); ``?aligned=1`` takes a
   112x112 aligned crop as it is, ``?all_faces=1`` returns every face. Answer: ``{"model": stamp, "faces":
   [{"face_index", "embedding", "quality", "box", "score"}, ...]}``.
-* ``POST /verify``: a JSON body ``{"a": base64 image, "b": base64 image, "threshold": optional float}``; answer
-  as :class:`qualiface.use.Comparison`.
+* ``POST /verify``: a JSON body ``{"a": base64 image, "b": base64 image, "threshold": optional float or
+  "learned"}``; answer as :class:`qualiface.use.Comparison`. Without a threshold the model's calibrated one
+  decides (none: ``"undecided"``); a threshold learned in training (UniTSFace) decides only with
+  ``"threshold": "learned"``.
 * ``GET /openapi.json``: the schema of all of them (:mod:`qualiface.serve.schemas`).
 
 Refusals: 400 bad input (not an image, over the pixel limit, a bad field, a non-finite threshold, a bad

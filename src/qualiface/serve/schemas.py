@@ -14,8 +14,9 @@ import json
 from http import HTTPStatus
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
+from qualiface.decisions import LEARNED, ThresholdChoice
 from qualiface.models.card import check_threshold
 from qualiface.serve.service import RequestError
 
@@ -98,9 +99,19 @@ class VerifyRequest(BaseModel):
 
     a: StrictStr = Field(description="the first image, base64-encoded")
     b: StrictStr = Field(description="the second image, base64-encoded")
-    threshold: float | None = Field(
-        None, strict=True, description="a cosine threshold in [-1, 1]; default: the model's calibrated one"
+    threshold: float | Literal["learned"] | None = Field(
+        None,
+        description="a cosine threshold in [-1, 1], or 'learned' for the model's threshold learned in training "
+        "(UniTSFace); default: the model's calibrated one (without one, no decision)",
     )
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _number_or_learned(cls, value: Any) -> Any:
+        """A JSON number or the string ``learned`` as it is (no string read as a number, no boolean)."""
+        if value is None or value == LEARNED or (isinstance(value, int | float) and not isinstance(value, bool)):
+            return value
+        raise ValueError(f"expected a number or {LEARNED!r}")
 
 
 #: The answers each endpoint may give besides 200, for the OpenAPI schema.
@@ -109,8 +120,9 @@ ERROR_ANSWERS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def parse_verify(body: bytes) -> tuple[bytes, bytes, float | None]:
-    """The two images and the threshold of a ``/verify`` body; :class:`RequestError` 400 naming the field."""
+def parse_verify(body: bytes) -> tuple[bytes, bytes, ThresholdChoice]:
+    """The two images and the threshold (a cosine, ``"learned"`` or ``None``) of a ``/verify`` body;
+    :class:`RequestError` 400 naming the field."""
     try:
         # Python's json reads NaN, Infinity and -Infinity; they reach the threshold check, which names the field
         raw = json.loads(body) if body else {}
@@ -120,8 +132,8 @@ def parse_verify(body: bytes) -> tuple[bytes, bytes, float | None]:
         request = VerifyRequest.model_validate(raw)
     except ValidationError as exc:
         raise RequestError(HTTPStatus.BAD_REQUEST, _describe(exc)) from None
-    threshold = None
-    if request.threshold is not None:
+    threshold: ThresholdChoice = request.threshold
+    if isinstance(request.threshold, float):
         try:
             threshold = check_threshold(request.threshold, "field 'threshold'")
         except ValueError as exc:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from qualiface.decisions import ThresholdChoice, resolve_threshold
 from qualiface.detect.faces import FaceSet, align_image
 from qualiface.detect.options import DetectorOptions
 from qualiface.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
@@ -116,9 +117,15 @@ class FaceService:
             "faces": [{**_face(faces, i, None, None), "quality": float(scores[i])} for i in range(len(faces))],
         }
 
-    def verify(self, a: bytes, b: bytes, *, threshold: float | None = None, aligned: bool = False) -> dict[str, Any]:
+    def verify(self, a: bytes, b: bytes, *, threshold: ThresholdChoice = None, aligned: bool = False) -> dict[str, Any]:
         """The comparison of the first face of ``a`` with the first face of ``b`` (:class:`qualiface.use.Comparison`
-        as a dictionary); ``threshold`` must already be checked (finite, within [-1, 1])."""
+        as a dictionary); ``threshold`` must already be checked (finite, within [-1, 1]), or ``"learned"`` for
+        the model's learned threshold (a model without one: 400). Without one the model's calibrated threshold
+        decides; a learned threshold never decides unless asked for."""
+        try:
+            resolve_threshold(self.model.card, threshold, "field 'threshold'")
+        except ValueError as exc:
+            raise RequestError(HTTPStatus.BAD_REQUEST, str(exc)) from None
         faces_a = self.faces(a, "a", aligned=aligned)
         faces_b = self.faces(b, "b", aligned=aligned)
         with self._lock, _unprocessable():
