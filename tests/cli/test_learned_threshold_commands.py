@@ -175,3 +175,27 @@ def test_a_bad_threshold_word_or_no_learned_threshold_is_one_line(setup: dict, t
     word = runner.invoke(app, ["verify", str(crop), str(crop), "-m", str(other), "--threshold", "banana"])
     assert word.exit_code == 2
     assert "error: --threshold 'banana': expected a cosine in [-1, 1] or 'learned'" in word.stderr
+
+
+def test_search_decides_with_the_learned_threshold_only_when_asked(setup: dict, tmp_path: Path) -> None:
+    model = shutil.copy(setup["model"], tmp_path / "model.pt")
+    gallery = tmp_path / "g.npz"
+    common = ["--model", str(model), "--aligned", "--no-progress"]
+    enrolled = runner.invoke(app, ["enroll", *map(str, setup["files"][:4]), "--gallery", str(gallery), *common])
+    assert enrolled.exit_code == 0, enrolled.output
+    probe = str(setup["files"][5])
+    plain = runner.invoke(app, ["search", probe, "--gallery", str(gallery), "--json", *common])
+    assert plain.exit_code == 0, plain.output
+    document = json.loads(plain.stdout)
+    assert (document["policy"]["threshold"], document["results"][0]["decision"]["decision"]) == (None, "undecided")
+    asked = runner.invoke(
+        app, ["search", probe, "--gallery", str(gallery), "--json", "--threshold", "learned", *common]
+    )
+    assert asked.exit_code == 0, asked.output
+    document = json.loads(asked.stdout)
+    assert document["policy"]["threshold"] == pytest.approx(setup["threshold"])
+    assert document["policy"]["threshold_source"] == "learned"
+    best = document["results"][0]
+    assert best["decision"]["decision"] == (
+        "match" if best["candidates"][0]["similarity"] >= setup["threshold"] else "non-match"
+    )
