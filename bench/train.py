@@ -7,6 +7,7 @@ Usage::
     python bench/train.py --parts data jpeg --batches 40    # only the input pipeline and the JPEG decoders
     python bench/train.py --compile                         # torch.compile both the trainer and the bare loop
     python bench/train.py --parts jpeg   # Pillow vs simplejpeg (the pipeline decodes JPEG with simplejpeg)
+    python bench/train.py --device cuda --parts step --precisions fp32 bf16 fp16 --batch 128   # on a GPU
 
 Three parts, each configuration in its own subprocess (its peak memory and thread state are its own):
 
@@ -40,6 +41,11 @@ Three parts, each configuration in its own subprocess (its peak memory and threa
     Single-threaded decode of the same JPEG payloads by Pillow, by ``qualiface.data.recordio.decode_image`` (what the
     pipeline uses: simplejpeg for JPEG) and by ``simplejpeg`` directly, plus the cost of the
     transforms (``to_tensor`` + ``training_transform``) per image, so the per-sample budget is visible.
+
+``--device cuda`` runs the ``step`` part on the first GPU (``fp16`` then runs with the trainer's GradScaler, and
+the bare loop with its own): every timed step ends with ``torch.cuda.synchronize()``, and the peak MiB is
+``torch.cuda.max_memory_allocated`` during the timed steps. The ``data`` and ``jpeg`` parts always run on the CPU.
+``bench/gpu.sh`` runs this with the CUDA checks of the test suite.
 
 Results: a Markdown table on stdout and ``bench/results/train_<date>.json`` (command, date, CPU model, cores,
 torch version, whether the CPU has AMX / AVX512-BF16, every row).
@@ -89,16 +95,23 @@ def _data_cfg(spec: dict[str, Any]) -> dict[str, Any]:
 def _bare_step(
     backbone: Any, weight: Any, optimizer: Any, images: Any, labels: Any, autocast_dtype: Any
 ) -> Callable[[], None]:
-    """The bare loop's step: backbone, usual ArcFace recipe (s = 64, m = 0.5), backward, SGD."""
+    """The bare loop's step: backbone, usual ArcFace recipe (s = 64, m = 0.5), backward, SGD (with a GradScaler
+    under fp16, as any fp16 loop needs one)."""
     import contextlib
 
     import torch
     import torch.nn.functional as F
 
-    rows = torch.arange(images.shape[0])
+    device = images.device
+    rows = torch.arange(images.shape[0], device=device)
+    scaler = torch.amp.GradScaler(device.type, growth_interval=100) if autocast_dtype is torch.float16 else None
 
     def step() -> None:
-        ctx = torch.autocast("cpu", dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
+        ctx = (
+            torch.autocast(device.type, dtype=autocast_dtype)
+            if autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
         with ctx:
             emb = backbone(images)
         cos = F.linear(F.normalize(emb.float()), F.normalize(weight)).clamp(-1, 1)
@@ -106,21 +119,36 @@ def _bare_step(
         logits = 64.0 * cos.scatter(1, labels[:, None], target[:, None])
         loss = F.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
 
     return step
 
 
-def _timed(step: Callable[[], None], n: int) -> tuple[list[float], int]:
-    """Per-step seconds of ``n`` steps and the peak resident KiB while they ran."""
-    reset_peak()
+def _timed(step: Callable[[], None], n: int, device: Any = None) -> tuple[list[float], int]:
+    """Per-step seconds of ``n`` steps and the peak KiB while they ran: resident memory on the CPU, allocated
+    device memory on a GPU (each step waits for the GPU to finish before its clock stops)."""
+    import torch
+
+    cuda = device is not None and device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        reset_peak()
     times = []
     for _ in range(n):
         start = time.perf_counter()
         step()
+        if cuda:
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
-    return times, rss_kib("VmHWM")
+    return times, (torch.cuda.max_memory_allocated(device) // 1024 if cuda else rss_kib("VmHWM"))
 
 
 def run_step(spec: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +159,8 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
     from qualiface.train.loop import Trainer
 
     torch.set_num_threads(spec["threads"])
-    baseline = rss_kib("VmRSS")
+    device = torch.device(spec.get("device", "cpu"))
+    baseline = 0 if device.type == "cuda" else rss_kib("VmRSS")
     batch, classes = spec["batch"], spec["classes"]
     out_dir = tempfile.mkdtemp(prefix="qualiface-bench-train-")
     try:
@@ -147,18 +176,18 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
                     # fp32 = NCHW, fp32+cl = NHWC, bf16 = the trainer's default (NHWC)
                     "channels_last": {"fp32": False, "fp32+cl": True}.get(spec["precision"]),
                     "compile": spec["compile"],
-                    "device": "cpu",
+                    "device": device.type,
                 },
                 "log": {"progress": False},
             }
         )
-        trainer = Trainer(cfg, DistInfo(0, 0, 1, torch.device("cpu")))
+        trainer = Trainer(cfg, DistInfo(0, 0, 1, device))
         trainer.backbone.train()
         trainer.head.train()
         generator = torch.Generator().manual_seed(0)
         keys = next(iter(trainer.sampler))
-        images = torch.stack([trainer.samples[k][0] for k in keys])
-        labels = torch.randint(0, classes, (batch,), generator=generator)
+        images = torch.stack([trainer.samples[k][0] for k in keys]).to(device)
+        labels = torch.randint(0, classes, (batch,), generator=generator).to(device)
 
         # the bare loop: a copy of the same backbone (same weights and memory format), its own class centres
         bare_backbone = copy.deepcopy(trainer.backbone)
@@ -167,7 +196,7 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
             bare_backbone.to(memory_format=torch.channels_last)
             bare_images = images.contiguous(memory_format=torch.channels_last)
         forward = torch.compile(bare_backbone) if spec["compile"] else bare_backbone
-        weight = torch.nn.Parameter(torch.empty(classes, trainer.backbone.embedding_dim).normal_(0, 0.01))
+        weight = torch.nn.Parameter(torch.empty(classes, trainer.backbone.embedding_dim).normal_(0, 0.01).to(device))
         optimizer = torch.optim.SGD(
             [{"params": list(bare_backbone.parameters())}, {"params": [weight]}],
             lr=cfg.optim.lr,
@@ -180,18 +209,19 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
         }
         for name in ("trainer", "bare"):
             start = time.perf_counter()
-            _timed(steps[name], spec["warmup"])
+            _timed(steps[name], spec["warmup"], device)
             print(f"warm-up {name}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
         times: dict[str, list[float]] = {"trainer": [], "bare": []}
         peaks = {"trainer": 0, "bare": 0}
         for r in range(spec["rounds"]):
             for name in ("trainer", "bare") if r % 2 == 0 else ("bare", "trainer"):
-                got, peak = _timed(steps[name], spec["steps"])
+                got, peak = _timed(steps[name], spec["steps"], device)
                 times[name] += got
                 peaks[name] = max(peaks[name], peak)
         median = {name: statistics.median(t) for name, t in times.items()}
         best = {name: min(t) for name, t in times.items()}
         result: dict[str, Any] = {
+            "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
             "channels_last": trainer.channels_last,
             "autocast": str(trainer.autocast_dtype) if trainer.autocast_dtype is not None else "float32",
             "trainer_ips": batch / median["trainer"],
@@ -361,9 +391,16 @@ def main() -> None:
     parser.add_argument(
         "--precisions",
         nargs="+",
-        choices=["fp32", "fp32+cl", "bf16"],
+        choices=["fp32", "fp32+cl", "bf16", "fp16"],
         default=["fp32", "fp32+cl", "bf16"],
-        help="fp32+cl: float32 with channels_last; bf16 runs channels_last (the trainer's default)",
+        help="fp32+cl: float32 with channels_last; bf16 and fp16 run channels_last (the trainer's default); "
+        "fp16 (with a GradScaler) needs --device cuda",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="where the step part trains (cuda: the first GPU; data and jpeg always run on the CPU)",
     )
     parser.add_argument("--batch", type=int, default=None, help="default: mobilefacenet 64, iresnet50 32")
     parser.add_argument("--classes", type=int, default=1000)
@@ -396,8 +433,13 @@ def main() -> None:
     from qualiface.train.precision import cpu_has_fast_bf16
 
     date = datetime.date.today().isoformat()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch.cuda.is_available() is False")
+    if "fp16" in args.precisions and args.device != "cuda":
+        parser.error("--precisions fp16 needs --device cuda (the trainer refuses fp16 on a CPU)")
     machine = {
         "cpu": cpu_model(),
+        "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "fast_bf16": cpu_has_fast_bf16(),
@@ -439,7 +481,7 @@ def main() -> None:
 def _run_steps(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     print()
-    print(f"Training step, arcface head, C = {args.classes:,}, {args.threads} threads, "
+    print(f"Training step on {args.device}, arcface head, C = {args.classes:,}, {args.threads} threads, "
           f"median of {args.rounds} x {args.steps} steps per path (alternating)")  # fmt: skip
     print()
     print("| backbone | precision | channels_last | compile | batch | trainer img/s | bare img/s | trainer / bare | "
@@ -455,6 +497,7 @@ def _run_steps(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "classes": args.classes,
                 "compile": args.compile,
                 "threads": args.threads,
+                "device": args.device,
                 "warmup": max(args.warmup, 3) if args.compile else args.warmup,  # compile + possible recompiles
                 "rounds": args.rounds,
                 "steps": args.steps,

@@ -19,7 +19,7 @@ def ieee_fp32() -> Iterator[None]:
     no CPU does: a float32 comparison with the CPU at ~1e-5 needs them off. Only torch's current
     ``fp32_precision`` settings are used (mixing them with the legacy ``allow_tf32`` flags is an error in torch).
     """
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv  # type: ignore[attr-defined]  # not in the stubs
     before = (matmul.fp32_precision, conv.fp32_precision)
     matmul.fp32_precision = "ieee"
     conv.fp32_precision = "ieee"
