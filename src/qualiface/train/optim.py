@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -142,12 +142,3 @@ def build_scheduler(
         optimizer, lr_factor(cfg, total_steps, steps_per_epoch), last_epoch=step - 1
     )
 
-
-def clip_gradients(params: Iterable[nn.Parameter], max_norm: float | None) -> torch.Tensor | None:
-    """``clip_grad_norm_`` of the given parameters (the backbone's); returns the norm before clipping."""
-    if max_norm is None:
-        return None
-    params = [p for p in params if p.grad is not None]
-    if not params:
-        return None
-    return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
