@@ -147,7 +147,8 @@ def margin_cross_entropy(
             collective.
         group: the process group of the shards (``None``: the default group); used only with ``owned``.
     """
-    scale_t = scale if isinstance(scale, Tensor) else torch.tensor(float(scale), dtype=cos.dtype, device=cos.device)
+    # torch.full fills on the device; torch.tensor(x, device=cuda) copies from the host and waits for the GPU
+    scale_t = scale if isinstance(scale, Tensor) else torch.full((), float(scale), dtype=cos.dtype, device=cos.device)
     return cast(
         "tuple[Tensor, Tensor]",
         apply(_MarginCrossEntropy, cos, labels, target_logit, scale_t.to(cos.dtype), clamp_eps, owned, group),

@@ -46,7 +46,8 @@ def additive_angular_target(
     ``θ + m > π``, i.e. ``c <= cos(π − m)``, by ``c − m·sin(m)``; ``"none"`` keeps ``cos(θ + m)``.
     The arccos argument is clamped to ``[−1 + eps, 1 − eps]``.
     """
-    m = margin if isinstance(margin, Tensor) else torch.as_tensor(margin, dtype=cos_y.dtype, device=cos_y.device)
+    # torch.full fills on the device; torch.as_tensor(x, device=cuda) copies from the host and waits for the GPU
+    m = margin if isinstance(margin, Tensor) else torch.full((), float(margin), dtype=cos_y.dtype, device=cos_y.device)
     target = torch.cos(clamped_acos(cos_y, eps) + m)
     if easy_margin:
         target = torch.where(cos_y > 0, target, cos_y)
