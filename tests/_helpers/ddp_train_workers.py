@@ -28,7 +28,15 @@ def ddp_config(out_dir: str, head: str, batch_size: int, steps: int) -> dict[str
         },
         "optim": {"lr": 0.05},
         "schedule": {"name": "poly", "warmup_steps": 1},
-        "train": {"out_dir": out_dir, "steps": steps, "precision": "fp32", "log_every": 1, "checkpoint_every": 2},
+        # device cpu (gloo): two ranks on one GPU would fail under NCCL; tests/gpu/test_nccl.py runs CUDA ranks
+        "train": {
+            "out_dir": out_dir,
+            "steps": steps,
+            "precision": "fp32",
+            "device": "cpu",
+            "log_every": 1,
+            "checkpoint_every": 2,
+        },
         "log": {"progress": False},
     }
 

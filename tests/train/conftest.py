@@ -25,7 +25,15 @@ def tiny_config(
             "num_workers": 0,
         },
         "optim": {"lr": 0.05},
-        "train": {"out_dir": str(out_dir), "steps": 6, "precision": "fp32", "log_every": 1, "checkpoint_every": 100},
+        # device cpu: on a CUDA machine too these stay CPU checks (tests/gpu holds the CUDA ones)
+        "train": {
+            "out_dir": str(out_dir),
+            "steps": 6,
+            "precision": "fp32",
+            "device": "cpu",
+            "log_every": 1,
+            "checkpoint_every": 100,
+        },
         "log": {"progress": False},
     }
     for key, value in sections.items():
