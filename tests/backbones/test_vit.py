@@ -470,3 +470,48 @@ def test_safetensors_export_rebuilds_the_configuration(tmp_path):
     x = images(side=36, dtype=torch.float32)
     with torch.no_grad():
         torch.testing.assert_close(model.module(x), backbone(x), rtol=0, atol=0)
+
+
+# ---- an arcface_torch ViT model.pt through load_model (the insightface format) ----
+
+
+def test_load_model_reads_an_arcface_torch_vit_model_pt(tmp_path):
+    from qualiface.models import load_model
+
+    layout = official_layout(256, 12)
+    state = {k: torch.zeros(shape) for k, shape in layout.items()}
+    state.update({k: torch.ones(shape) for k, shape in layout.items() if k.endswith("running_var")})
+    state.update({k: torch.tensor(0) for k in layout if k.endswith("num_batches_tracked")})
+    torch.save(state, tmp_path / "model.pt")
+    model = load_model(tmp_path / "model.pt")
+    assert model.card.source_format == "insightface"
+    assert model.card.architecture == "vit_t_dp005_mask0"
+    assert model.preprocessing.flip_fusion == "sum"
+    assert model.preprocessing.input_size == (3, 112, 112)
+    assert isinstance(model.module, VisionTransformer)
+    assert set(model.module.state_dict()) == set(layout)
+
+
+def test_load_model_vit_weights_give_the_reference_embedding(tmp_path):
+    from qualiface.models import load_model
+
+    state = random_state(official_layout(32, 2, tokens=16, out=24), seed=7)
+    torch.save({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, tmp_path / "model.pt")
+    model = load_model(
+        tmp_path / "model.pt", arch="vit_t", backbone_kwargs={"embed_dim": 32, "depth": 2, "num_heads": 4}
+    )
+    assert model.module is not None
+    assert model.module.preprocessing.input_size == (3, 36, 36)  # from pos_embed (16 tokens) and the 9x9 patches
+    x = images(batch=2, side=36)
+    with torch.no_grad():
+        got = model.module(x.float()).double()
+    torch.testing.assert_close(got, reference_forward(state, x, depth=2, heads=4), rtol=1e-4, atol=1e-4)
+
+
+def test_load_model_refuses_a_vit_of_unknown_size(tmp_path):
+    from qualiface.models import ModelLoadError, load_model
+
+    layout = official_layout(64, 3)
+    torch.save({k: torch.zeros(shape) for k, shape in layout.items()}, tmp_path / "model.pt")
+    with pytest.raises(ModelLoadError, match="ViT d 64, 3 blocks match none"):
+        load_model(tmp_path / "model.pt")

@@ -1,4 +1,4 @@
-"""Backbones: insightface iResNet and MobileFaceNet, AdaFace IR / IR-SE, UniTSFace LResNet-E-IR."""
+"""Backbones: insightface iResNet, MobileFaceNet and ViT, AdaFace IR / IR-SE, UniTSFace LResNet-E-IR."""
 
 from qualiface.backbones.base import Backbone, Preprocessing
 from qualiface.registry import import_submodules
