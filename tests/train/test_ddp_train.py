@@ -78,6 +78,8 @@ def test_torchrun_runs_the_train_command(tmp_path: Path) -> None:
         "train.steps=2",
         "--set",
         "data.batch_size=8",
+        "--set",
+        "train.device=cpu",  # two processes on one GPU would share cuda:0 under NCCL
         "--out",
         str(tmp_path / "run"),
     ]

@@ -464,7 +464,11 @@ class Trainer:
         else:
             self.optimizer.step()
         self.backbone.after_optimizer_step()
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # a GradScaler skips the optimizer step on inf/NaN gradients (fp16's first steps); the schedule still
+            # advances with the step count, as arcface_torch's, so torch's "scheduler before optimizer" is expected
+            warnings.filterwarnings("ignore", message=r".*lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
+            self.scheduler.step()
         self.step += 1
         return loss.detach(), out.logs, grad_norm
 
