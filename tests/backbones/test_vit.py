@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from qualiface import create_backbone, list_backbones
 from qualiface.backbones.layers import MLPScaleHead
-from qualiface.backbones.vit import VisionTransformer, drop_path
+from qualiface.backbones.vit import Attention, VisionTransformer, drop_path
 
 # get_model (arcface_torch backbones/__init__.py): every ViT is img_size 112, patch_size 9, 8 heads, mlp_ratio 4,
 # qkv_bias False, norm_layer "ln", num_classes = num_features = 512. name -> (embed_dim, depth, drop_path_rate,
@@ -275,6 +275,38 @@ def test_fp16_like_inputs_keep_the_attention_in_float32():
         got = model.to(torch.bfloat16)(x.to(torch.bfloat16)).float()
     assert torch.isfinite(got).all()
     assert (got - want).abs().max() < 0.1 * want.abs().max()
+
+
+def spy_attention(monkeypatch) -> list[tuple[torch.dtype, bool]]:
+    """Record (dtype of q, autocast on?) at every attention product."""
+    seen: list[tuple[torch.dtype, bool]] = []
+    original = Attention._attend
+
+    def attend(self, q, k, v):
+        seen.append((q.dtype, torch.is_autocast_enabled(q.device.type)))
+        return original(self, q, k, v)
+
+    monkeypatch.setattr(Attention, "_attend", attend)
+    return seen
+
+
+def test_under_autocast_the_attention_and_final_norm_run_in_float32(monkeypatch):
+    """arcface_torch computes softmax(q kᵀ) v in float32 with autocast off, and the final norm on x.float()."""
+    seen = spy_attention(monkeypatch)
+    model = create_backbone("vit_t", **TINY).eval()
+    normed = []
+    model.norm.register_forward_hook(lambda module, args, out: normed.append(out.dtype))
+    x = images(side=36, dtype=torch.float32)
+    with torch.no_grad():
+        want = model(x)
+        seen.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = model(x)
+            qkv = model.blocks[0].attn.qkv(model.blocks[0].norm1(torch.zeros(1, 16, 32)))
+    assert qkv.dtype == torch.bfloat16  # the projections do run in bf16
+    assert seen == [(torch.float32, False)] * 2
+    assert normed[-1] == torch.float32
+    assert (got.float() - want).abs().max() < 0.05 * want.abs().max()
 
 
 # ---- (d) masking and drop path ----
