@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -113,15 +112,7 @@ def calibrate(
     typer.echo(json.dumps(_finite(result.summary()), indent=2, allow_nan=False))
     learned = face_model.card.learned_threshold
     if learned is not None and result.learned_threshold is not None:
-        check = result.learned_threshold
-        measured = replace(
-            learned,
-            fmr_measured=check.fmr,
-            fnmr=check.fnmr,
-            n_genuine=check.n_genuine,
-            n_impostor=check.n_impostor,
-            pairs=str(pairs),
-        )
+        measured = result.learned_threshold.measured(learned, str(pairs))
         typer.echo(
             f"learned threshold {learned.value:.3f}: {measured.rates()}; it decides only with --threshold learned "
             f"(the threshold at FMR {fmr:g} is {result.threshold:.3f})",

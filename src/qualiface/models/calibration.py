@@ -185,15 +185,7 @@ def apply_calibration(card: ModelCard, record: Mapping[str, Any]) -> ModelCard:
     if learned is not None and record.get("learned_threshold") is not None:
         check = ThresholdCheck.from_dict(record["learned_threshold"])
         if abs(check.threshold - learned.value) <= 1e-9:  # measured for this threshold (else: not measured)
-            measured = replace(
-                learned,
-                fmr_measured=check.fmr,
-                fnmr=check.fnmr,
-                n_genuine=check.n_genuine,
-                n_impostor=check.n_impostor,
-                pairs=record.get("pairs"),
-                created=record.get("created"),
-            )
+            measured = check.measured(learned, record.get("pairs"), record.get("created"))
             card = replace(card, thresholds=tuple(measured if t is learned else t for t in card.thresholds))
     if record.get("confidence") is not None:
         card = replace(card, confidence=ConfidenceCurve.from_dict(record["confidence"]))
@@ -272,6 +264,18 @@ class ThresholdCheck:
                 raise CardError(f"learned_threshold.{key} {rate!r}: expected a rate in [0, 1] or null")
             rates[key] = None if rate is None else float(rate)
         return cls(threshold=threshold, fmr=rates["fmr"], fnmr=rates["fnmr"], **counts)
+
+    def measured(self, learned: ThresholdInfo, pairs: str | None, created: str | None = None) -> ThresholdInfo:
+        """``learned`` with what this check measured on ``pairs`` (what ``info`` shows next to it)."""
+        return replace(
+            learned,
+            fmr_measured=self.fmr,
+            fnmr=self.fnmr,
+            n_genuine=self.n_genuine,
+            n_impostor=self.n_impostor,
+            pairs=pairs,
+            created=created if created is not None else learned.created,
+        )
 
 
 def check_threshold_on_pairs(similarity: np.ndarray, issame: np.ndarray, threshold: float) -> ThresholdCheck:
