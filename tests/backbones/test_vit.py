@@ -290,23 +290,51 @@ def spy_attention(monkeypatch) -> list[tuple[torch.dtype, bool]]:
     return seen
 
 
-def test_under_autocast_the_attention_and_final_norm_run_in_float32(monkeypatch):
-    """arcface_torch computes softmax(q kᵀ) v in float32 with autocast off, and the final norm on x.float()."""
-    seen = spy_attention(monkeypatch)
+def output_dtypes(model: VisionTransformer) -> dict[str, list[torch.dtype]]:
+    """The output dtypes of the patch embedding, the first qkv projection, the final norm and the feature head."""
+    seen: dict[str, list[torch.dtype]] = {}
+    modules = {
+        "patches": model.patch_embed,
+        "qkv": model.blocks[0].attn.qkv,
+        "norm": model.norm,
+        "feature": model.feature,
+    }
+    for name, module in modules.items():
+        module.register_forward_hook(lambda m, args, out, name=name: seen.setdefault(name, []).append(out.dtype))
+    return seen
+
+
+def test_under_autocast_the_official_float32_parts_stay_float32(monkeypatch):
+    """arcface_torch autocasts only qkv, proj and the MLP: softmax(q kᵀ) v runs in float32 with autocast off, the
+    final norm on x.float(), and the patch embedding and the feature head outside every autocast region."""
+    attention = spy_attention(monkeypatch)
     model = create_backbone("vit_t", **TINY).eval()
-    normed = []
-    model.norm.register_forward_hook(lambda module, args, out: normed.append(out.dtype))
     x = images(side=36, dtype=torch.float32)
     with torch.no_grad():
         want = model(x)
-        seen.clear()
+        attention.clear()
+        dtypes = output_dtypes(model)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             got = model(x)
-            qkv = model.blocks[0].attn.qkv(model.blocks[0].norm1(torch.zeros(1, 16, 32)))
-    assert qkv.dtype == torch.bfloat16  # the projections do run in bf16
-    assert seen == [(torch.float32, False)] * 2
-    assert normed[-1] == torch.float32
-    assert (got.float() - want).abs().max() < 0.05 * want.abs().max()
+    assert attention == [(torch.float32, False)] * 2
+    assert dtypes == {
+        "patches": [torch.float32],
+        "qkv": [torch.bfloat16],  # the projections do run in bf16
+        "norm": [torch.float32],
+        "feature": [torch.float32],
+    }
+    assert got.dtype == torch.float32
+    assert (got - want).abs().max() < 0.05 * want.abs().max()
+
+
+def test_float32_ends_off_lets_autocast_cover_the_patches_and_the_head():
+    model = create_backbone("vit_t", **TINY, float32_ends=False).eval()
+    dtypes = output_dtypes(model)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model(images(side=36, dtype=torch.float32))
+    assert dtypes["patches"] == [torch.bfloat16]
+    assert dtypes["norm"] == [torch.float32]
+    assert got.dtype == torch.bfloat16
 
 
 # ---- (d) masking and drop path ----

@@ -1,5 +1,6 @@
 """arcface_torch's ViT on CUDA: float32 equals the CPU, the official fp16 recipe (autocast + GradScaler) keeps the
-attention and the final norm in float32, and gradient checkpointing changes no gradient."""
+attention, the final norm, the patch embedding and the feature head in float32, and gradient checkpointing changes
+no gradient."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def test_cuda_float32_equals_cpu(ieee_fp32, name, kwargs):
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_fp16_autocast_keeps_the_attention_and_final_norm_in_float32(monkeypatch):
+def test_fp16_autocast_keeps_the_official_float32_parts_in_float32(monkeypatch):
+    """The attention product, the final norm, the patch embedding and the feature head, as arcface_torch."""
     seen: list[tuple[torch.dtype, bool]] = []
     original = Attention._attend
 
@@ -38,8 +40,9 @@ def test_fp16_autocast_keeps_the_attention_and_final_norm_in_float32(monkeypatch
 
     monkeypatch.setattr(Attention, "_attend", attend)
     model = create_backbone("vit_t").cuda().eval()
-    normed: list[torch.dtype] = []
-    model.norm.register_forward_hook(lambda module, args, out: normed.append(out.dtype))
+    dtypes: dict[str, torch.dtype] = {}
+    for name in ("patch_embed", "norm", "feature"):
+        getattr(model, name).register_forward_hook(lambda m, args, out, name=name: dtypes.__setitem__(name, out.dtype))
     x = images(2, 112).cuda()
     with torch.no_grad():
         want = model(x)
@@ -47,7 +50,7 @@ def test_fp16_autocast_keeps_the_attention_and_final_norm_in_float32(monkeypatch
         with torch.autocast("cuda", dtype=torch.float16):
             got = model(x)
     assert seen == [(torch.float32, False)] * 12
-    assert normed[-1] == torch.float32
+    assert dtypes == {"patch_embed": torch.float32, "norm": torch.float32, "feature": torch.float32}
     assert torch.isfinite(got).all()
     assert (got.float() - want).abs().max() < 0.02 * want.abs().max()
 

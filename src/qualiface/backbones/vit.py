@@ -11,13 +11,13 @@ In training mode with ``mask_ratio > 0`` a random subset of tokens is dropped be
 the learned ``mask_token`` fills their places after the final norm; in eval mode every token is kept, so
 inference is deterministic. Drop path is active in training mode only.
 
-Two departures from the official module, neither changing an output in float32 nor a key:
-
-- the official ``Attention`` / ``Block`` force CUDA fp16 autocast on ``qkv``, ``proj`` and the MLP even when a run
-  is not fp16; here the trainer owns autocast (``train.precision``). What the official code keeps in float32
-  under fp16 stays so: the attention itself (``q``, ``k``, ``v`` cast to float32 when they arrive in half
-  precision) and the final LayerNorm (autocast runs ``layer_norm`` in float32).
-- ``using_checkpoint`` uses ``torch.utils.checkpoint`` without re-entrance (the official call is re-entrant).
+Precision: the official ``Attention`` / ``Block`` force CUDA fp16 autocast on ``qkv``, ``proj`` and the MLP even
+when a run is not fp16; here the trainer owns autocast (``train.precision``). Under autocast, what the official
+code computes in float32 stays so: the attention product (``q``, ``k``, ``v`` cast to float32, autocast off), the
+final LayerNorm (autocast runs ``layer_norm`` in float32) and, with ``float32_ends`` (default), the patch
+embedding and the ``feature`` head, which the official module leaves outside its autocast regions.
+``using_checkpoint`` uses ``torch.utils.checkpoint`` without re-entrance (the official call is re-entrant); no key
+changes.
 
 The official ``forward_features`` calls ``random_masking(x)`` without its ``mask_ratio``, so every model with
 ``mask_ratio > 0`` masks 10% of the tokens (``int(144 · 0.9) = 129`` kept), including the WebFace42M
@@ -167,6 +167,9 @@ class VisionTransformer(Backbone):
         masking: ``"official"`` masks 10% whenever ``mask_ratio > 0`` (what arcface_torch's code does);
             ``"mask_ratio"`` masks ``mask_ratio``.
         using_checkpoint: Recompute each block in the backward pass (``torch.utils.checkpoint``) in training mode.
+        float32_ends: Under autocast, compute the patch embedding and the ``feature`` head in float32 with
+            autocast off, as arcface_torch (which autocasts only the attention projections and the MLP); ``False``
+            lets autocast cover them too.
         patch_size: Side of a square patch (arcface_torch: 9).
         input_size: Side of the square input (arcface_torch: 112); the token count is ``(input_size //
             patch_size)²``.
@@ -191,6 +194,7 @@ class VisionTransformer(Backbone):
         mask_ratio: float = 0.1,
         masking: Masking = "official",
         using_checkpoint: bool = False,
+        float32_ends: bool = True,
         patch_size: int = 9,
         input_size: int = 112,
         embedding_dim: int = 512,
@@ -205,6 +209,7 @@ class VisionTransformer(Backbone):
         self.mask_ratio = float(mask_ratio)
         self.masking: Masking = masking
         self.using_checkpoint = using_checkpoint
+        self.float32_ends = float32_ends
         self._describe(arch, embed_dim, embedding_dim, input_size)
 
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, embed_dim))
@@ -296,7 +301,7 @@ class VisionTransformer(Backbone):
 
     def forward_bottleneck(self, images: Tensor) -> Tensor:
         """Normalised tokens, masked ones replaced by ``mask_token`` in training, flattened: ``(B, 144 · d)``."""
-        x = self.pos_drop(self.patch_embed(images) + self.pos_embed)
+        x = self.pos_drop(self._in_float32(self.patch_embed, images, self.patch_embed.proj.weight) + self.pos_embed)
         restore = None
         if self.training and self.active_mask_ratio > 0:
             x, restore = self._mask(x)
@@ -311,7 +316,17 @@ class VisionTransformer(Backbone):
 
     def embed(self, bottleneck: Tensor) -> Tensor:
         """Raw (un-normalised) embeddings ``(B, embedding_dim)``: the ``feature`` head."""
-        return self.feature(bottleneck)
+        first = self.feature[0]
+        assert isinstance(first, nn.Linear)  # __init__ builds the head so
+        return self._in_float32(self.feature, bottleneck, first.weight)
+
+    def _in_float32(self, module: nn.Module, x: Tensor, weight: Tensor) -> Tensor:
+        """``module(x)``; under autocast with ``float32_ends``, with autocast off on ``x`` in ``weight``'s dtype."""
+        device = x.device.type
+        if not (self.float32_ends and torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)):
+            return module(x)
+        with torch.autocast(device_type=device, enabled=False):
+            return module(x.to(weight.dtype))
 
 
 def _vit(arch: str, size: dict[str, Any], kwargs: dict[str, Any]) -> VisionTransformer:
