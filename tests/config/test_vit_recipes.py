@@ -98,6 +98,7 @@ MAPPED: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]] = {
     "seed": (("train.seed",), same),
     "num_workers": (("data.num_workers",), same),
     "frequent": (("train.log_every",), same),
+    "gradient_acc": (("train.grad_accumulation",), same),
 }
 # Official fields with no config path, and the only official value qualiface reproduces.
 UNMAPPED: dict[str, Any] = {
@@ -107,7 +108,6 @@ UNMAPPED: dict[str, Any] = {
     "dali_aug": False,
     "num_image": 42474557,  # the epoch length comes from the data (checked below through the schedule)
     "interclass_filtering_threshold": 0,  # 0 = no inter-class filtering
-    "gradient_acc": 1,  # no gradient accumulation: any other value is a deviation the header must state
 }
 # train_v2.py's fixed choices, the same for every recipe.
 TRAIN_V2: dict[str, Any] = {

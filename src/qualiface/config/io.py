@@ -242,6 +242,7 @@ MAX_EPOCHS = 10**6
 MAX_CLASSES = 10**8
 MAX_EMBEDDING_DIM = 65_536
 MAX_BATCH_SIZE = 65_536
+MAX_ACCUMULATION = 65_536
 MAX_WORKERS = 1_024
 MAX_SYNTHETIC_SIZE = 1_024
 MAX_SYNTHETIC_IMAGES = 10**8
@@ -359,6 +360,12 @@ def _check_values(cfg: ExperimentConfig) -> None:
     _integer("train.log_every", train.log_every, 1, MAX_STEPS)
     _integer("train.checkpoint_every", train.checkpoint_every, 1, MAX_STEPS)
     _integer("train.keep_checkpoints", train.keep_checkpoints, 1, MAX_STEPS)
+    _integer("train.grad_accumulation", train.grad_accumulation, 1, MAX_ACCUMULATION)
+    if train.checkpoint_every % train.grad_accumulation:
+        raise ConfigError(
+            f"train.checkpoint_every: must be a multiple of train.grad_accumulation ({train.grad_accumulation}) so"
+            f" that no checkpoint holds a half-accumulated gradient, got {train.checkpoint_every}"
+        )
     _number("train.ddp_timeout", train.ddp_timeout, 0.0, MAX_DDP_TIMEOUT, low_open=True)
     _integer("eval.every", evaluation.every, 0, MAX_STEPS)
     _integer("eval.batch_size", evaluation.batch_size, 1, MAX_BATCH_SIZE)

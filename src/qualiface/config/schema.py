@@ -166,6 +166,11 @@ class TrainConfig:
             and its quality branch; the class centres are not clipped: arcface_torch, CR-FIQA, ScaleFace) or
             ``all`` (the backbone and every trainable head parameter, class centres and UniTSFace's ``b``
             included, one global norm over every rank's shard: UniTSFace's ``train.py``).
+        grad_accumulation: micro-batches whose gradients are summed into one optimizer step (arcface_torch's
+            ``gradient_acc``): the optimizer (with clipping, the GradScaler update) steps after every
+            ``grad_accumulation``-th batch, while steps, epochs, warm-up, the schedule, logging and checkpoints
+            count batches, as arcface_torch's ``global_step``. ``checkpoint_every`` must be a multiple, so that a
+            checkpoint never holds a half-accumulated gradient.
         seed: seed of initialisation, data order, augmentation and class sampling.
         log_every: steps between log rows.
         checkpoint_every: steps between checkpoints (one is always written at the end).
@@ -186,6 +191,7 @@ class TrainConfig:
     compile: bool = False
     grad_clip: float | None = 5.0
     grad_clip_over: Literal["backbone", "all"] = "backbone"
+    grad_accumulation: int = 1
     seed: int = 2048
     log_every: int = 10
     checkpoint_every: int = 1000

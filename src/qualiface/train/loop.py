@@ -192,6 +192,13 @@ class Trainer:
         else:
             self.scheduler = build_scheduler(cfg.schedule, self.optimizer, self.total_steps, self.steps_per_epoch)
         self.sampler.start_step = self.step
+        if self.step % cfg.train.grad_accumulation:  # only the final checkpoint of a run can fall there
+            logger.warning(
+                "resumed at step %d, inside an accumulation of train.grad_accumulation=%d batches: the gradient of"
+                " the batches before it was not saved, so the next optimizer step sums only the remaining ones",
+                self.step,
+                cfg.train.grad_accumulation,
+            )
         self.eval_sets: list[VerificationSet] = []
         if info.is_main:
             image_size = self.backbone.preprocessing.input_size[1]
@@ -434,7 +441,9 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def train_step(self, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
-        """One optimizer step; returns the (detached) loss, the head's logs and the clipped set's gradient norm."""
+        """One batch: forward, backward and (every ``train.grad_accumulation``-th batch) the optimizer step; returns
+        the (detached) loss, the head's logs and the clipped set's gradient norm (``None`` on a batch that only
+        accumulates, or without clipping)."""
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         if self.channels_last:
@@ -451,22 +460,28 @@ class Trainer:
                 embeddings.detach(), labels, **{k: v.detach() for k, v in head_aux.items()}
             )
             self._stop(problem or f"the loss is {loss.item()}")
-        self.optimizer.zero_grad(set_to_none=True)
+        accumulation = self.cfg.train.grad_accumulation
+        if self.step % accumulation == 0:  # the first batch of an optimizer step
+            self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
         else:
             loss.backward()
-        grad_norm = clip_gradients(self.clip, self.cfg.train.grad_clip)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.backbone.after_optimizer_step()
+        grad_norm = None
+        if (self.step + 1) % accumulation == 0:  # the last: clip the summed gradient and step
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            grad_norm = clip_gradients(self.clip, self.cfg.train.grad_clip)
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.backbone.after_optimizer_step()
         with warnings.catch_warnings():
-            # a GradScaler skips the optimizer step on inf/NaN gradients (fp16's first steps); the schedule still
-            # advances with the step count, as arcface_torch's, so torch's "scheduler before optimizer" is expected
+            # a GradScaler skips the optimizer step on inf/NaN gradients (fp16's first steps), and with
+            # grad_accumulation the optimizer steps every k-th batch; the schedule advances with every batch (as
+            # arcface_torch's), so torch's "scheduler before optimizer" warning is expected
             warnings.filterwarnings("ignore", message=r".*lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
             self.scheduler.step()
         self.step += 1
