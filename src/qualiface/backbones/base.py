@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
+
+
+def outside_autocast(module: Callable[[Tensor], Tensor], x: Tensor, weight: Tensor, enabled: bool = True) -> Tensor:
+    """``module(x)``, and under autocast (when ``enabled``) with autocast off and ``x`` in ``weight``'s dtype: the
+    layers arcface_torch's backbones leave outside their autocast region (iResNet's ``fc`` and ``features``, ViT's
+    patch embedding and ``feature`` head), which an fp16 run computes in float32."""
+    device = x.device.type
+    if not (enabled and torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)):
+        return module(x)
+    with torch.autocast(device_type=device, enabled=False):
+        return module(x.to(weight.dtype))
+
 
 #: How a face crop whose size differs from ``input_size`` is brought to it (see :class:`Preprocessing`).
 RESIZE_POLICIES: tuple[str, ...] = ("area", "bilinear", "none")

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
+from qualiface.backbones.base import outside_autocast
 from qualiface.backbones.layers import BranchedBackbone
 from qualiface.registry import BACKBONES
 
@@ -92,6 +93,9 @@ class IResNet(BranchedBackbone):
         conv_init: ``"normal"`` (arcface_torch, CR-FIQA: N(0, 0.1)) or ``"kaiming"`` (MagFace: Kaiming normal,
             ``mode="fan_out"``, ReLU gain).
         zero_init_residual: Zero each block's ``bn2.weight``, as arcface_torch does.
+        float32_ends: Under autocast, compute ``fc`` and ``features`` in float32 with autocast off, as
+            arcface_torch's iResNet (its autocast region ends at the dropout; ``fc`` takes ``x.float()``), so an
+            fp16 or bf16 run keeps the 25,088-wide ``fc`` product in float32; ``False`` lets autocast cover them.
         input_size: Side of the square input; the ``fc`` input is ``512 * (input_size / 16) ** 2``.
         quality_branch: ``None`` or a registered quality branch (``"cr_fiqa"``, ``"scaleface"``; see
             :mod:`qualiface.quality.branches`).
@@ -111,6 +115,7 @@ class IResNet(BranchedBackbone):
         features_weight_trainable: bool = False,
         conv_init: ConvInit = "normal",
         zero_init_residual: bool = False,
+        float32_ends: bool = True,
         input_size: int = 112,
         quality_branch: str | None = None,
         **quality_options: Any,
@@ -138,6 +143,7 @@ class IResNet(BranchedBackbone):
         self.features = nn.BatchNorm1d(embedding_dim, eps=bn_eps, momentum=bn_momentum)
         self._init_weights(zero_init_residual, conv_init)
         self.features.weight.requires_grad_(features_weight_trainable)
+        self.float32_ends = float32_ends
         self._add_quality_branch(quality_branch, **quality_options)
 
     def _init_weights(self, zero_init_residual: bool, conv_init: ConvInit) -> None:
@@ -164,6 +170,9 @@ class IResNet(BranchedBackbone):
         return self.dropout(x.flatten(1))
 
     def embed(self, bottleneck: Tensor) -> Tensor:
+        return outside_autocast(self._fc_features, bottleneck, self.fc.weight, self.float32_ends)
+
+    def _fc_features(self, bottleneck: Tensor) -> Tensor:
         return self.features(self.fc(bottleneck))
 
 

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from qualiface.backbones.base import Backbone, Preprocessing
+from qualiface.backbones.base import Backbone, Preprocessing, outside_autocast
 from qualiface.registry import BACKBONES
 
 #: The ratio arcface_torch's ``random_masking`` uses when called without one (its ``forward_features`` does so).
@@ -301,7 +301,9 @@ class VisionTransformer(Backbone):
 
     def forward_bottleneck(self, images: Tensor) -> Tensor:
         """Normalised tokens, masked ones replaced by ``mask_token`` in training, flattened: ``(B, 144 · d)``."""
-        x = self.pos_drop(self._in_float32(self.patch_embed, images, self.patch_embed.proj.weight) + self.pos_embed)
+        x = self.pos_drop(
+            outside_autocast(self.patch_embed, images, self.patch_embed.proj.weight, self.float32_ends) + self.pos_embed
+        )
         restore = None
         if self.training and self.active_mask_ratio > 0:
             x, restore = self._mask(x)
@@ -318,15 +320,7 @@ class VisionTransformer(Backbone):
         """Raw (un-normalised) embeddings ``(B, embedding_dim)``: the ``feature`` head."""
         first = self.feature[0]
         assert isinstance(first, nn.Linear)  # __init__ builds the head so
-        return self._in_float32(self.feature, bottleneck, first.weight)
-
-    def _in_float32(self, module: nn.Module, x: Tensor, weight: Tensor) -> Tensor:
-        """``module(x)``; under autocast with ``float32_ends``, with autocast off on ``x`` in ``weight``'s dtype."""
-        device = x.device.type
-        if not (self.float32_ends and torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)):
-            return module(x)
-        with torch.autocast(device_type=device, enabled=False):
-            return module(x.to(weight.dtype))
+        return outside_autocast(self.feature, bottleneck, first.weight, self.float32_ends)
 
 
 def _vit(arch: str, size: dict[str, Any], kwargs: dict[str, Any]) -> VisionTransformer:
