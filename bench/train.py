@@ -430,7 +430,7 @@ def main() -> None:
 
     import torch
 
-    from qualiface.train.precision import cpu_has_fast_bf16
+    from qualiface.train.precision import cpu_bf16_support, resolve
 
     date = datetime.date.today().isoformat()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -442,12 +442,15 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
         "cores": os.cpu_count(),
         "torch": torch.__version__,
-        "fast_bf16": cpu_has_fast_bf16(),
+        "fast_bf16": cpu_bf16_support().fast,
+        "bf16_units": cpu_bf16_support().describe(),
+        "auto_precision": resolve("auto", torch.device(args.device)).name,
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
-    print(f"{machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, AMX/AVX512-BF16: "
-          f"{machine['fast_bf16']}, {args.threads} threads")  # fmt: skip
+    print(f"{machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, bf16 matrix units: "
+          f"{machine['bf16_units']}, train.precision auto = {machine['auto_precision']}, "
+          f"{args.threads} threads")  # fmt: skip
     tmp: str | None = None
     rec = args.rec
     needs_rec = "jpeg" in args.parts or ("recordio" in args.sources and "data" in args.parts)
