@@ -17,7 +17,7 @@ When none answers, :func:`cpu_bf16_support` says so (``probe="none"``) and ``aut
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +62,7 @@ def _from_capabilities(module: object) -> tuple[str, ...] | None:
     if get is None:
         return None
     capabilities = get()
-    if not isinstance(capabilities, dict) or not any(unit in capabilities for unit in BF16_MATRIX_UNITS):
+    if not isinstance(capabilities, Mapping) or not any(unit in capabilities for unit in BF16_MATRIX_UNITS):
         return None
     return tuple(unit for unit in BF16_MATRIX_UNITS if capabilities.get(unit))
 
