@@ -7,6 +7,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -84,13 +85,42 @@ def test_every_probe_missing_is_said_not_guessed(
     assert "cannot tell whether this CPU has bf16 matrix units" in caplog.text
 
 
-@pytest.mark.parametrize("units", [("amx_bf16",), ("avx512_bf16",), ()])
-def test_auto_on_cpu_follows_the_matrix_units(monkeypatch: pytest.MonkeyPatch, units: tuple[str, ...]) -> None:
+def _units(monkeypatch: pytest.MonkeyPatch, *units: str, speedup: float | None = None) -> None:
     monkeypatch.setattr(precision, "cpu_bf16_support", lambda *a: precision.Bf16Support(units, "test"))
+
+    def measured() -> float:
+        if speedup is None:
+            raise AssertionError("no measurement expected here")
+        return speedup
+
+    monkeypatch.setattr(precision, "measured_bf16_speedup", measured)
+
+
+@pytest.mark.parametrize(
+    ("units", "speedup", "want"),
+    [
+        (("amx_bf16", "avx512_bf16"), None, torch.bfloat16),  # AMX: bf16, no measurement needed
+        (("avx512_bf16",), 4.2, torch.bfloat16),  # AVX512-BF16 that runs bf16 fast (AMD EPYC: 4.2x)
+        (("avx512_bf16",), 0.5, None),  # AVX512-BF16 that does not (an Intel Xeon without AMX: 0.5x)
+        ((), None, None),
+    ],
+)
+def test_auto_on_cpu_follows_the_units_and_the_measurement(
+    monkeypatch: pytest.MonkeyPatch, units: tuple[str, ...], speedup: float | None, want: torch.dtype | None
+) -> None:
+    _units(monkeypatch, *units, speedup=speedup)
     for setting in ("auto", "fp16-cuda"):
         resolved = resolve(setting, CPU)
-        assert resolved.dtype == (torch.bfloat16 if units else None)
+        assert resolved.dtype == want
         assert (units[0] if units else "no bf16 matrix unit") in resolved.reason
+        if speedup is not None:
+            assert f"{speedup:.2f}x fp32" in resolved.reason
+
+
+def test_the_matmul_measurement_is_a_positive_ratio() -> None:
+    speedup = precision.measured_bf16_speedup.__wrapped__(size=64, repeats=1)
+    assert np.isfinite(speedup)
+    assert speedup > 0
 
 
 def test_auto_and_fp16_cuda_on_a_cuda_device(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,7 +147,7 @@ def test_trainer_prints_the_resolved_precision(tmp_path: Path, monkeypatch: pyte
 
     from qualiface.cli.app import app
 
-    monkeypatch.setattr(precision, "cpu_bf16_support", lambda *a: precision.Bf16Support(("amx_bf16",), "test"))
+    _units(monkeypatch, "amx_bf16")
     config = Path(__file__).parents[2] / "configs" / "synthetic_tiny.yaml"
     result = CliRunner().invoke(
         app,

@@ -153,8 +153,8 @@ class TrainConfig:
         out_dir: the run directory (config, logs, checkpoints, exported model).
         epochs: training length in epochs; ``steps`` wins when both are set.
         steps: training length in optimizer steps.
-        precision: ``auto`` (bf16 autocast where the CPU has bf16 matrix units (AMX-BF16 or AVX512-BF16) or the
-            GPU runs bf16, else fp32), ``fp32``, ``bf16``, ``fp16`` (CUDA only, with a GradScaler) or
+        precision: ``auto`` (bf16 autocast where the GPU runs bf16, the CPU has AMX-BF16, or the CPU has
+            AVX512-BF16 and a short matmul measurement finds bf16 1.5x faster than fp32; else fp32), ``fp32``, ``bf16``, ``fp16`` (CUDA only, with a GradScaler) or
             ``fp16-cuda`` (fp16 with a GradScaler on CUDA, as the official runs, and ``auto`` elsewhere). The
             heads always compute in float32; ``qualiface train`` prints what the setting resolved to.
         channels_last: NHWC activations; ``None`` = on for CPU training (oneDNN: 13-25% faster in fp32 on
