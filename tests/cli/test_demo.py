@@ -41,6 +41,8 @@ def test_quick_writes_every_report_file_and_prints_the_path(quick_demo):
     assert "qualiface demo" in summary
     assert "chance" in summary
     assert "![EDC](edc.png)" in summary
+    assert "(fp32 + channels_last)" in output
+    assert "in fp32 + channels_last" in summary
 
 
 def test_quick_metrics_have_the_expected_keys_and_finite_values(quick_demo):
@@ -83,6 +85,9 @@ def test_full_config_is_valid_and_small():
     assert cfg.train.out_dir.endswith("run")
     assert cfg.model.kwargs["input_size"] == cfg.data.synthetic.size
     assert demo_config("x", steps=7, overrides=["optim.lr=0.05"]).optim.lr == 0.05
+    # pinned to the precision the README figures were measured in, whatever auto would choose on this CPU
+    assert cfg.train.precision == "fp32"
+    assert demo_config("x", overrides=["train.precision=bf16"]).train.precision == "bf16"
 
 
 def test_help_lists_the_options():
