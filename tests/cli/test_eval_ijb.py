@@ -267,3 +267,35 @@ def test_quality_inputs_are_checked(tmp_path):
     result = runner.invoke(app, [*base, "--quality", str(partial), "--quality-weights", "rank"])
     assert result.exit_code == 2
     assert "--quality-weights 'rank' is unknown" in result.output
+
+
+def test_quality_from_any_method_as_qualiface_quality_writes_it(tmp_path):
+    """``qualiface quality``'s CSV (file, face, score, ...), in its own order, weights the templates exactly as the
+    same scores given in face_tid_mid order."""
+    from _helpers.ijb_quality import ijb_quality_set
+
+    d = ijb_quality_set(seed=9)
+    meta_dir = _write_quality_meta(tmp_path, d)
+    feats = tmp_path / "feats.npz"
+    np.savez(feats, embs=d["feats"], embs_f=d["flipped"])
+    order = np.random.default_rng(1).permutation(len(d["names"]))
+    table = tmp_path / "quality.csv"
+    rows = [f"loose_crop/{d['names'][i]},0,{float(d['quality'][i])!r},,magface,embedding_norm\n" for i in order]
+    table.write_text("file,face,score,scaled,method,source\n" + "".join(rows))
+    np.save(tmp_path / "q.npy", d["quality"])
+    base = ["eval", "ijb", str(feats), str(meta_dir), "--no-progress", "--no-plot", "--float64", "--preset", "adaface"]
+    by_name = runner.invoke(app, [*base, "-o", str(tmp_path / "a"), "--quality", str(table)])
+    assert by_name.exit_code == 0, by_name.output
+    in_order = runner.invoke(app, [*base, "-o", str(tmp_path / "b"), "--quality", str(tmp_path / "q.npy")])
+    assert in_order.exit_code == 0, in_order.output
+    a = json.loads((tmp_path / "a" / "ijb_11.json").read_text())
+    b = json.loads((tmp_path / "b" / "ijb_11.json").read_text())
+    assert a["auc"] == b["auc"]
+    assert a["tar_at_far"] == b["tar_at_far"]
+    unweighted = runner.invoke(app, [*base, "-o", str(tmp_path / "c")])
+    assert unweighted.exit_code == 0, unweighted.output
+    assert json.loads((tmp_path / "c" / "ijb_11.json").read_text())["auc"] != pytest.approx(a["auc"], abs=1e-9)
+    table.write_text("file,face,score\n" + "".join(f"{n},0,0.5\n" for n in d["names"][1:]))
+    missing = runner.invoke(app, [*base, "-o", str(tmp_path / "d"), "--quality", str(table)])
+    assert missing.exit_code == 2
+    assert f"no quality score for 1 image(s) of the meta list, first: {d['names'][0]}" in missing.output

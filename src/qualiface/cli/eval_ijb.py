@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,16 +40,33 @@ def _load_features(path: Path, key: str | None, flipped: Path | None, flipped_ke
 
 
 def _load_quality(path: Path, key: str | None, image_names: np.ndarray) -> np.ndarray:
-    """Per-image quality in ``face_tid_mid`` order: a ``.txt`` score file of ``image_path score`` lines (CR-FIQA's
-    ``getQualityScore.py`` output, matched by file name as ``eval_ijbc_qs.py`` does), else an array (.npy / .npz /
-    CSV column ``key``) already in that order."""
-    from qualiface.eval.inputs import load_array
+    """Per-image quality in ``face_tid_mid`` order, from:
 
-    if path.suffix.lower() != ".txt":
+    - a ``.txt`` score file of ``image_path score`` lines (CR-FIQA's ``getQualityScore.py`` output), matched by file
+      name as ``eval_ijbc_qs.py`` does;
+    - a CSV with a ``file`` column (``qualiface quality``'s output, any quality method) or ``Filename`` (its
+      ``--format ofiq``), matched by file name; the score column is ``key`` (default ``score``);
+    - else an array (.npy / .npz / CSV column ``key``) already in that order."""
+    from qualiface.eval.inputs import load_array, load_table
+
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        table = load_table(path)
+        name_column = next((c for c in ("file", "Filename") if c in table), None)
+        if name_column is not None:
+            column = key or "score"
+            if column not in table:
+                raise ValueError(f"{path}: no column {column!r} (say which with --quality-key); has {sorted(table)}")
+            try:
+                values = [float(v) for v in table[column]]
+            except ValueError:
+                raise ValueError(f"{path}: column {column!r} holds a value that is not a number") from None
+            return _match_by_name(path, zip((str(v) for v in table[name_column]), values, strict=True), image_names)
+    if suffix != ".txt":
         return np.asarray(load_array(path, key), dtype=np.float64)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
-    scores: dict[str, float] = {}
+    rows: list[tuple[str, float]] = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         fields = line.split()
         if not fields:
@@ -56,9 +74,21 @@ def _load_quality(path: Path, key: str | None, image_names: np.ndarray) -> np.nd
         try:
             if len(fields) != 2:
                 raise ValueError
-            scores[fields[0].replace("\\", "/").split("/")[-1]] = float(fields[1])
+            rows.append((fields[0], float(fields[1])))
         except ValueError:
             raise ValueError(f"{path}: line {number}: expected 'image_path score', got {line.strip()!r}") from None
+    return _match_by_name(path, rows, image_names)
+
+
+def _match_by_name(path: Path, rows: Iterable[tuple[str, float]], image_names: np.ndarray) -> np.ndarray:
+    """The scores of ``rows`` (image path, score) in the order of ``image_names``, matched by file name; a file
+    scored twice with different values, or an image without a score, is an error naming ``path``."""
+    scores: dict[str, float] = {}
+    for image, score in rows:
+        name = image.replace("\\", "/").split("/")[-1]
+        if name in scores and scores[name] != score:
+            raise ValueError(f"{path}: {name} has two scores ({scores[name]!r}, {score!r}); one face per image")
+        scores[name] = score
     names = [str(name).split("/")[-1] for name in image_names]
     missing = [name for name in names if name not in scores]
     if missing:
@@ -107,7 +137,8 @@ def ijb(
         Path | None,
         typer.Option(
             help="Per-image quality scores for quality-weighted pooling: a .txt file of 'image_path score' lines "
-            "(CR-FIQA's score file, matched by file name) or .npy/.npz/CSV in face_tid_mid order."
+            "(CR-FIQA's score file) or a CSV with a 'file' column (qualiface quality's output, any method), both "
+            "matched by file name, or .npy/.npz/CSV in face_tid_mid order."
         ),
     ] = None,
     quality_key: Annotated[str | None, typer.Option(help="Array or column of --quality.")] = None,
