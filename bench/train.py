@@ -71,7 +71,7 @@ from typing import Any
 
 from _measure import best_of, cpu_model, reset_peak, rss_kib
 
-DEFAULT_BATCH = {"mobilefacenet": 64, "iresnet50": 32}
+DEFAULT_BATCH = {"mobilefacenet": 64, "iresnet50": 32, "vit_t": 32}
 SHARED_FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "glint360k-sample" / "images"
 
 
