@@ -278,6 +278,18 @@ class ThresholdCheck:
         )
 
 
+def labelled_scores(similarity: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Similarities (float64) and labels (bool) of labelled pairs, flattened; ``ValueError`` for lengths that
+    differ or a similarity that is not finite."""
+    scores = np.asarray(similarity, np.float64).ravel()
+    same = np.asarray(issame, bool).ravel()
+    if scores.shape != same.shape:
+        raise ValueError(f"{scores.size} similarities but {same.size} labels")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("a calibration similarity is not finite")
+    return scores, same
+
+
 def check_threshold_on_pairs(similarity: np.ndarray, issame: np.ndarray, threshold: float) -> ThresholdCheck:
     """The false-match and false-non-match rates of ``threshold`` on labelled pairs: FMR = #{impostor s >= t} /
     #impostor, FNMR = #{genuine s < t} / #genuine (``None`` where there is no such pair).
@@ -285,12 +297,7 @@ def check_threshold_on_pairs(similarity: np.ndarray, issame: np.ndarray, thresho
     Raises:
         ValueError: Lengths that differ, or a similarity that is not finite.
     """
-    scores = np.asarray(similarity, np.float64).ravel()
-    same = np.asarray(issame, bool).ravel()
-    if scores.shape != same.shape:
-        raise ValueError(f"{scores.size} similarities but {same.size} labels")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError("a calibration similarity is not finite")
+    scores, same = labelled_scores(similarity, issame)
     value = check_threshold(threshold, "threshold")
     impostor, genuine = scores[~same], scores[same]
     false_matches, false_non_matches = int(np.sum(impostor >= value)), int(np.sum(genuine < value))
@@ -341,12 +348,7 @@ def fit_confidence(similarity: np.ndarray, issame: np.ndarray, *, max_knots: int
     Raises:
         ValueError: No genuine or no impostor pair, lengths that differ, or a similarity that is not finite.
     """
-    scores = np.asarray(similarity, np.float64).ravel()
-    same = np.asarray(issame, bool).ravel()
-    if scores.shape != same.shape:
-        raise ValueError(f"{scores.size} similarities but {same.size} labels")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError("a calibration similarity is not finite")
+    scores, same = labelled_scores(similarity, issame)
     scores = np.clip(scores, -1.0, 1.0)  # a cosine; rounding may step past 1
     n_genuine, n_impostor = int(same.sum()), int((~same).sum())
     if n_genuine == 0 or n_impostor == 0:
