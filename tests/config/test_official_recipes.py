@@ -9,6 +9,7 @@ every key of the official config files must appear in the table or in its list o
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Callable
@@ -23,7 +24,9 @@ import qualiface
 from qualiface.config import ExperimentConfig, load_config
 
 CONFIGS = Path(__file__).parents[2] / "configs"
-MIRRORS = Path("/work/.mirror")
+# bare clones of the official repositories, as <owner>+<name>/repo: QUALIFACE_OFFICIAL_MIRRORS, else ../.mirror
+# beside the checkout's folder (where the project's development machines keep them)
+MIRRORS = Path(os.environ.get("QUALIFACE_OFFICIAL_MIRRORS") or Path(__file__).resolve().parents[3] / ".mirror")
 
 IF = "deepinsight/insightface"
 AT = "recognition/arcface_torch/"
@@ -608,7 +611,9 @@ def official_keys(repo: str, path: str, text: str) -> set[str]:
 def mirror(repo: str) -> Path:
     directory = MIRRORS / repo.replace("/", "+") / "repo"
     if not directory.is_dir():
-        pytest.skip(f"the official repositories are not mirrored here ({directory} is absent)")
+        pytest.skip(
+            f"the official repositories are not mirrored here ({directory} is absent; set QUALIFACE_OFFICIAL_MIRRORS)"
+        )
     return directory
 
 
