@@ -136,3 +136,29 @@ def test_serve_with_a_broken_gallery_exits_with_one_line(tmp_path: Path) -> None
     result = CliRunner().invoke(cli, ["serve", "--model", str(SFACE), "--gallery", str(bad), "--port", "0"])
     assert result.exit_code == 2, result.output
     assert f"error: {bad}: not a gallery file" in result.stderr
+
+
+def test_search_decides_with_the_learned_threshold_only_when_asked(service: FaceService, tmp_path: Path) -> None:
+    from qualiface.models import ThresholdInfo
+
+    card = service.model.card  # the fixture is shared: put its card back afterwards
+    service.model.card = card.with_threshold(ThresholdInfo(0.5, "learned", source="unitsface head"))
+    try:
+        app = create_app(service, ServeSettings(), gallery=GalleryService(service, tmp_path / "g.npz"))
+        _post(app, "/enroll", _png(1), "identity=ada&aligned=1")
+        plain = SearchAnswer.model_validate(_post(app, "/search", _png(1), "aligned=1").json())
+        assert plain.results[0].decision["decision"] == "undecided"  # b/γ never decides unasked
+        asked = SearchAnswer.model_validate(_post(app, "/search", _png(1), "aligned=1&threshold=learned").json())
+        assert asked.results[0].decision["decision"] == "match"
+        assert asked.results[0].decision["threshold"] == pytest.approx(0.5)
+        assert "must be a cosine in [-1, 1] or 'learned', got 'banana'" in _error(
+            _post(app, "/search", _png(1), "aligned=1&threshold=banana"), 400
+        )
+    finally:
+        service.model.card = card
+
+
+def test_search_refuses_learned_for_a_model_without_one(gallery_app) -> None:
+    app, _ = gallery_app
+    _post(app, "/enroll", _png(1), "identity=ada&aligned=1")
+    assert "has no learned threshold" in _error(_post(app, "/search", _png(1), "aligned=1&threshold=learned"), 400)

@@ -10,7 +10,8 @@ through the same queue, limits and error answers (:mod:`qualiface.serve.app`):
   image with 512-d embeddings).
 - ``POST /search?top_k=5``: per face (``all_faces=1``: every face, else the largest), the top-k identities with
   similarity and confidence and the decision on the best one (:mod:`qualiface.gallery.identify`);
-  ``threshold`` replaces the model's. An empty gallery: 409.
+  ``threshold`` (a cosine, or ``learned`` for the model's threshold learned in training) replaces the model's. An
+  empty gallery: 409.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from qualiface.decisions import LEARNED, ThresholdChoice, resolve_threshold
 from qualiface.errors import InputError
 from qualiface.gallery import Gallery, GalleryIndex, add_images, check_model, load_gallery, save_gallery
 from qualiface.gallery.enroll import EnrollConflictError, check_identity, model_scaler
@@ -157,13 +159,17 @@ class GalleryService:
         data: bytes,
         *,
         top_k: int = 5,
-        threshold: float | None = None,
+        threshold: ThresholdChoice = None,
         aligned: bool = False,
         all_faces: bool = False,
     ) -> dict[str, Any]:
         """The top-k identities of each face of the image and the decision on the best (module docstring)."""
         from qualiface.decisions import DecisionPolicy
 
+        try:
+            resolve_threshold(self.service.model.card, threshold, "query 'threshold'")
+        except ValueError as exc:
+            raise RequestError(HTTPStatus.BAD_REQUEST, str(exc)) from None
         gallery, index = self._state
         if not gallery.n_identities:
             raise RequestError(HTTPStatus.CONFLICT, "the gallery holds no identity yet; enroll faces with POST /enroll")
@@ -218,22 +224,35 @@ def add_gallery_routes(app: FastAPI, gallery: GalleryService, infer: Infer, depe
     async def search(
         request: Request,
         top_k: int = 5,
-        threshold: float | None = None,
+        threshold: str | None = None,
         aligned: bool = False,
         all_faces: bool = False,
     ) -> Response:
-        """The top-k identities of the image's face(s) and a decision on the best."""
+        """The top-k identities of the image's face(s) and a decision on the best; ``threshold``: a cosine in
+        [-1, 1], or ``learned`` for the model's threshold learned in training (UniTSFace)."""
 
         def work(body: bytes) -> dict[str, Any]:
             try:
                 k = check_top_k(top_k)
-                if threshold is not None and not (math.isfinite(threshold) and -1.0 <= threshold <= 1.0):
-                    raise ValueError(f"query 'threshold' must be a cosine in [-1, 1], got {threshold}")
+                choice = _threshold_query(threshold)
             except ValueError as exc:
                 raise RequestError(HTTPStatus.BAD_REQUEST, str(exc)) from None
-            return gallery.search(body, top_k=k, threshold=threshold, aligned=aligned, all_faces=all_faces)
+            return gallery.search(body, top_k=k, threshold=choice, aligned=aligned, all_faces=all_faces)
 
         return await infer(request, work)
+
+
+def _threshold_query(text: str | None) -> ThresholdChoice:
+    """The ``threshold`` query: ``None``, the word ``learned``, or a cosine in [-1, 1] (``ValueError`` otherwise)."""
+    if text is None or text.strip().lower() == LEARNED:
+        return None if text is None else LEARNED
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"query 'threshold' must be a cosine in [-1, 1] or {LEARNED!r}, got {text!r}") from None
+    if not (math.isfinite(value) and -1.0 <= value <= 1.0):
+        raise ValueError(f"query 'threshold' must be a cosine in [-1, 1] or {LEARNED!r}, got {text}")
+    return value
 
 
 def _refuse(message: str) -> dict[str, Any]:
