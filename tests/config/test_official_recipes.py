@@ -37,8 +37,9 @@ def same(v: Any) -> Any:
 
 
 def fp16(v: bool) -> str:
-    """``fp16: True`` (fp16 + GradScaler on CUDA) is ``fp16-cuda``; an fp32 run is ``auto`` (the recipes' choice)."""
-    return "fp16-cuda" if v else "auto"
+    """``fp16: True`` (fp16 + GradScaler on CUDA) is ``fp16-cuda``; an fp32 run is ``fp32-cuda`` (both ``auto``
+    off CUDA: the recipes' choice)."""
+    return "fp16-cuda" if v else "fp32-cuda"
 
 
 def per_process(processes: int) -> Callable[[int], int]:

@@ -84,7 +84,7 @@ MAPPED: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]] = {
     "embedding_size": (("model.kwargs.embedding_dim",), same),
     "margin_list": (("head.name", "head.kwargs.margin"), cosface_of),
     "sample_rate": (("head.sample_rate",), same),
-    "fp16": (("train.precision",), lambda fp16: "fp16-cuda" if fp16 else "fp32"),
+    "fp16": (("train.precision",), lambda fp16: "fp16-cuda" if fp16 else "fp32-cuda"),
     "weight_decay": (("optim.weight_decay",), same),
     "batch_size": (("data.batch_size",), same),
     "optimizer": (("optim.name",), same),

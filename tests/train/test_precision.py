@@ -109,7 +109,7 @@ def test_auto_on_cpu_follows_the_units_and_the_measurement(
     monkeypatch: pytest.MonkeyPatch, units: tuple[str, ...], speedup: float | None, want: torch.dtype | None
 ) -> None:
     _units(monkeypatch, *units, speedup=speedup)
-    for setting in ("auto", "fp16-cuda"):
+    for setting in ("auto", "fp16-cuda", "fp32-cuda"):
         resolved = resolve(setting, CPU)
         assert resolved.dtype == want
         assert (units[0] if units else "no bf16 matrix unit") in resolved.reason
@@ -128,6 +128,7 @@ def test_auto_and_fp16_cuda_on_a_cuda_device(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert resolve("auto", cuda).dtype is torch.bfloat16
     assert resolve("fp16-cuda", cuda).dtype is torch.float16
+    assert resolve("fp32-cuda", cuda).dtype is None  # the official fp32 runs stay fp32 on a GPU
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert resolve("auto", cuda).dtype is torch.float16
     assert precision.grad_scaler(torch.float16, CPU) is not None  # fp16 always comes with a scaler

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Precision = Literal["auto", "fp32", "bf16", "fp16", "fp16-cuda"]
+Precision = Literal["auto", "fp32", "bf16", "fp16", "fp16-cuda", "fp32-cuda"]
 
 
 @dataclass
@@ -154,9 +154,10 @@ class TrainConfig:
         epochs: training length in epochs; ``steps`` wins when both are set.
         steps: training length in optimizer steps.
         precision: ``auto`` (bf16 autocast where the GPU runs bf16, the CPU has AMX-BF16, or the CPU has
-            AVX512-BF16 and a short matmul measurement finds bf16 1.5x faster than fp32; else fp32), ``fp32``, ``bf16``, ``fp16`` (CUDA only, with a GradScaler) or
-            ``fp16-cuda`` (fp16 with a GradScaler on CUDA, as the official runs, and ``auto`` elsewhere). The
-            heads always compute in float32; ``qualiface train`` prints what the setting resolved to.
+            AVX512-BF16 and a short matmul measurement finds bf16 1.5x faster than fp32; else fp32), ``fp32``,
+            ``bf16``, ``fp16`` (CUDA only, with a GradScaler), or ``fp16-cuda`` / ``fp32-cuda`` (the recipes: the
+            official run's fp16 with a GradScaler, or fp32, on CUDA, and ``auto`` elsewhere). The heads always
+            compute in float32; ``qualiface train`` prints what the setting resolved to.
         channels_last: NHWC activations; ``None`` = on for CPU training (oneDNN: 13-25% faster in fp32 on
             iresnet50 / mobilefacenet, BENCHMARKS.md) and under autocast on GPUs.
         compile: ``torch.compile`` the backbone.

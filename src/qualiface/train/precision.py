@@ -34,7 +34,7 @@ BF16_MATRIX_UNITS = ("amx_bf16", "avx512_bf16")
 #: The private per-feature probes of torch (``torch.cpu`` since 2.x, ``torch._C._cpu`` before), by feature.
 _TORCH_FLAG_PROBES = {"amx_bf16": "_is_amx_tile_supported", "avx512_bf16": "_is_avx512_bf16_supported"}
 CPUINFO = Path("/proc/cpuinfo")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "fp16-cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "fp16-cuda", "fp32-cuda")
 
 
 @dataclass(frozen=True)
@@ -197,10 +197,11 @@ def _auto(device: torch.device, setting: str) -> ResolvedPrecision:
 def resolve(precision: str, device: torch.device) -> ResolvedPrecision:
     """The autocast dtype for ``precision`` on ``device``, with the reason.
 
-    ``auto``: bf16 on CUDA devices that support it (else fp16 with a GradScaler), bf16 on CPUs with bf16 matrix
-    units (AMX-BF16 or AVX512-BF16), else fp32. ``fp16-cuda``: fp16 with a GradScaler on CUDA, as the official
-    arcface_torch / MagFace runs (``fp16=True``), and ``auto`` elsewhere (fp16 without a matrix unit and a scaler
-    on CPU is neither fast nor safe). ``fp16`` on CPU is refused.
+    ``auto``: bf16 on CUDA devices that support it (else fp16 with a GradScaler); on CPUs bf16 where
+    :func:`cpu_bf16_verdict` finds it faster (AMX-BF16, or AVX512-BF16 that measures so), else fp32. The recipes'
+    settings reproduce the official run's precision on CUDA and take ``auto`` elsewhere: ``fp16-cuda`` (fp16 with a
+    GradScaler, as arcface_torch's ``fp16=True`` runs) and ``fp32-cuda`` (the official fp32 runs: MagFace,
+    CR-FIQA); fp16 on a CPU is neither fast nor safe. ``fp16`` on CPU is refused.
     """
     if precision == "fp32":
         return ResolvedPrecision(None, "fp32: as configured")
@@ -210,6 +211,10 @@ def resolve(precision: str, device: torch.device) -> ResolvedPrecision:
         if device.type == "cuda":
             return ResolvedPrecision(torch.float16, "fp16-cuda: fp16 with a GradScaler on CUDA, as the official run")
         return _auto(device, "fp16-cuda off CUDA, as auto")
+    if precision == "fp32-cuda":
+        if device.type == "cuda":
+            return ResolvedPrecision(None, "fp32-cuda: fp32 on CUDA, as the official run")
+        return _auto(device, "fp32-cuda off CUDA, as auto")
     if precision == "bf16":
         if device.type == "cpu" and not cpu_has_fast_bf16():
             logger.warning("train.precision bf16: %s", cpu_bf16_verdict()[1])
