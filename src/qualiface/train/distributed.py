@@ -64,7 +64,15 @@ def setup_distributed(backend: str = "auto", device: str = "auto", timeout_minut
     if use_cuda:
         if not torch.cuda.is_available():
             raise RuntimeError("train.device is 'cuda' but CUDA is not available")
-        dev = torch.device("cuda", local_rank % torch.cuda.device_count())
+        count = torch.cuda.device_count()
+        nccl = world_size > 1 and backend in ("auto", "nccl")
+        if nccl and local_rank >= count:  # NCCL refuses two ranks on one GPU, after a long wait
+            raise ValueError(
+                f"LOCAL_RANK {local_rank}, but this machine has {count} CUDA device(s): start at most {count} "
+                f"process(es) per machine (torchrun --nproc_per_node {count}), or set train.backend: gloo or "
+                f"train.device: cpu"
+            )
+        dev = torch.device("cuda", local_rank % count)
         torch.cuda.set_device(dev)
     else:
         dev = torch.device("cpu")
