@@ -8,10 +8,13 @@ or a given generator, so each test keeps its own seed); ``fit`` runs ``steps`` o
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from qualiface.config import ExperimentConfig, config_from_dict
 from qualiface.heads.base import HeadOutput
 
 
@@ -54,3 +57,37 @@ def fit(
 def step_losses(outputs: list[HeadOutput]) -> list[float]:
     """The loss of every step."""
     return [out.loss.item() for out in outputs]
+
+
+def tiny_config(
+    out_dir: Path, *, head: str = "arcface", overrides: tuple[str, ...] = (), **sections: Any
+) -> ExperimentConfig:
+    """``tiny_cnn`` on 16x16 synthetic faces, 8 identities x 4 images, batch 8, on the CPU in fp32; ``sections``
+    update the config's sections, ``overrides`` are ``key=value`` settings applied last."""
+    branch = {"cr_fiqa": "cr_fiqa", "scaleface": "scaleface"}.get(head)
+    data: dict[str, Any] = {
+        "model": {
+            "backbone": "tiny_cnn",
+            "kwargs": {"input_size": 16, **({"quality_branch": branch} if branch else {})},
+        },
+        "head": {"name": head},
+        "data": {
+            "synthetic": {"num_identities": 8, "images_per_identity": 4, "size": 16},
+            "batch_size": 8,
+            "num_workers": 0,
+        },
+        "optim": {"lr": 0.05},
+        # device cpu: on a CUDA machine too these stay CPU checks (tests/gpu holds the CUDA ones)
+        "train": {
+            "out_dir": str(out_dir),
+            "steps": 6,
+            "precision": "fp32",
+            "device": "cpu",
+            "log_every": 1,
+            "checkpoint_every": 100,
+        },
+        "log": {"progress": False},
+    }
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    return config_from_dict(data, list(overrides))

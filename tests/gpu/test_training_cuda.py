@@ -29,7 +29,8 @@ import torch
 from torch import Tensor
 
 import qualiface
-from qualiface.config import ExperimentConfig, config_from_dict
+from _helpers.tiny_training import tiny_config
+from qualiface.config import ExperimentConfig
 from qualiface.train import train
 from qualiface.train.distributed import DistInfo
 from qualiface.train.loop import Trainer
@@ -48,25 +49,11 @@ RTOL = {"cpu": 1e-4, "bf16": 3e-2, "fp16": 1e-2}
 
 
 def tiny_cuda_config(out_dir: Path, *, head: str = "arcface", overrides: tuple[str, ...] = ()) -> ExperimentConfig:
-    """``tiny_cnn`` on 16x16 synthetic faces, 8 identities x 4 images, batch 8, SGD 0.01 constant, on CUDA."""
-    branch = {"cr_fiqa": "cr_fiqa", "scaleface": "scaleface"}.get(head)
-    data: dict[str, Any] = {
-        "model": {
-            "backbone": "tiny_cnn",
-            "kwargs": {"input_size": 16, **({"quality_branch": branch} if branch else {})},
-        },
-        "head": {"name": head},
-        "data": {
-            "synthetic": {"num_identities": 8, "images_per_identity": 4, "size": 16},
-            "batch_size": 8,
-            "num_workers": 0,
-        },
-        "optim": {"lr": 0.01},
-        "schedule": {"name": "constant"},
-        "train": {"out_dir": str(out_dir), "steps": 4, "device": "cuda", "log_every": 1, "checkpoint_every": 100},
-        "log": {"progress": False},
-    }
-    return config_from_dict(data, list(overrides))
+    """:func:`tiny_config` on CUDA: SGD 0.01 constant, 4 steps, precision ``auto`` unless overridden."""
+    train = {"steps": 4, "device": "cuda", "precision": "auto"}
+    return tiny_config(
+        out_dir, head=head, overrides=overrides, optim={"lr": 0.01}, schedule={"name": "constant"}, train=train
+    )
 
 
 def _trainer(tmp_path: Path, name: str, precision: str, device: torch.device) -> Trainer:
