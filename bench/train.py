@@ -437,13 +437,14 @@ def main() -> None:
         parser.error("--device cuda: torch.cuda.is_available() is False")
     if "fp16" in args.precisions and args.device != "cuda":
         parser.error("--precisions fp16 needs --device cuda (the trainer refuses fp16 on a CPU)")
+    support = cpu_bf16_support()
     machine = {
         "cpu": cpu_model(),
         "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
         "cores": os.cpu_count(),
         "torch": torch.__version__,
-        "fast_bf16": cpu_bf16_support().fast,
-        "bf16_units": cpu_bf16_support().describe(),
+        "fast_bf16": support.fast,
+        "bf16_units": support.describe(),
         "auto_precision": resolve("auto", torch.device(args.device)).name,
         "platform": platform.platform(),
         "python": platform.python_version(),

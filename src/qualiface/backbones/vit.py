@@ -262,13 +262,8 @@ class VisionTransformer(Backbone):
         self.arch = arch
         self.embedding_dim = embedding_dim
         self.bottleneck_dim = embed_dim * self.num_patches
-        self.preprocessing = Preprocessing(
-            input_size=(3, input_size, input_size),
-            channel_order="RGB",
-            mean=(0.5, 0.5, 0.5),
-            std=(0.5, 0.5, 0.5),
-            source="insightface",
-        )
+        # arcface_torch's RGB (x/255 − 0.5)/0.5: the Preprocessing defaults
+        self.preprocessing = Preprocessing(input_size=(3, input_size, input_size), source="insightface")
 
     def _init_weights(self) -> None:
         nn.init.normal_(self.mask_token, std=0.02)
